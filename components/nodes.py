@@ -1,0 +1,234 @@
+"""The Redis nodes: ConfigMap, StatefulSet and PodDisruptionBudget.
+
+Readiness is a plain PING: a probe that waited for ``cluster_state:ok`` would
+keep the StatefulSet from ever becoming ready, and the bootstrap waits for the
+StatefulSet before it forms the cluster (failure #4) — a deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import labels, redis_config, storage
+from components.k8s import Manifest, resource_kwargs
+from components.settings import ClusterSettings
+
+REDIS_UID = 999  # the redis user of the official image
+CHECKSUM_ANNOTATION = "redis-cluster/config-sha256"
+# Ready when Redis answers PONG, whatever the cluster state.
+READINESS_COMMAND = ["sh", "-c", 'test "$(redis-cli -h 127.0.0.1 -p 6379 ping)" = PONG']
+# Alive also while loading a large AOF (PING answers LOADING then): killing a
+# loading node only restarts the load.
+LIVENESS_COMMAND = [
+    "sh",
+    "-c",
+    'case "$(redis-cli -h 127.0.0.1 -p 6379 ping)" in PONG|LOADING*) exit 0 ;; *) exit 1 ;; esac',
+]
+# AOF with appendfsync everysec needs at most a second to flush; the rest is slack for
+# a busy node to finish writes and for a replica to take over.
+TERMINATION_GRACE_SECONDS = 60
+
+
+def config_map_manifest(s: ClusterSettings) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": labels.config_map_name(s),
+            "namespace": s.namespace,
+            "labels": labels.standard_labels(s, "redis"),
+        },
+        "data": redis_config.config_data(s),
+    }
+
+
+def _resources(s: ClusterSettings) -> Manifest:
+    limits = {k: v for k, v in (("cpu", s.cpu_limit), ("memory", s.memory_limit)) if v}
+    resources: Manifest = {"requests": {"cpu": s.cpu_request, "memory": s.memory_request}}
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _affinity(s: ClusterSettings) -> Manifest:
+    term = {
+        "labelSelector": {"matchLabels": labels.selector_labels(s)},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    if s.anti_affinity == "required":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+
+
+def _container_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": REDIS_UID,
+        "runAsGroup": REDIS_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _volume_permissions_container(s: ClusterSettings) -> Manifest:
+    """hostPath directories are created root-owned and fsGroup does not apply to them."""
+    return {
+        "name": "volume-permissions",
+        "image": s.image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": ["chown", "-R", f"{REDIS_UID}:{REDIS_UID}", redis_config.DATA_DIR],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "volumeMounts": [{"name": labels.DATA_VOLUME, "mountPath": redis_config.DATA_DIR}],
+    }
+
+
+def _redis_container(s: ClusterSettings) -> Manifest:
+    fqdn = f"$(POD_NAME).{labels.headless_service_name(s)}.{s.namespace}.svc.{s.cluster_domain}"
+    return {
+        "name": "redis",
+        "image": s.image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": ["sh", f"{redis_config.CONFIG_DIR}/{redis_config.SCRIPT_KEY}"],
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "REDIS_ANNOUNCE_HOSTNAME", "value": fqdn},
+            {"name": "REDIS_CONF", "value": f"{redis_config.CONFIG_DIR}/{redis_config.CONF_KEY}"},
+            {"name": "REDIS_NODES_CONF", "value": f"{redis_config.DATA_DIR}/nodes.conf"},
+        ],
+        "ports": [
+            {"name": "redis", "containerPort": labels.REDIS_PORT, "protocol": "TCP"},
+            {"name": "bus", "containerPort": labels.BUS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "exec": {"command": READINESS_COMMAND},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "exec": {"command": LIVENESS_COMMAND},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "resources": _resources(s),
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": labels.DATA_VOLUME, "mountPath": redis_config.DATA_DIR},
+            {"name": "config", "mountPath": redis_config.CONFIG_DIR, "readOnly": True},
+        ],
+    }
+
+
+def statefulset_manifest(s: ClusterSettings) -> Manifest:
+    pod_spec: Manifest = {
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": REDIS_UID,
+            "runAsGroup": REDIS_UID,
+            "fsGroup": REDIS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "affinity": _affinity(s),
+        "containers": [_redis_container(s)],
+        "volumes": [
+            {"name": "config", "configMap": {"name": labels.config_map_name(s), "defaultMode": 0o444}},
+        ],
+    }
+    if s.volume_permissions_init:
+        pod_spec["initContainers"] = [_volume_permissions_container(s)]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": labels.statefulset_name(s),
+            "namespace": s.namespace,
+            "labels": labels.standard_labels(s, "redis"),
+        },
+        "spec": {
+            "serviceName": labels.headless_service_name(s),
+            "replicas": s.pod_count,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels.selector_labels(s)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            # The claims are Pulumi resources (components/storage.py); the controller must never delete them.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "template": {
+                "metadata": {
+                    "labels": labels.standard_labels(s, "redis"),
+                    "annotations": {CHECKSUM_ANNOTATION: redis_config.config_checksum(redis_config.config_data(s))},
+                },
+                "spec": pod_spec,
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": labels.DATA_VOLUME, "labels": labels.selector_labels(s)},
+                    "spec": storage.claim_spec(s),
+                }
+            ],
+        },
+    }
+
+
+def pdb_manifest(s: ClusterSettings) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": labels.pdb_name(s),
+            "namespace": s.namespace,
+            "labels": labels.standard_labels(s, "redis"),
+        },
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels.selector_labels(s)}},
+    }
+
+
+@dataclass(frozen=True)
+class RedisNodesArgs:
+    settings: ClusterSettings
+    # What every object here waits for (the Namespace when the program creates it).
+    depends_on: tuple[pulumi.Resource, ...] = ()
+    # What the StatefulSet alone waits for: the owned claims and the headless Service.
+    statefulset_depends_on: tuple[pulumi.Resource, ...] = ()
+
+
+class RedisNodes(pulumi.ComponentResource):
+    def __init__(self, name: str, args: RedisNodesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("redis-cluster:nodes:RedisNodes", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
+        self.config_map = k8s.core.v1.ConfigMap(f"{name}-config", **resource_kwargs(config_map_manifest(s)), opts=child)
+        self.statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            **resource_kwargs(statefulset_manifest(s)),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, self.config_map, *args.statefulset_depends_on],
+            ),
+        )
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", **resource_kwargs(pdb_manifest(s)), opts=child)
+        self.register_outputs(
+            {
+                "statefulSetName": self.statefulset.metadata.name,
+                "configMapName": self.config_map.metadata.name,
+            }
+        )

@@ -1,0 +1,367 @@
+"""The one place where stack configuration is checked.
+
+Bad config must never reach a cluster: a wrong value found half-way through a
+``pulumi up`` leaves objects behind, so every key is parsed and checked here,
+all problems are collected, and a single :class:`SettingsError` naming each key,
+its value and what is allowed is raised before any resource is registered.
+``validate`` is pure (no Pulumi) so tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pulumi
+
+NAMESPACE = "redis-cluster"
+
+# Code-side defaults. Pulumi.yaml declares the same defaults for `pulumi config`
+# users; tests/components/test_settings.py keeps the two in sync.
+DEFAULTS: dict[str, Any] = {
+    "name": "redis-cluster",
+    "namespace": "default",
+    "createNamespace": False,
+    "masters": 3,
+    "replicasPerMaster": 1,
+    "image": "redis:7.0.15",
+    "imagePullPolicy": "IfNotPresent",
+    "storageSize": "150Mi",
+    "storageClassName": "redis-cluster-local",
+    "defaultStorageClass": False,
+    "hostPathBase": "/mnt/redis-cluster",
+    "volumePermissionsInit": True,
+    "nodes": [],
+    "antiAffinity": "preferred",
+    "externalNodePort": 30036,
+    "nodeTimeoutMs": 15000,
+    "clusterDomain": "cluster.local",
+    "cpuRequest": "100m",
+    "memoryRequest": "128Mi",
+    "cpuLimit": "",
+    "memoryLimit": "256Mi",
+    "renderYamlTo": "",
+    "bootstrapConnection": "port-forward",
+    "bootstrapTimeoutSeconds": 600,
+    "bootstrapEndpoints": [],
+}
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+ANTI_AFFINITIES = ("preferred", "required")
+BOOTSTRAP_CONNECTIONS = ("port-forward", "direct")
+NODE_PORT_RANGE = (30000, 32767)
+MAX_NAME_LEN = 40  # pod names `<name>-<ordinal>` and claim names `data-<name>-<ordinal>` stay short
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUANTITY = re.compile(
+    r"^(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$"
+)
+_SUFFIX_FACTORS: dict[str, Decimal] = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):(?P<port>[0-9]+)$")
+
+
+class SettingsError(ValueError):
+    """Every problem in the stack config at once, so one `pulumi preview` shows them all."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid {NAMESPACE} configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Validated settings; field names mirror the config keys in snake_case."""
+
+    name: str
+    namespace: str
+    create_namespace: bool
+    masters: int
+    replicas_per_master: int
+    image: str
+    image_pull_policy: str
+    storage_size: str
+    storage_class_name: str
+    default_storage_class: bool
+    host_path_base: str
+    volume_permissions_init: bool
+    nodes: tuple[str, ...]
+    anti_affinity: str
+    external_node_port: int
+    node_timeout_ms: int
+    cluster_domain: str
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+    render_yaml_to: str
+    bootstrap_connection: str
+    bootstrap_timeout_seconds: int
+    bootstrap_endpoints: tuple[str, ...]
+
+    @property
+    def pod_count(self) -> int:
+        return self.masters * (1 + self.replicas_per_master)
+
+
+def parse_quantity(text: str) -> Decimal | None:
+    """A Kubernetes resource quantity as a number, or None when it is not one."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        return None
+    try:
+        number = Decimal(match["num"])
+    except InvalidOperation:
+        return None
+    suffix = match["suffix"] or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIX_FACTORS[suffix]
+
+
+class _Checker:
+    """Collects problems instead of stopping at the first one."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{NAMESPACE}:{key} = {value!r}: {allowed}")
+
+    def value(self, key: str) -> Any:
+        return self.raw[key] if key in self.raw and self.raw[key] is not None else DEFAULTS[key]
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self.value(key)
+        parsed: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            parsed = value
+        elif isinstance(value, str) and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
+            parsed = int(value.strip())
+        if parsed is None or not low <= parsed <= high:
+            self.fail(key, value, f"must be an integer from {low} to {high}")
+            return int(DEFAULTS[key])
+        return parsed
+
+    def boolean(self, key: str) -> bool:
+        value = self.value(key)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        self.fail(key, value, "must be true or false")
+        return bool(DEFAULTS[key])
+
+    def string(self, key: str, check: Callable[[str], bool], allowed: str) -> str:
+        value = self.value(key)
+        if not isinstance(value, str) or not check(value):
+            self.fail(key, value, allowed)
+            return str(DEFAULTS[key])
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        return self.string(key, lambda v: v in choices, "must be one of " + ", ".join(choices))
+
+    def string_list(self, key: str) -> list[str]:
+        value = self.value(key)
+        items: Any = value
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    items = json.loads(text)
+                except json.JSONDecodeError:
+                    items = None
+            else:
+                items = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            self.fail(key, value, "must be a list of strings")
+            return []
+        return list(items)
+
+    def quantity(self, key: str, optional: bool = False) -> str:
+        def ok(v: str) -> bool:
+            if optional and v == "":
+                return True
+            parsed = parse_quantity(v)
+            return parsed is not None and parsed > 0
+
+        allowed = "must be a positive Kubernetes quantity such as 150Mi, 1Gi or 500m"
+        return self.string(key, ok, allowed + (' (or "" for none)' if optional else ""))
+
+
+def _is_dns_label(v: str) -> bool:
+    return len(v) <= 63 and _DNS_LABEL.match(v) is not None
+
+
+def _is_dns_subdomain(v: str) -> bool:
+    return len(v) <= 253 and _DNS_SUBDOMAIN.match(v) is not None
+
+
+def _is_host_port(v: str) -> bool:
+    match = _HOST_PORT.match(v)
+    return match is not None and 1 <= int(match["port"]) <= 65535
+
+
+def validate(raw: Mapping[str, Any]) -> ClusterSettings:
+    """Check raw config (strings as Pulumi hands them, or native values) and build settings.
+
+    Keys missing from ``raw`` take :data:`DEFAULTS`. Raises :class:`SettingsError`
+    listing every problem; never returns partially valid settings.
+    """
+    c = _Checker(raw)
+    for key in sorted(set(raw) - set(DEFAULTS)):
+        c.fail(key, raw[key], "unknown key; known keys are " + ", ".join(sorted(DEFAULTS)))
+
+    name = c.string(
+        "name",
+        lambda v: len(v) <= MAX_NAME_LEN and _DNS_LABEL.match(v) is not None,
+        f"must be a DNS-1123 label of at most {MAX_NAME_LEN} characters (lowercase letters, digits, '-')",
+    )
+    namespace = c.string(
+        "namespace", _is_dns_label, "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)"
+    )
+    masters = c.integer("masters", 3, 1000)
+    replicas = c.integer("replicasPerMaster", 0, 10)
+    image = c.string(
+        "image",
+        lambda v: v.strip() != "" and not any(ch.isspace() for ch in v),
+        "must be a non-empty image reference without spaces",
+    )
+    pull_policy = c.choice("imagePullPolicy", PULL_POLICIES)
+    storage_size = c.quantity("storageSize")
+    storage_class = c.string(
+        "storageClassName", _is_dns_subdomain, "must be a DNS-1123 subdomain (lowercase, digits, '-', '.')"
+    )
+    host_path_base = c.string(
+        "hostPathBase",
+        lambda v: v.startswith("/") and v.rstrip("/") != "" and not any(ch.isspace() for ch in v),
+        "must be an absolute directory path other than / without spaces",
+    )
+    nodes = c.string_list("nodes")
+    anti_affinity = c.choice("antiAffinity", ANTI_AFFINITIES)
+    node_port = c.integer("externalNodePort", *NODE_PORT_RANGE)
+    node_timeout = c.integer("nodeTimeoutMs", 1000, 600000)
+    cluster_domain = c.string("clusterDomain", _is_dns_subdomain, "must be a DNS-1123 subdomain")
+    cpu_request = c.quantity("cpuRequest")
+    memory_request = c.quantity("memoryRequest")
+    cpu_limit = c.quantity("cpuLimit", optional=True)
+    memory_limit = c.quantity("memoryLimit", optional=True)
+    render_yaml_to = c.string("renderYamlTo", lambda v: v == v.strip(), "must be a directory path or empty")
+    connection = c.choice("bootstrapConnection", BOOTSTRAP_CONNECTIONS)
+    timeout = c.integer("bootstrapTimeoutSeconds", 1, 86400)
+    endpoints = c.string_list("bootstrapEndpoints")
+
+    bad_nodes = [n for n in nodes if not _is_dns_subdomain(n)]
+    if bad_nodes:
+        c.fail("nodes", c.value("nodes"), f"node names must be DNS-1123 subdomains; not {bad_nodes}")
+    elif len(set(nodes)) != len(nodes):
+        c.fail("nodes", c.value("nodes"), "node names must be unique")
+    elif nodes and len(nodes) < replicas + 1:
+        c.fail(
+            "nodes",
+            c.value("nodes"),
+            f"needs at least replicasPerMaster+1 = {replicas + 1} nodes so that a master and its "
+            f"{replicas} replica(s) never share a node",
+        )
+    elif nodes and anti_affinity == "required" and len(nodes) < masters * (1 + replicas):
+        c.fail(
+            "nodes",
+            c.value("nodes"),
+            f'antiAffinity "required" allows one Redis pod per node, so it needs at least '
+            f'{masters * (1 + replicas)} nodes (one per pod); use antiAffinity "preferred" or add nodes',
+        )
+
+    bad_endpoints = [e for e in endpoints if not _is_host_port(e)]
+    if bad_endpoints:
+        c.fail(
+            "bootstrapEndpoints",
+            c.value("bootstrapEndpoints"),
+            f'entries must be "host:port" with a port from 1 to 65535; not {bad_endpoints}',
+        )
+    elif endpoints and len(endpoints) != masters * (1 + replicas):
+        c.fail(
+            "bootstrapEndpoints",
+            c.value("bootstrapEndpoints"),
+            f"needs one endpoint per pod: masters*(1+replicasPerMaster) = {masters * (1 + replicas)}",
+        )
+
+    for req_key, req, lim_key, lim in (
+        ("cpuRequest", cpu_request, "cpuLimit", cpu_limit),
+        ("memoryRequest", memory_request, "memoryLimit", memory_limit),
+    ):
+        req_q, lim_q = parse_quantity(req), parse_quantity(lim) if lim else None
+        if req_q is not None and lim_q is not None and req_q > lim_q:
+            c.fail(lim_key, lim, f"must not be below {req_key} = {req!r}")
+
+    create_namespace = c.boolean("createNamespace")
+    default_storage_class = c.boolean("defaultStorageClass")
+    volume_permissions_init = c.boolean("volumePermissionsInit")
+
+    if c.problems:
+        raise SettingsError(c.problems)
+    return ClusterSettings(
+        name=name,
+        namespace=namespace,
+        create_namespace=create_namespace,
+        masters=masters,
+        replicas_per_master=replicas,
+        image=image,
+        image_pull_policy=pull_policy,
+        storage_size=storage_size,
+        storage_class_name=storage_class,
+        default_storage_class=default_storage_class,
+        host_path_base=host_path_base.rstrip("/"),
+        volume_permissions_init=volume_permissions_init,
+        nodes=tuple(nodes),
+        anti_affinity=anti_affinity,
+        external_node_port=node_port,
+        node_timeout_ms=node_timeout,
+        cluster_domain=cluster_domain,
+        cpu_request=cpu_request,
+        memory_request=memory_request,
+        cpu_limit=cpu_limit,
+        memory_limit=memory_limit,
+        render_yaml_to=render_yaml_to,
+        bootstrap_connection=connection,
+        bootstrap_timeout_seconds=timeout,
+        bootstrap_endpoints=tuple(endpoints),
+    )
+
+
+def load_settings(cfg: pulumi.Config) -> ClusterSettings:
+    """Read the stack's config and validate it; raises before anything is registered.
+
+    Keys set in the stack that this program does not know are reported too: a
+    typo such as ``replicaPerMaster`` would otherwise silently deploy the default.
+    """
+    prefix = cfg.name + ":"
+    everything: dict[str, Any] = pulumi.runtime.config.CONFIG.get()
+    raw: dict[str, Any] = {k[len(prefix) :]: v for k, v in everything.items() if k.startswith(prefix)}
+    for key in DEFAULTS:
+        value = cfg.get(key)
+        if value is not None:
+            raw[key] = value
+    return validate(raw)
