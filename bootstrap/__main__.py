@@ -1,0 +1,5 @@
+"""Entry point of ``python -m bootstrap`` (see bootstrap.cli)."""
+
+from bootstrap.cli import main
+
+raise SystemExit(main())

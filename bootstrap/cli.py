@@ -1,0 +1,97 @@
+"""``python -m bootstrap``: the provider's library for operators and benchmarks, without Pulumi.
+
+The password comes from ``REDISCLI_AUTH`` (as for redis-cli), never from argv,
+which any user on the host can read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from bootstrap import operations as ops
+from bootstrap.converge import converge, describe
+from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
+from bootstrap.model import PlanError, Shape, parse_cluster_nodes
+from bootstrap.planner import plan
+
+PASSWORD_ENV = "REDISCLI_AUTH"
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bootstrap", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("plan", "print what apply would change, change nothing"),
+        ("apply", "converge the nodes into the shape: create, scale out/in, heal"),
+    ):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--masters", type=int, required=True)
+        c.add_argument("--replicas", type=int, required=True, help="replicas per master")
+        c.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+        c.add_argument(
+            "nodes",
+            nargs="+",
+            metavar="HOST:PORT",
+            help="every node of the deployment; cluster members not listed are drained and removed",
+        )
+    c = sub.add_parser("check", help="exit 0 only when the cluster is healthy and complete")
+    c.add_argument("--masters", type=int, help="also require this many masters")
+    c.add_argument("--replicas", type=int, help="also require this many replicas per master")
+    c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
+    return p
+
+
+def _members_of(seed: str, connector: Connector) -> Inventory:
+    """All nodes a seed knows, failed ones included, so that check reports them."""
+    lines = parse_cluster_nodes(ops.cluster(connector.client(seed), "NODES"))
+    addresses = sorted({ln.address for ln in lines if ln.address and not ln.is_myself} | {seed})
+    return static_inventory(addresses)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    password = os.environ.get(PASSWORD_ENV) or None
+    with connected(DirectConnector(password)) as connector:
+        try:
+            if args.command == "check":
+                return _check(args, connector)
+            shape = Shape(args.masters, args.replicas)
+            inventory = static_inventory(args.nodes)
+            if args.command == "plan":
+                snap = ops.take_snapshot(inventory, connector)
+                ops.refuse_unsafe(snap)
+                lines = plan(snap.members, shape, snap.ghosts).describe(snap.names())
+                print("\n".join(lines) if lines else "nothing to do: the cluster has the declared shape")
+                return 0
+            outcome = converge(inventory, connector, shape, args.timeout, _progress, password)
+            _progress(
+                f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas, "
+                f"{outcome.keys_moved} keys moved, {outcome.seconds:.2f}s"
+            )
+            print(json.dumps(describe(outcome.snapshot), indent=2))
+            return 0
+        except (ops.ClusterError, PlanError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _check(args: argparse.Namespace, connector: Connector) -> int:
+    inventory = _members_of(args.seed, connector)
+    snap = ops.take_snapshot(inventory, connector)
+    verdict = ops.health(snap, ops.cluster_infos(snap, connector), args.replicas, args.masters)
+    if verdict.ok:
+        masters = sum(1 for m in snap.members if m.is_master and m.slots)
+        print(f"OK: {len(snap.members)} nodes, {masters} masters, all 16384 slots covered, no open slot")
+        return 0
+    for problem in verdict.problems:
+        print(f"PROBLEM: {problem}")
+    return 2

@@ -1,0 +1,126 @@
+"""Converge: look, plan, act, look again — until the cluster is the declared shape.
+
+This is the one entry point the dynamic provider and the command line share.
+Each round re-reads the cluster instead of trusting the previous plan, so a
+failover Redis did by itself, a node that restarted mid-way or a move someone
+interrupted is simply part of what the next round sees.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bootstrap import operations as ops
+from bootstrap.endpoints import Connector, Inventory
+from bootstrap.migration import move_slots, repair_open_slots
+from bootstrap.model import Plan, Shape, format_ranges
+from bootstrap.planner import plan
+
+MAX_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    snapshot: ops.Snapshot
+    plans: tuple[Plan, ...]
+    keys_moved: int
+    seconds: float
+
+
+def converge(
+    inventory: Inventory,
+    connector: Connector,
+    shape: Shape,
+    timeout: float,
+    progress: ops.Progress,
+    password: str | None = None,
+) -> Outcome:
+    """Bring the endpoints to ``shape``; raise ClusterError with the reason when that is impossible."""
+    started = time.monotonic()
+    deadline = started + timeout
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    ops.wait_reachable(inventory, connector, left(), progress)
+    executed: list[Plan] = []
+    keys_moved = 0
+    for _ in range(MAX_ROUNDS):
+        snap = ops.take_snapshot(inventory, connector)
+        ops.refuse_unsafe(snap)
+        if repair_open_slots(snap, connector, progress, password):
+            snap = ops.take_snapshot(inventory, connector)
+        step = plan(snap.members, shape, snap.ghosts)
+        if step.empty and ops.mesh(snap, connector) == 0:
+            break
+        for line in step.describe(snap.names()):
+            progress(line)
+        executed.append(step)
+        keys_moved += _execute(step, snap, inventory, connector, progress, password, left)
+    else:
+        raise ops.ClusterError(f"cluster still not in shape after {MAX_ROUNDS} rounds: {executed[-1].describe()}")
+    final = ops.wait_converged(
+        inventory, connector, left(), progress, expect_masters=shape.masters, expect_replicas=None
+    )
+    problems = [p for step in executed[-1:] for p in step.problems]
+    if problems:
+        raise ops.ClusterError("; ".join(problems))
+    return Outcome(final, tuple(executed), keys_moved, time.monotonic() - started)
+
+
+def _execute(
+    step: Plan,
+    snap: ops.Snapshot,
+    inventory: Inventory,
+    connector: Connector,
+    progress: ops.Progress,
+    password: str | None,
+    left: Any,
+) -> int:
+    """Run one plan; returns keys moved. Role changes end the round early so it is re-planned."""
+    fresh = ops.is_fresh(snap)
+    if fresh:
+        progress(f"forming a new cluster of {len(snap.members)} nodes")
+        ops.assign_slots(snap, connector, step.assign, fresh=True)
+    if ops.mesh(snap, connector):
+        ops.wait_meshed(inventory, connector, left(), progress)
+        snap = ops.take_snapshot(inventory, connector)
+    if step.failovers:
+        ops.fail_over(snap, connector, step.failovers, timeout=min(left(), 60.0))
+    ops.forget(connector, snap.members, step.forget)
+    if step.detach:
+        ops.detach(snap, connector, step.detach)
+    if step.failovers or step.detach:
+        return 0  # roles changed: look again before moving anything
+    if not fresh:
+        ops.assign_slots(snap, connector, step.assign, fresh=False)
+    if step.moves:
+        progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
+    moved = move_slots(snap, connector, step.moves, progress, password)
+    ops.replicate(snap, connector, step.replicate)
+    ops.remove(snap, connector, step.remove)
+    if step.lost_slots:
+        progress(f"slots {format_ranges(step.lost_slots)} were reassigned empty: their owner is gone")
+    return moved
+
+
+def describe(snap: ops.Snapshot) -> dict[str, Any]:
+    """The cluster as stack outputs: masters with slot ranges, replica map, node ids."""
+    names = snap.names()
+    masters = sorted((m for m in snap.members if m.is_master and m.slots), key=lambda m: min(m.slots))
+    return {
+        "masters": [
+            {
+                "name": m.name,
+                "nodeId": m.node_id,
+                "address": m.address,
+                "slots": format_ranges(m.slots),
+                "replicas": sorted(r.name for r in snap.members if r.master_id == m.node_id),
+            }
+            for m in masters
+        ],
+        "replicaOf": {m.name: names.get(m.master_id or "", m.master_id or "") for m in snap.members if m.master_id},
+        "nodeIds": {m.name: m.node_id for m in sorted(snap.members, key=lambda m: m.order)},
+    }

@@ -1,0 +1,108 @@
+"""Which nodes make up the deployment and how this process reaches each of them.
+
+Two addresses matter for every node: the one the cluster uses (pod IP:6379,
+always what CLUSTER MEET gets) and the one this process dials (the same in
+``direct`` mode, a local tunnel in ``port-forward`` mode). A Connector maps
+the first to a client on the second, so nothing above it cares which it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+
+SOCKET_TIMEOUT_S = 10.0
+MIGRATE_SOCKET_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A node the deployment declares: ``name`` is stable (pod name), ``address`` may change."""
+
+    name: str
+    address: str  # host:port inside the cluster network (used for MEET and by MIGRATE)
+    domain: str = ""  # failure domain: the Kubernetes node it runs on
+    order: int = 0  # StatefulSet ordinal (or list position)
+    retire: bool = False  # beyond the declared pod count: to be drained and removed
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The endpoints, in order; ``retire`` ones are drained and removed."""
+
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def by_address(self) -> dict[str, Endpoint]:
+        return {e.address: e for e in self.endpoints}
+
+
+class Connector(Protocol):
+    """Builds clients for cluster addresses; closes whatever it opened."""
+
+    def client(self, address: str, timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis: ...
+
+    def close(self) -> None: ...
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {address!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class DirectConnector:
+    """Dials cluster addresses as they are (pods reachable: in-cluster, on a node, tests)."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self._password = password
+        self._clients: dict[tuple[str, float], redis.Redis] = {}
+        self._lock = threading.Lock()
+
+    def dial(self, address: str) -> tuple[str, int]:
+        return split_address(address)
+
+    def client(self, address: str, timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
+        with self._lock:
+            key = (address, timeout)
+            if key not in self._clients:
+                host, port = self.dial(address)
+                self._clients[key] = redis.Redis(
+                    host=host,
+                    port=port,
+                    password=self._password,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=5,
+                    decode_responses=True,
+                )
+            return self._clients[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._clients.values():
+                with contextlib.suppress(Exception):
+                    c.close()
+            self._clients.clear()
+
+
+def static_inventory(addresses: Sequence[str], retire: Sequence[str] = ()) -> Inventory:
+    """Endpoints from plain HOST:PORT lists; the host stands in for the failure domain."""
+    endpoints = []
+    for i, address in enumerate([*addresses, *retire]):
+        host, _ = split_address(address)
+        endpoints.append(Endpoint(name=address, address=address, domain=host, order=i, retire=i >= len(addresses)))
+    return Inventory(tuple(endpoints))
+
+
+@contextlib.contextmanager
+def connected(connector: Connector) -> Iterator[Connector]:
+    try:
+        yield connector
+    finally:
+        connector.close()

@@ -1,0 +1,470 @@
+"""Cluster operations over the ``redis`` package: look, refuse, mesh, promote, forget, wait.
+
+I/O lives here and in ``migration``; decisions live in ``planner``. Every wait
+is bounded and, when it gives up, says which node is not there yet and why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis
+
+from bootstrap.endpoints import Connector, Endpoint, Inventory
+from bootstrap.model import SLOTS, Member, NodeLine, format_ranges, parse_cluster_nodes, to_ranges
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+POLL_S = 0.05
+MAX_THREADS = 16
+
+
+class ClusterError(Exception):
+    """An operation failed; the message says on which node and what to do."""
+
+
+class RefusedError(ClusterError):
+    """The nodes hold something this deployment must not touch (data, another cluster)."""
+
+
+class ConvergenceTimeout(ClusterError):
+    """The cluster did not reach the expected state in time; the message says what is missing."""
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """Run ``fn`` over items concurrently (I/O bound) and re-raise the first failure."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def cluster(client: redis.Redis, *args: Any) -> Any:
+    return client.execute_command("CLUSTER", *args)
+
+
+# --- looking at the cluster ---------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """Every endpoint's view of the cluster at one moment."""
+
+    members: list[Member]
+    views: dict[str, list[NodeLine]]  # node id -> that node's CLUSTER NODES
+    ghosts: dict[str, frozenset[int]] = field(default_factory=dict)  # unserved ids -> slots
+    strangers: dict[str, str] = field(default_factory=dict)  # live ids not declared -> address
+
+    @property
+    def by_id(self) -> dict[str, Member]:
+        return {m.node_id: m for m in self.members}
+
+    def open_slots(self) -> list[tuple[Member, dict[int, str], dict[int, str]]]:
+        """(member, migrating, importing) for every member with a slot left half moved."""
+        out = []
+        for m in self.members:
+            me = next(line for line in self.views[m.node_id] if line.is_myself)
+            if me.migrating or me.importing:
+                out.append((m, me.migrating, me.importing))
+        return out
+
+    def names(self) -> dict[str, str]:
+        return {m.node_id: m.name for m in self.members}
+
+
+def wait_reachable(inventory: Inventory, connector: Connector, timeout: float, progress: Progress) -> None:
+    """Bounded wait until every endpoint answers PING; the error names those that never did."""
+    pending = {e.address: e for e in inventory.endpoints}
+    deadline = time.monotonic() + timeout
+    last_error: dict[str, str] = {}
+    announced = False
+    while pending:
+
+        def ping(e: Endpoint) -> tuple[Endpoint, str | None]:
+            try:
+                connector.client(e.address, timeout=2).ping()
+                return e, None
+            except (redis.RedisError, OSError) as exc:
+                return e, f"{type(exc).__name__}: {exc}"
+
+        for e, err in parallel(ping, list(pending.values())):
+            if err is None:
+                pending.pop(e.address, None)
+            else:
+                last_error[e.address] = err
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            detail = "; ".join(f"{e.name} ({e.address}): {last_error.get(a, '?')}" for a, e in pending.items())
+            raise ConvergenceTimeout(f"{len(pending)} node(s) did not answer PING within {timeout:.0f}s: {detail}")
+        if not announced:
+            progress(f"waiting for {len(pending)} node(s) to answer: {', '.join(e.name for e in pending.values())}")
+            announced = True
+        time.sleep(0.2)
+
+
+def take_snapshot(inventory: Inventory, connector: Connector) -> Snapshot:
+    def look(e: Endpoint) -> tuple[Endpoint, list[NodeLine], int]:
+        client = connector.client(e.address)
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("CLUSTER", "NODES")
+            pipe.dbsize()
+            raw, keys = pipe.execute()
+        except redis.ResponseError as exc:
+            raise RefusedError(f"{e.name} ({e.address}) is not a cluster-mode Redis: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ClusterError(f"{e.name} ({e.address}) does not answer: {exc}") from exc
+        return e, parse_cluster_nodes(raw), int(keys)
+
+    members: list[Member] = []
+    views: dict[str, list[NodeLine]] = {}
+    for e, lines, keys in parallel(look, inventory.endpoints):
+        me = next(line for line in lines if line.is_myself)
+        if e.retire and len(lines) == 1 and not me.slots:
+            continue  # removed already (reset, knows nobody): nothing left to drain
+        members.append(
+            Member(
+                name=e.name,
+                node_id=me.node_id,
+                address=e.address,
+                domain=e.domain,
+                is_master=me.is_master,
+                master_id=me.master_id,
+                slots=me.slots,
+                keys=keys,
+                retire=e.retire,
+                order=e.order,
+            )
+        )
+        views[me.node_id] = lines
+    snap = Snapshot(members=members, views=views)
+    ours = set(views)
+    # Slot ownership of nodes nobody serves: believe the view that claims them, unless a member does.
+    owned_by_members = set().union(*(m.slots for m in members)) if members else set()
+    for lines in views.values():
+        for line in lines:
+            if line.node_id in ours or line.in_handshake:
+                continue  # a handshake entry carries a random id until the peer answers
+            if line.failed:
+                slots = frozenset(line.slots - owned_by_members)
+                snap.ghosts[line.node_id] = snap.ghosts.get(line.node_id, frozenset()) | slots
+            else:
+                snap.strangers[line.node_id] = line.address
+    for node_id in list(snap.strangers):
+        if node_id in snap.ghosts:  # failed in someone's view: gone, not foreign
+            del snap.strangers[node_id]
+    return snap
+
+
+def refuse_unsafe(snap: Snapshot) -> None:
+    """Stop before touching nodes whose data or membership is not ours to change."""
+    problems: list[str] = []
+    for m in snap.members:
+        if m.is_master and not m.slots and m.keys and len(snap.views[m.node_id]) == 1:
+            problems.append(
+                f"{m.name} ({m.address}) holds {m.keys} keys but is in no cluster: refusing to join it, "
+                f"which would drop its data (empty it or move its data first)"
+            )
+    for node_id, address in snap.strangers.items():
+        seen_by = [m.name for m in snap.members if any(ln.node_id == node_id for ln in snap.views[m.node_id])]
+        problems.append(
+            f"node {node_id[:8]} at {address or 'no address'} is a live member of the cluster that "
+            f"{', '.join(seen_by)} belong(s) to, but is not part of this deployment: refusing to "
+            f"change a cluster shared with nodes we do not manage"
+        )
+    # Two groups that each own slots and do not know each other are two clusters.
+    owners = [m for m in snap.members if m.slots]
+    for i, a in enumerate(owners):
+        for b in owners[i + 1 :]:
+            if not any(line.node_id == b.node_id for line in snap.views[a.node_id]):
+                problems.append(
+                    f"{a.name} and {b.name} both own slots but do not know each other: they belong to "
+                    f"different clusters; refusing to merge them"
+                )
+    if problems:
+        raise RefusedError("; ".join(problems))
+
+
+# --- changing the cluster -----------------------------------------------------
+
+
+def meshed(snap: Snapshot) -> list[str]:
+    """What keeps the members from all seeing each other, connected, at their current address."""
+    names = snap.names()
+    gaps = []
+    for m in snap.members:
+        seen = {line.node_id: line for line in snap.views[m.node_id]}
+        for o in snap.members:
+            line = seen.get(o.node_id)
+            if o.node_id == m.node_id:
+                continue
+            if line is None or line.address != o.address or line.in_handshake or line.failed:
+                gaps.append(f"{m.name} does not see {names[o.node_id]} at {o.address}")
+    return gaps
+
+
+def wait_meshed(inventory: Inventory, connector: Connector, timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    while gaps := meshed(take_snapshot(inventory, connector)):
+        if time.monotonic() > deadline:
+            raise ConvergenceTimeout(
+                f"nodes did not all meet within {timeout:.0f}s ({len(gaps)} gaps): {'; '.join(gaps[:5])}; "
+                f"check that the cluster bus port (client port + 10000) is reachable between pods"
+            )
+        time.sleep(POLL_S)
+
+
+def is_fresh(snap: Snapshot) -> bool:
+    return all(len(snap.views[m.node_id]) == 1 and not m.slots for m in snap.members)
+
+
+def assign_slots(
+    snap: Snapshot, connector: Connector, assign: Sequence[tuple[str, tuple[int, ...]]], fresh: bool
+) -> None:
+    """ADDSLOTSRANGE the unowned slots; on a fresh cluster also give every node its own epoch.
+
+    Distinct config epochs set before the first MEET (as redis-cli does) spare
+    the cluster the epoch-collision rounds that would otherwise follow.
+    """
+    by_id = snap.by_id
+    plan = dict(assign)
+
+    def apply(item: tuple[int, Member]) -> None:
+        epoch, m = item
+        pipe = connector.client(m.address).pipeline(transaction=False)
+        slots = plan.get(m.node_id, ())
+        for lo, hi in to_ranges(slots):
+            pipe.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        if fresh:
+            pipe.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
+        pipe.execute()
+
+    targets = [m for m in snap.members if m.node_id in plan or fresh]
+    parallel(apply, [(i + 1, by_id[m.node_id]) for i, m in enumerate(targets)])
+
+
+def mesh(snap: Snapshot, connector: Connector) -> int:
+    """MEET every member from every member that does not see it at its current address.
+
+    Meeting all pairs (not one seed) means no node waits for gossip to learn
+    the others; it is also how stale addresses are fixed: Redis matches the
+    node id in the answer and moves the known node to the new address.
+    Returns the number of MEETs sent.
+    """
+    sent = 0
+    jobs: list[tuple[Member, list[Member]]] = []
+    for m in snap.members:
+        seen = {line.node_id: line for line in snap.views[m.node_id]}
+        todo = [
+            o
+            for o in snap.members
+            if o.node_id != m.node_id
+            and (
+                o.node_id not in seen
+                or seen[o.node_id].address != o.address
+                or seen[o.node_id].failed
+                or seen[o.node_id].in_handshake
+            )
+        ]
+        if todo:
+            jobs.append((m, todo))
+            sent += len(todo)
+
+    def meet(job: tuple[Member, list[Member]]) -> None:
+        m, todo = job
+        pipe = connector.client(m.address).pipeline(transaction=False)
+        for o in todo:
+            host, _, port = o.address.rpartition(":")
+            pipe.execute_command("CLUSTER", "MEET", host, int(port))
+        pipe.execute()
+
+    parallel(meet, jobs)
+    return sent
+
+
+def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], timeout: float) -> None:
+    """Promote replicas: a plain FAILOVER when the master is alive, FORCE when it is gone."""
+    by_id = snap.by_id
+    for rid in replica_ids:
+        replica = by_id[rid]
+        master_alive = replica.master_id in by_id
+        mode = [] if master_alive else ["FORCE"]
+        client = connector.client(replica.address)
+        deadline = time.monotonic() + timeout
+        tried_takeover = False
+        cluster(client, "FAILOVER", *mode)
+        while True:
+            me = next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
+            if me.is_master:
+                break
+            if time.monotonic() > deadline:
+                if not tried_takeover and not master_alive:
+                    # FORCE needs a majority of masters to vote; TAKEOVER does not.
+                    cluster(client, "FAILOVER", "TAKEOVER")
+                    tried_takeover, deadline = True, time.monotonic() + timeout
+                    continue
+                raise ConvergenceTimeout(
+                    f"replica {replica.name} was not promoted within {timeout:.0f}s "
+                    f"(CLUSTER FAILOVER {' '.join(mode)}); check its replication link (INFO replication)"
+                )
+            time.sleep(POLL_S)
+
+
+def forget(connector: Connector, members: Sequence[Member], node_ids: Sequence[str]) -> None:
+    """FORGET on every remaining node within one pass (Redis bans a forgotten id for 60 s only)."""
+    if not node_ids:
+        return
+
+    def run(m: Member) -> None:
+        pipe = connector.client(m.address).pipeline(transaction=False)
+        targets = [i for i in node_ids if i != m.node_id]
+        for node_id in targets:
+            pipe.execute_command("CLUSTER", "FORGET", node_id)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception) and "Unknown node" not in str(result):
+                raise ClusterError(f"CLUSTER FORGET on {m.name}: {result}")
+
+    parallel(run, members)
+
+
+def detach(snap: Snapshot, connector: Connector, replica_ids: Sequence[str]) -> None:
+    """Turn replicas into empty masters (their data is a copy): CLUSTER RESET SOFT keeps the id."""
+    by_id = snap.by_id
+    for rid in replica_ids:
+        cluster(connector.client(by_id[rid].address), "RESET", "SOFT")
+
+
+def replicate(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, str]]) -> None:
+    by_id = snap.by_id
+
+    def run(pair: tuple[str, str]) -> None:
+        replica, master = by_id[pair[0]], pair[1]
+        try:
+            cluster(connector.client(replica.address), "REPLICATE", master)
+        except redis.ResponseError as exc:
+            raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
+
+    parallel(run, pairs)
+
+
+def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> None:
+    """Reset the drained nodes (so they stop gossiping) and forget them everywhere else."""
+    if not node_ids:
+        return
+    by_id = snap.by_id
+    for node_id in node_ids:
+        m = by_id[node_id]
+        client = connector.client(m.address)
+        me = next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
+        if me.slots:
+            raise ClusterError(f"{m.name} still owns slots {format_ranges(me.slots)}; not removing it")
+        if me.is_master and client.dbsize():
+            raise ClusterError(f"{m.name} owns no slots but holds {client.dbsize()} keys; not removing it")
+        # HARD: a new id, so the node can never be mistaken for its old self (a replica's keys are a copy).
+        cluster(client, "RESET", "HARD")
+    remaining = [m for m in snap.members if m.node_id not in node_ids]
+    forget(connector, remaining, node_ids)
+
+
+# --- waiting for the truth ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a converged cluster looks like from every node, and what is off when it is not."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def health(
+    snap: Snapshot,
+    infos: dict[str, str],
+    expect_replicas: int | None = None,
+    expect_masters: int | None = None,
+) -> Health:
+    """Judge a snapshot: one slot map everywhere, everyone knows everyone, state ok, shape right."""
+    problems: list[str] = []
+    ids = {m.node_id for m in snap.members}
+    names = snap.names()
+    reference: dict[int, str] | None = None
+    for m in snap.members:
+        lines = snap.views[m.node_id]
+        known = {ln.node_id for ln in lines}
+        if missing := ids - known:
+            problems.append(f"{m.name} does not know {', '.join(names[i] for i in sorted(missing))}")
+        if extra := known - ids:
+            problems.append(f"{m.name} still lists {len(extra)} node(s) not in the deployment")
+        for ln in lines:
+            if ln.node_id in ids and not ln.is_myself and (ln.failed or ln.in_handshake):
+                problems.append(f"{m.name} sees {names[ln.node_id]} as {','.join(sorted(ln.flags))}")
+            if ln.is_myself and (ln.migrating or ln.importing):
+                problems.append(f"{m.name} has open slots {format_ranges([*ln.migrating, *ln.importing])}")
+        owners = {s: ln.node_id for ln in lines if ln.is_master for s in ln.slots}
+        if len(owners) != SLOTS:
+            problems.append(f"{m.name} sees {len(owners)} of {SLOTS} slots assigned")
+        if reference is None:
+            reference = owners
+        elif owners != reference:
+            problems.append(f"{m.name} disagrees with {snap.members[0].name} about slot owners")
+        roles = {ln.node_id: ln.master_id for ln in lines if ln.node_id in ids}
+        for other in snap.members:
+            if other.node_id in roles and roles[other.node_id] != other.master_id:
+                problems.append(f"{m.name} has an outdated role for {other.name}")
+        if "cluster_state:ok" not in infos.get(m.node_id, ""):
+            problems.append(f"{m.name} reports cluster_state other than ok")
+    if expect_masters is not None or expect_replicas is not None:
+        masters = [m for m in snap.members if m.is_master and m.slots]
+        if expect_masters is not None and len(masters) != expect_masters:
+            problems.append(f"{len(masters)} masters own slots, {expect_masters} declared")
+        if expect_replicas is not None:
+            for master in masters:
+                count = sum(1 for m in snap.members if m.master_id == master.node_id)
+                if count < expect_replicas:
+                    problems.append(f"master {master.name} has {count} replica(s), {expect_replicas} declared")
+    return Health(tuple(problems))
+
+
+def cluster_infos(snap: Snapshot, connector: Connector) -> dict[str, str]:
+    def info(m: Member) -> tuple[str, str]:
+        return m.node_id, str(cluster(connector.client(m.address), "INFO"))
+
+    return dict(parallel(info, snap.members))
+
+
+def wait_converged(
+    inventory: Inventory,
+    connector: Connector,
+    timeout: float,
+    progress: Progress,
+    expect_masters: int | None = None,
+    expect_replicas: int | None = None,
+) -> Snapshot:
+    """Poll until ``health`` is clean on every node; the timeout error lists what is still off."""
+    deadline = time.monotonic() + timeout
+    last_report = time.monotonic()
+    while True:
+        snap = take_snapshot(inventory, connector)
+        verdict = health(snap, cluster_infos(snap, connector), expect_replicas, expect_masters)
+        if verdict.ok:
+            return snap
+        now = time.monotonic()
+        if now > deadline:
+            raise ConvergenceTimeout(
+                f"cluster did not converge within {timeout:.0f}s: " + "; ".join(verdict.problems[:10])
+            )
+        if now - last_report > 5:
+            progress(f"waiting for the cluster to agree: {verdict.problems[0]}")
+            last_report = now
+        time.sleep(POLL_S)
