@@ -1,0 +1,301 @@
+"""components/scripts/start-redis.sh: restore, rewrite, exec.
+
+Pure cases run the script on hand-written nodes.conf files under every POSIX
+shell available (dash, busybox sh). The cases that matter run it against real
+redis-server processes from the ``redis_farm`` fixture: a 3-master cluster whose
+nodes all come back on new addresses must re-form by itself with the rewrite,
+and must not without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from components.redis_config import SCRIPT_PATH
+from tests.conftest import RedisFarm, RedisNode
+
+SHELLS = [
+    pytest.param(["dash"], id="dash", marks=pytest.mark.skipif(not shutil.which("dash"), reason="no dash")),
+    pytest.param(
+        ["busybox", "sh"], id="busybox", marks=pytest.mark.skipif(not shutil.which("busybox"), reason="no busybox")
+    ),
+]
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+ID = [f"{c}" * 40 for c in "abcdef"]
+
+
+def write_resolver(directory: Path, table: Mapping[str, str]) -> str:
+    """A resolver command for REDIS_RESOLVE_CMD that knows only ``table`` (like DNS with new pod IPs)."""
+    cases = "".join(f"  {host}) echo {ip} ;;\n" for host, ip in table.items())
+    path = directory / "resolve.sh"
+    path.write_text(f'#!/bin/sh\ncase "$1" in\n{cases}  *) exit 2 ;;\nesac\n')
+    return f"sh {path}"
+
+
+def run_script(
+    nodes_conf: Path,
+    pod_ip: str,
+    table: Mapping[str, str],
+    shell: list[str] | None = None,
+    args: tuple[str, ...] = ("--prepare",),
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REDIS_NODES_CONF": str(nodes_conf),
+        "POD_IP": pod_ip,
+        "REDIS_RESOLVE_CMD": write_resolver(nodes_conf.parent, table),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [*(shell or ["sh"]), str(SCRIPT_PATH), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+# ---------------------------------------------------------------- pure cases
+
+NODES_CONF_70 = f"""\
+{ID[0]} 10.0.0.1:6379@16379,redis-0.h.ns.svc.cluster.local myself,master - 0 0 1 connected 0-5460
+{ID[1]} 10.0.0.2:6379@16379,redis-1.h.ns.svc.cluster.local master - 0 1700000 2 connected 5461-10922 [5461->-{ID[0]}]
+{ID[2]} 10.0.0.3:6379@16379,redis-2.h.ns.svc.cluster.local master,fail - 1 1700000 3 disconnected 10923-16383
+{ID[3]} 10.0.0.4:6379@16379,gone.h.ns.svc.cluster.local slave {ID[0]} 0 1700000 1 connected
+{ID[4]} 10.0.0.5:6379@16379 slave {ID[1]} 0 1700000 2 connected
+vars currentEpoch 3 lastVoteEpoch 0
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_rewrites_own_and_peer_addresses_only(tmp_path: Path, shell: list[str]) -> None:
+    conf = tmp_path / "nodes.conf"
+    conf.write_text(NODES_CONF_70)
+    table = {"redis-1.h.ns.svc.cluster.local": "10.1.0.2", "redis-2.h.ns.svc.cluster.local": "10.1.0.3"}
+    result = run_script(conf, "10.1.0.1", table, shell)
+    assert result.returncode == 0, result.stderr
+    want = (
+        NODES_CONF_70.replace("10.0.0.1:", "10.1.0.1:")
+        .replace("10.0.0.2:", "10.1.0.2:")
+        .replace("10.0.0.3:", "10.1.0.3:")
+    )
+    # gone.* does not resolve and 10.0.0.5 has no hostname: both kept as they were.
+    assert conf.read_text() == want
+    assert (tmp_path / "nodes.conf.bak").read_text() == NODES_CONF_70
+    # Idempotent: a second start changes nothing.
+    assert run_script(conf, "10.1.0.1", table, shell).returncode == 0
+    assert conf.read_text() == want
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_redis_72_aux_fields_and_ipv6(tmp_path: Path, shell: list[str]) -> None:
+    conf = tmp_path / "nodes.conf"
+    text = (
+        f"{ID[0]} fd00::1:6379@16379,redis-0.h,tls-port=0,shard-id={ID[5]} myself,master - 0 0 1 connected 0-16383\n"
+        f"{ID[1]} fd00::2:6379@16379,redis-1.h,tls-port=0,shard-id={ID[5]} slave {ID[0]} 0 1 1 connected\n"
+        "vars currentEpoch 1 lastVoteEpoch 0\n"
+    )
+    conf.write_text(text)
+    result = run_script(conf, "fd00:1::9", {"redis-1.h": "fd00:1::8"}, shell)
+    assert result.returncode == 0, result.stderr
+    assert conf.read_text() == text.replace("fd00::1:6379", "fd00:1::9:6379").replace("fd00::2:6379", "fd00:1::8:6379")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_text(""), id="empty"),
+        pytest.param(lambda p: p.write_text(NODES_CONF_70[:150]), id="truncated"),
+        pytest.param(lambda p: p.unlink(), id="missing"),
+    ],
+)
+def test_damaged_nodes_conf_is_restored_from_backup(
+    tmp_path: Path, shell: list[str], damage: Callable[[Path], None]
+) -> None:
+    conf = tmp_path / "nodes.conf"
+    conf.write_text(NODES_CONF_70)
+    assert run_script(conf, "10.0.0.1", {}, shell).returncode == 0  # a good start: backup made
+    damage(conf)
+    result = run_script(conf, "10.0.0.1", {}, shell)
+    assert result.returncode == 0, result.stderr
+    assert "restoring" in result.stderr
+    assert conf.read_text() == NODES_CONF_70
+
+
+def test_damaged_backup_never_replaces_nodes_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "nodes.conf"
+    (tmp_path / "nodes.conf.bak").write_text(NODES_CONF_70[:100])
+    conf.write_text("")
+    assert run_script(conf, "10.0.0.1", {}).returncode == 0
+    assert conf.read_text() == ""  # a fresh node: Redis starts it as new
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_execs_redis_with_announce_ip_and_hostname(tmp_path: Path, shell: list[str]) -> None:
+    conf = tmp_path / "nodes.conf"
+    conf.write_text(NODES_CONF_70)
+    fake = tmp_path / "fake-redis-server"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    result = run_script(
+        conf,
+        "10.9.0.1",
+        {},
+        shell,
+        args=(),
+        env={
+            "REDIS_SERVER": str(fake),
+            "REDIS_CONF": "/etc/redis-cluster/redis.conf",
+            "REDIS_ANNOUNCE_HOSTNAME": "redis-0.h.ns.svc.cluster.local",
+            "REDIS_NODES_BACKUP_SECONDS": "0",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:5] == [
+        "/etc/redis-cluster/redis.conf",
+        "--cluster-announce-ip",
+        "10.9.0.1",
+        "--cluster-announce-hostname",
+        "redis-0.h.ns.svc.cluster.local",
+    ]
+    assert "10.9.0.1:6379@16379,redis-0" in conf.read_text()
+
+
+def test_refuses_to_start_without_pod_ip(tmp_path: Path) -> None:
+    conf = tmp_path / "nodes.conf"
+    result = run_script(conf, "", {}, args=(), env={"REDIS_SERVER": "true"})
+    assert result.returncode != 0
+    assert "POD_IP" in result.stderr
+
+
+# ------------------------------------------------------ real redis-server cases
+
+OLD_HOSTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+NEW_HOSTS = ["127.0.0.21", "127.0.0.22", "127.0.0.23"]
+KEYS = 300
+
+
+def cluster_info(node: RedisNode) -> dict[str, str]:
+    text = str(node.client().execute_command("CLUSTER", "INFO"))
+    return dict(line.split(":", 1) for line in text.strip().splitlines() if ":" in line)
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except redis.RedisError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def all_ok(nodes: list[RedisNode]) -> bool:
+    return all(cluster_info(n).get("cluster_state") == "ok" for n in nodes)
+
+
+def announce(hostname: str, ip: str) -> dict[str, str]:
+    """What the start script passes to redis-server: the pod's IP and stable hostname."""
+    return {"cluster-announce-hostname": hostname, "cluster-announce-ip": ip}
+
+
+def form_cluster(redis_farm: RedisFarm) -> list[RedisNode]:
+    """Three masters, each announcing hostname node-<i>, formed with redis-cli and filled with keys."""
+    nodes = [
+        redis_farm.spawn(1, hosts=[host], extra=announce(f"node-{i}", host))[0] for i, host in enumerate(OLD_HOSTS)
+    ]
+    subprocess.run(
+        [REDIS_CLI, "--cluster", "create", *[n.address for n in nodes], "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert wait_until(lambda: all_ok(nodes), 30), "the cluster did not form"
+    client = cluster_client(nodes)
+    for k in range(KEYS):
+        client.set(f"key:{k}", f"value-{k}")
+    client.close()
+    return nodes
+
+
+def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], decode_responses=True, socket_timeout=5
+    )
+
+
+def move_all(nodes: list[RedisNode], rewrite: bool) -> None:
+    """Stop every node, optionally run the start script's repair, bring each back on a new address."""
+    for node in nodes:
+        node.stop()
+    table = {f"node-{i}": NEW_HOSTS[i] for i in range(len(nodes))}
+    for i, node in enumerate(nodes):
+        if rewrite:
+            result = run_script(node.dir / "nodes.conf", NEW_HOSTS[i], table)
+            assert result.returncode == 0, result.stderr
+        node.extra.update(announce(f"node-{i}", NEW_HOSTS[i]))
+        node.restart(host=NEW_HOSTS[i])
+
+
+def test_cluster_reforms_after_every_address_changed(redis_farm: RedisFarm) -> None:
+    nodes = form_cluster(redis_farm)
+    ids = [n.client().execute_command("CLUSTER", "MYID") for n in nodes]
+    move_all(nodes, rewrite=True)
+    assert wait_until(lambda: all_ok(nodes), 30), [cluster_info(n).get("cluster_state") for n in nodes]
+    assert [n.client().execute_command("CLUSTER", "MYID") for n in nodes] == ids
+    assert all(int(cluster_info(n)["cluster_known_nodes"]) == 3 for n in nodes)
+    client = cluster_client(nodes)
+    try:
+        assert [client.get(f"key:{k}") for k in range(KEYS)] == [f"value-{k}" for k in range(KEYS)]
+    finally:
+        client.close()
+
+
+def test_without_the_rewrite_the_cluster_stays_down(redis_farm: RedisFarm) -> None:
+    nodes = form_cluster(redis_farm)
+    move_all(nodes, rewrite=False)
+    # Give it far longer than the rewrite needs (node timeout 3 s in the farm's config).
+    time.sleep(12)
+    assert not all_ok(nodes)
+    states = [cluster_info(n).get("cluster_state") for n in nodes]
+    assert "fail" in states, states
+
+
+def test_empty_nodes_conf_is_restored_and_the_node_rejoins(redis_farm: RedisFarm) -> None:
+    nodes = form_cluster(redis_farm)
+    victim = nodes[0]
+    my_id = victim.client().execute_command("CLUSTER", "MYID")
+    table = {f"node-{i}": OLD_HOSTS[i] for i in range(3)}
+    victim.stop()
+    # A previous good start made the backup ...
+    assert run_script(victim.dir / "nodes.conf", victim.host, table).returncode == 0
+    victim.start()
+    # ... then the node is killed while rewriting nodes.conf (failure #3).
+    victim.stop(hard=True)
+    (victim.dir / "nodes.conf").write_text("")
+    result = run_script(victim.dir / "nodes.conf", victim.host, table)
+    assert result.returncode == 0, result.stderr
+    assert "restoring" in result.stderr
+    victim.start()
+    assert victim.client().execute_command("CLUSTER", "MYID") == my_id
+    assert wait_until(lambda: all_ok(nodes), 30)
+    client = cluster_client(nodes)
+    try:
+        assert client.get("key:7") == "value-7"
+    finally:
+        client.close()
