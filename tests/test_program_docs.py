@@ -1,0 +1,70 @@
+"""docs/config.md's reference table must say what Pulumi.yaml declares."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+from tests.components.harness import ROOT, project_file
+
+ROW = re.compile(r"^\| `(?P<key>[A-Za-z]+)` \| (?P<type>\w+) \| `(?P<default>[^`]*)` \| (?P<desc>.+) \|$")
+
+
+def documented() -> dict[str, tuple[str, Any]]:
+    rows: dict[str, tuple[str, Any]] = {}
+    for line in (ROOT / "docs" / "config.md").read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            assert match["key"] not in rows, f"{match['key']} documented twice"
+            rows[match["key"]] = (match["type"], match["default"])
+    return rows
+
+
+def as_doc(value: Any) -> str:
+    if isinstance(value, bool | list) or value == "":
+        return json.dumps(value)
+    return str(value)
+
+
+def test_config_reference_matches_pulumi_yaml() -> None:
+    declared = {
+        key.split(":", 1)[1]: (spec["type"], as_doc(spec["default"])) for key, spec in project_file()["config"].items()
+    }
+    assert documented() == declared
+
+
+def load_workflow(name: str) -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    return data
+
+
+def pulumi_steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return [
+        step
+        for job in workflow["jobs"].values()
+        for step in job["steps"]
+        if str(step.get("uses", "")).startswith("pulumi/actions@")
+    ]
+
+
+def test_preview_workflow_covers_every_stack_and_comments() -> None:
+    workflow = load_workflow("preview.yml")
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as True
+    stacks = {entry["stack"] for entry in workflow["jobs"]["preview"]["strategy"]["matrix"]["include"]}
+    assert stacks == {p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")}
+    [step] = pulumi_steps(workflow)
+    assert step["with"]["command"] == "preview" and step["with"]["comment-on-pr"] is True
+
+
+def test_deploy_and_destroy_workflows() -> None:
+    deploy = load_workflow("deploy.yml")
+    assert deploy[True]["push"]["branches"] == ["main"]
+    [up] = pulumi_steps(deploy)
+    assert (up["with"]["command"], up["with"]["stack-name"]) == ("up", "dev")
+    destroy = load_workflow("destroy.yml")
+    assert set(destroy[True]["workflow_dispatch"]["inputs"]["stack"]["options"]) == {"dev", "prod"}
+    [down] = pulumi_steps(destroy)
+    assert down["with"]["command"] == "destroy"
