@@ -81,8 +81,11 @@ _SUFFIX_FACTORS: dict[str, Decimal] = {
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):(?P<port>[0-9]+)$")
 
 
-class SettingsError(ValueError):
-    """Every problem in the stack config at once, so one `pulumi preview` shows them all."""
+class SettingsError(pulumi.RunError, ValueError):
+    """Every problem in the stack config at once, so one `pulumi preview` shows them all.
+
+    A ``pulumi.RunError`` so the engine prints the message alone, not a traceback.
+    """
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems

@@ -128,9 +128,11 @@ prepare() {
   fi
 }
 
+# Runs beside Redis: $$ is this shell's PID, which exec hands to redis-server,
+# so the loop ends with Redis instead of outliving it.
 backup_loop() {
   interval=$1
-  while sleep "$interval"; do
+  while sleep "$interval" && kill -0 "$$" 2>/dev/null; do
     backup 2>/dev/null || true
   done
 }

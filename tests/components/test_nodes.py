@@ -1,0 +1,58 @@
+"""Redis node specs (ConfigMap, StatefulSet, PDB) for any valid settings."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+from hypothesis import given
+from hypothesis import settings as hsettings
+
+from components import nodes, redis_config
+from components.settings import ClusterSettings, validate
+from tests.components.strategies import settings
+
+K8S_VERSION = kubernetes_validate.utils.latest_version()
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(settings())
+def test_node_manifests_are_valid_kubernetes(s: ClusterSettings) -> None:
+    for manifest in (nodes.config_map_manifest(s), nodes.statefulset_manifest(s), nodes.pdb_manifest(s)):
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(settings())
+def test_statefulset_follows_settings(s: ClusterSettings) -> None:
+    spec = nodes.statefulset_manifest(s)["spec"]
+    assert spec["replicas"] == s.masters * (1 + s.replicas_per_master)
+    pod = spec["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    key = (
+        "requiredDuringSchedulingIgnoredDuringExecution"
+        if s.anti_affinity == "required"
+        else "preferredDuringSchedulingIgnoredDuringExecution"
+    )
+    assert list(anti) == [key]
+    assert ("initContainers" in pod) == s.volume_permissions_init
+    [redis] = pod["containers"]
+    limits = redis["resources"].get("limits", {})
+    assert limits.get("cpu", "") == s.cpu_limit and limits.get("memory", "") == s.memory_limit
+
+
+def test_config_change_rolls_the_pods() -> None:
+    def checksum(timeout: int) -> str:
+        template = nodes.statefulset_manifest(validate({"nodeTimeoutMs": timeout}))["spec"]["template"]
+        return str(template["metadata"]["annotations"][nodes.CHECKSUM_ANNOTATION])
+
+    assert checksum(15000) == checksum(15000)
+    assert checksum(15000) != checksum(20000)
+
+
+def test_config_map_carries_the_script_file_verbatim() -> None:
+    data = nodes.config_map_manifest(validate({}))["data"]
+    assert data[redis_config.SCRIPT_KEY] == redis_config.SCRIPT_PATH.read_text()
+    assert "cluster-node-timeout 15000" in data[redis_config.CONF_KEY].splitlines()
+
+
+def test_pdb_allows_one_disruption() -> None:
+    assert nodes.pdb_manifest(validate({}))["spec"]["maxUnavailable"] == 1
