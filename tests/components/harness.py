@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import runpy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,13 @@ def stack_config(stack: str, **overrides: Any) -> dict[str, str]:
     return engine_config({**declared_defaults(), **stack_values(stack), **overrides})
 
 
-def _execute(config: Mapping[str, str], stack: str) -> tuple[ProgramRun, BaseException | None]:
+def run_main() -> None:
+    runpy.run_path(str(MAIN), run_name="__main__")
+
+
+def _execute(
+    config: Mapping[str, str], stack: str, body: Callable[[], None] = run_main
+) -> tuple[ProgramRun, BaseException | None]:
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
@@ -145,7 +151,7 @@ def _execute(config: Mapping[str, str], stack: str) -> tuple[ProgramRun, BaseExc
 
     def program() -> None:
         with mock.patch.object(pulumi, "export", record):
-            runpy.run_path(str(MAIN), run_name="__main__")
+            body()
         values: dict[str, Any] | None = _sync_await(pulumi.Output.from_input(exports).future())
         resolved.update(values or {})
 
@@ -163,9 +169,9 @@ def _execute(config: Mapping[str, str], stack: str) -> tuple[ProgramRun, BaseExc
     return run, error
 
 
-def run_program(config: Mapping[str, str], stack: str = "test") -> ProgramRun:
-    """Execute ``__main__.py`` with mocks; an exception from the program propagates."""
-    run, error = _execute(config, stack)
+def run_program(config: Mapping[str, str], stack: str = "test", body: Callable[[], None] = run_main) -> ProgramRun:
+    """Execute ``__main__.py`` (or ``body``) with mocks; an exception from the program propagates."""
+    run, error = _execute(config, stack, body)
     if error is not None:
         raise error
     return run
