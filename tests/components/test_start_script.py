@@ -183,8 +183,8 @@ def test_refuses_to_start_without_pod_ip(tmp_path: Path) -> None:
 
 # ------------------------------------------------------ real redis-server cases
 
-OLD_HOSTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
-NEW_HOSTS = ["127.0.0.21", "127.0.0.22", "127.0.0.23"]
+OLD_HOSTS = [f"127.0.0.{11 + i}" for i in range(6)]
+NEW_HOSTS = [f"127.0.0.{21 + i}" for i in range(6)]
 KEYS = 300
 
 
@@ -214,13 +214,22 @@ def announce(hostname: str, ip: str) -> dict[str, str]:
     return {"cluster-announce-hostname": hostname, "cluster-announce-ip": ip}
 
 
-def form_cluster(redis_farm: RedisFarm) -> list[RedisNode]:
-    """Three masters, each announcing hostname node-<i>, formed with redis-cli and filled with keys."""
+def form_cluster(redis_farm: RedisFarm, replicas: int = 0) -> list[RedisNode]:
+    """Three masters (and replicas), each announcing hostname node-<i>, formed with redis-cli, filled with keys."""
     nodes = [
-        redis_farm.spawn(1, hosts=[host], extra=announce(f"node-{i}", host))[0] for i, host in enumerate(OLD_HOSTS)
+        redis_farm.spawn(1, hosts=[host], extra=announce(f"node-{i}", host))[0]
+        for i, host in enumerate(OLD_HOSTS[: 3 * (1 + replicas)])
     ]
     subprocess.run(
-        [REDIS_CLI, "--cluster", "create", *[n.address for n in nodes], "--cluster-yes"],
+        [
+            REDIS_CLI,
+            "--cluster",
+            "create",
+            *[n.address for n in nodes],
+            "--cluster-replicas",
+            str(replicas),
+            "--cluster-yes",
+        ],
         check=True,
         capture_output=True,
         timeout=60,
@@ -239,12 +248,14 @@ def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
     )
 
 
-def move_all(nodes: list[RedisNode], rewrite: bool) -> None:
-    """Stop every node, optionally run the start script's repair, bring each back on a new address."""
-    for node in nodes:
+def move_all(nodes: list[RedisNode], rewrite: bool, moved: int | None = None) -> None:
+    """Stop the first ``moved`` nodes (all by default), optionally run the start script's repair,
+    and bring each back on a new address; DNS then knows the new addresses of moved nodes only."""
+    moved = len(nodes) if moved is None else moved
+    for node in nodes[:moved]:
         node.stop()
-    table = {f"node-{i}": NEW_HOSTS[i] for i in range(len(nodes))}
-    for i, node in enumerate(nodes):
+    table = {f"node-{i}": (NEW_HOSTS if i < moved else OLD_HOSTS)[i] for i in range(len(nodes))}
+    for i, node in enumerate(nodes[:moved]):
         if rewrite:
             result = run_script(node.dir / "nodes.conf", NEW_HOSTS[i], table)
             assert result.returncode == 0, result.stderr
@@ -252,18 +263,41 @@ def move_all(nodes: list[RedisNode], rewrite: bool) -> None:
         node.restart(host=NEW_HOSTS[i])
 
 
-def test_cluster_reforms_after_every_address_changed(redis_farm: RedisFarm) -> None:
-    nodes = form_cluster(redis_farm)
+def replicas_linked(nodes: list[RedisNode]) -> bool:
+    infos = [n.client().info("replication") for n in nodes]
+    return all(i.get("master_link_status") == "up" for i in infos if i["role"] == "slave")
+
+
+@pytest.mark.parametrize("replicas", [0, 1], ids=["3-masters", "3-masters-3-replicas"])
+def test_cluster_reforms_after_every_address_changed(redis_farm: RedisFarm, replicas: int) -> None:
+    """Failure #1: every pod restarted with a new IP."""
+    nodes = form_cluster(redis_farm, replicas)
     ids = [n.client().execute_command("CLUSTER", "MYID") for n in nodes]
     move_all(nodes, rewrite=True)
     assert wait_until(lambda: all_ok(nodes), 30), [cluster_info(n).get("cluster_state") for n in nodes]
+    assert wait_until(lambda: replicas_linked(nodes), 30)
     assert [n.client().execute_command("CLUSTER", "MYID") for n in nodes] == ids
-    assert all(int(cluster_info(n)["cluster_known_nodes"]) == 3 for n in nodes)
+    assert all(int(cluster_info(n)["cluster_known_nodes"]) == len(nodes) for n in nodes)
+    assert sum(n.client().info("replication")["role"] == "slave" for n in nodes) == 3 * replicas
     client = cluster_client(nodes)
     try:
         assert [client.get(f"key:{k}") for k in range(KEYS)] == [f"value-{k}" for k in range(KEYS)]
     finally:
         client.close()
+
+
+def test_one_pod_with_a_new_address_rejoins(redis_farm: RedisFarm) -> None:
+    """Failure #2: a single restarted pod comes back with a new IP."""
+    nodes = form_cluster(redis_farm)
+    move_all(nodes, rewrite=True, moved=1)
+    assert nodes[0].host == NEW_HOSTS[0]
+    expected = f"{NEW_HOSTS[0]}:{nodes[0].port}"
+
+    def everyone_knows_the_new_address() -> bool:
+        views = [str(n.client().execute_command("CLUSTER", "NODES")) for n in nodes[1:]]
+        return all(expected in view for view in views) and all_ok(nodes)
+
+    assert wait_until(everyone_knows_the_new_address, 30)
 
 
 def test_without_the_rewrite_the_cluster_stays_down(redis_farm: RedisFarm) -> None:
@@ -280,7 +314,7 @@ def test_empty_nodes_conf_is_restored_and_the_node_rejoins(redis_farm: RedisFarm
     nodes = form_cluster(redis_farm)
     victim = nodes[0]
     my_id = victim.client().execute_command("CLUSTER", "MYID")
-    table = {f"node-{i}": OLD_HOSTS[i] for i in range(3)}
+    table = {f"node-{i}": OLD_HOSTS[i] for i in range(len(nodes))}
     victim.stop()
     # A previous good start made the backup ...
     assert run_script(victim.dir / "nodes.conf", victim.host, table).returncode == 0
