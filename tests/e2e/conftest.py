@@ -1,0 +1,126 @@
+"""Fixtures for the e2e tier: a real single-node Kubernetes from ``tools/cluster.sh``.
+
+* Tests here are skipped (with the reason) when the cluster has not been built
+  (``tools/cluster.sh build``) or when not running as root.
+* ``cluster`` (session): reuses a running cluster, or runs ``tools/cluster.sh up``
+  and, if it started it, ``tools/cluster.sh down`` at the end of the session
+  (set ``REDIS_CLUSTER_E2E_KEEP=1`` to leave it running).
+* ``kubeconfig`` (session): path of the admin kubeconfig.
+* ``kubectl``: runs the cluster's own kubectl with that kubeconfig.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_SH = REPO / "tools" / "cluster.sh"
+UP_TIMEOUT_S = 600
+
+
+def _sh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def cluster_cache_dir() -> Path:
+    """The cache dir that ``tools/cluster.sh build`` fills for the pinned versions."""
+    return Path(_sh("key").stdout.strip())
+
+
+def cluster_missing_reason() -> str | None:
+    """Why the e2e tier cannot run here, or None when it can."""
+    if not CLUSTER_SH.exists():
+        return f"{CLUSTER_SH} missing"
+    if os.geteuid() != 0:
+        return "the local Kubernetes cluster needs root (network namespaces, mounts, iptables)"
+    cache = cluster_cache_dir()
+    if not (cache / ".built").exists():
+        return f"local Kubernetes cluster not built ({cache} missing): run tools/cluster.sh build"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    reason: str | None = None
+    checked = False
+    for item in items:
+        if here not in Path(str(item.fspath)).resolve().parents:
+            continue
+        if not checked:
+            reason, checked = cluster_missing_reason(), True
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    bin_dir: Path
+    started_here: bool
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '')}"
+        return env
+
+
+def _apiserver_running() -> bool:
+    status = _sh("status")
+    return status.returncode == 0 and "kube-apiserver: running" in status.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    reason = cluster_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    started = False
+    if not _apiserver_running():
+        up = _sh("up", timeout=UP_TIMEOUT_S)
+        if up.returncode != 0:
+            _sh("down", timeout=120)
+            pytest.fail(f"tools/cluster.sh up failed ({up.returncode}):\n{up.stderr[-4000:]}")
+        started = True
+    kubeconfig = Path(_sh("kubeconfig").stdout.strip())
+    try:
+        yield Cluster(kubeconfig=kubeconfig, bin_dir=cluster_cache_dir() / "bin", started_here=started)
+    finally:
+        if started and os.environ.get("REDIS_CLUSTER_E2E_KEEP") != "1":
+            _sh("down", timeout=300)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: Cluster) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture
+def kubectl(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``kubectl(*args, input=None, check=True)`` with the cluster's kubeconfig."""
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(cluster.kubectl_path), "--kubeconfig", str(cluster.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
+
+    return run

@@ -1,0 +1,3 @@
+module redis-cluster.local/tools/cluster/pause
+
+go 1.25.0
