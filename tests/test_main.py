@@ -10,14 +10,19 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import kubernetes_validate
 import pytest
 
 from components.settings import SettingsError
-from tests.components.harness import ProgramRun, run_failing_program, run_program, stack_config, stack_values
+from tests.components.harness import (
+    ProgramRun,
+    assert_valid_kubernetes,
+    run_failing_program,
+    run_program,
+    stack_config,
+    stack_values,
+)
 
 STACKS = ["dev", "prod"]
-K8S_VERSION = kubernetes_validate.utils.latest_version()
 STANDARD_LABEL_KEYS = {
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -118,7 +123,7 @@ def test_every_manifest_is_valid_kubernetes(stack: str) -> None:
     manifests = _run(stack).manifests()
     assert len(manifests) >= 19
     for manifest in manifests:
-        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+        assert_valid_kubernetes(manifest)
 
 
 def test_storage_class_is_no_provisioner_wait_for_first_consumer(stack: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import kubernetes_validate
 import pulumi
 import yaml
 from pulumi.runtime.mocks import MockMonitor
@@ -23,6 +24,13 @@ from pulumi.runtime.sync_await import _sync_await
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "__main__.py"
 PROJECT = "redis-cluster"
+# Newest Kubernetes schema the validator ships (1.37 with kubernetes-validate 1.37.0).
+K8S_VERSION = kubernetes_validate.utils.latest_version()
+
+
+def assert_valid_kubernetes(manifest: Mapping[str, Any]) -> None:
+    """Strict OpenAPI validation: unknown fields fail too."""
+    kubernetes_validate.validate(dict(manifest), K8S_VERSION, strict=True)
 
 
 @dataclass

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import kubernetes_validate
 from hypothesis import given
 from hypothesis import settings as hsettings
 
 from components import nodes, redis_config
 from components.settings import ClusterSettings, validate
+from tests.components.harness import assert_valid_kubernetes
 from tests.components.strategies import settings
-
-K8S_VERSION = kubernetes_validate.utils.latest_version()
 
 
 @hsettings(max_examples=25, deadline=None)
 @given(settings())
 def test_node_manifests_are_valid_kubernetes(s: ClusterSettings) -> None:
     for manifest in (nodes.config_map_manifest(s), nodes.statefulset_manifest(s), nodes.pdb_manifest(s)):
-        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+        assert_valid_kubernetes(manifest)
 
 
 @hsettings(max_examples=40, deadline=None)

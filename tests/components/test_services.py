@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import kubernetes_validate
 from hypothesis import given
 from hypothesis import settings as hsettings
 
 from components import services
 from components.settings import ClusterSettings
+from tests.components.harness import assert_valid_kubernetes
 from tests.components.strategies import settings
-
-K8S_VERSION = kubernetes_validate.utils.latest_version()
 
 
 @hsettings(max_examples=25, deadline=None)
@@ -22,7 +20,7 @@ def test_services(s: ClusterSettings) -> None:
         services.external_manifest(s),
     )
     for manifest in (headless, client, external):
-        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+        assert_valid_kubernetes(manifest)
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
     assert [p["port"] for p in headless["spec"]["ports"]] == [6379, 16379]
     assert external["spec"]["ports"][0]["nodePort"] == s.external_node_port

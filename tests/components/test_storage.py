@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import kubernetes_validate
 from hypothesis import given
 from hypothesis import settings as hsettings
 
 from components import labels, nodes, storage
 from components.settings import ClusterSettings, validate
+from tests.components.harness import assert_valid_kubernetes
 from tests.components.strategies import settings
-
-K8S_VERSION = kubernetes_validate.utils.latest_version()
 
 
 @hsettings(max_examples=40, deadline=None)
@@ -38,7 +36,7 @@ def test_storage_manifests_are_valid_kubernetes(s: ClusterSettings) -> None:
     manifests += [storage.volume_manifest(s, i) for i in range(s.pod_count)]
     manifests += [storage.claim_manifest(s, i) for i in range(s.pod_count)]
     for manifest in manifests:
-        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+        assert_valid_kubernetes(manifest)
 
 
 @hsettings(max_examples=40, deadline=None)
