@@ -29,6 +29,13 @@ def as_doc(value: Any) -> str:
     return str(value)
 
 
+def test_project_file_runs_python_from_venv_on_a_local_backend() -> None:
+    project = project_file()
+    assert project["name"] == "redis-cluster"
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert project["backend"]["url"] == "file://~"
+
+
 def test_config_reference_matches_pulumi_yaml() -> None:
     declared = {
         key.split(":", 1)[1]: (spec["type"], as_doc(spec["default"])) for key, spec in project_file()["config"].items()

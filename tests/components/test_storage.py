@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import settings as hsettings
 
@@ -65,3 +67,20 @@ def test_storage_class_default_flag_is_opt_in() -> None:
     assert plain["volumeBindingMode"] == "WaitForFirstConsumer"
     marked = storage.storage_class_manifest(validate({"defaultStorageClass": True}))
     assert marked["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(settings())
+def test_scaling_out_leaves_existing_volumes_and_the_statefulset_template_alone(s: ClusterSettings) -> None:
+    """A changed PV or claim template means a replacement: deleting a bound PV hangs, and data moves."""
+    bigger = dataclasses.replace(s, masters=s.masters + 1)
+    if bigger.nodes and bigger.anti_affinity == "required" and len(bigger.nodes) < bigger.pod_count:
+        bigger = dataclasses.replace(bigger, anti_affinity="preferred")
+    for i in range(s.pod_count):
+        assert storage.volume_manifest(bigger, i) == storage.volume_manifest(s, i)
+        assert storage.claim_manifest(bigger, i) == storage.claim_manifest(s, i)
+    before, after = nodes.statefulset_manifest(s)["spec"], nodes.statefulset_manifest(bigger)["spec"]
+    assert after["replicas"] == before["replicas"] + 1 + s.replicas_per_master
+    assert after["volumeClaimTemplates"] == before["volumeClaimTemplates"]
+    before_template = before["template"]["metadata"]["annotations"]
+    assert after["template"]["metadata"]["annotations"] == before_template
