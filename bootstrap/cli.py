@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lines = plan(snap.members, shape, snap.ghosts).describe(snap.names())
                 print("\n".join(lines) if lines else "nothing to do: the cluster has the declared shape")
                 return 0
-            outcome = converge(inventory, connector, shape, args.timeout, _progress, password)
+            outcome = converge(inventory, connector, shape, args.timeout, _progress, password, adopt_unlisted=True)
             _progress(
                 f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas, "
                 f"{outcome.keys_moved} keys moved, {outcome.seconds:.2f}s"

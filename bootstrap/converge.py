@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bootstrap import operations as ops
-from bootstrap.endpoints import Connector, Inventory
+from bootstrap.endpoints import Connector, Endpoint, Inventory
 from bootstrap.migration import move_slots, repair_open_slots
 from bootstrap.model import Plan, Shape, format_ranges
 from bootstrap.planner import plan
@@ -36,8 +36,15 @@ def converge(
     timeout: float,
     progress: ops.Progress,
     password: str | None = None,
+    adopt_unlisted: bool = False,
 ) -> Outcome:
-    """Bring the endpoints to ``shape``; raise ClusterError with the reason when that is impossible."""
+    """Bring the endpoints to ``shape``; raise ClusterError with the reason when that is impossible.
+
+    ``adopt_unlisted``: cluster members missing from the inventory are drained
+    and removed (the command line's "list the nodes you want" semantics). Off
+    for Kubernetes, where every legitimate node is a pod we listed, so an
+    unlisted live member means a foreign cluster and is refused.
+    """
     started = time.monotonic()
     deadline = started + timeout
 
@@ -45,6 +52,8 @@ def converge(
         return max(deadline - time.monotonic(), 1.0)
 
     ops.wait_reachable(inventory, connector, left(), progress)
+    if adopt_unlisted:
+        inventory = _adopt_unlisted(inventory, ops.take_snapshot(inventory, connector))
     executed: list[Plan] = []
     keys_moved = 0
     for _ in range(MAX_ROUNDS):
@@ -97,6 +106,7 @@ def _execute(
     if not fresh:
         ops.assign_slots(snap, connector, step.assign, fresh=False)
     if step.moves:
+        ops.wait_serving(snap, connector, {m.target for m in step.moves}, left())
         progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
     moved = move_slots(snap, connector, step.moves, progress, password)
     ops.replicate(snap, connector, step.replicate)
@@ -104,6 +114,15 @@ def _execute(
     if step.lost_slots:
         progress(f"slots {format_ranges(step.lost_slots)} were reassigned empty: their owner is gone")
     return moved
+
+
+def _adopt_unlisted(inventory: Inventory, snap: ops.Snapshot) -> Inventory:
+    known = len(inventory.endpoints)
+    extra = [
+        Endpoint(name=address, address=address, domain=address.rpartition(":")[0], order=known + i, retire=True)
+        for i, address in enumerate(sorted(a for a in snap.strangers.values() if a))
+    ]
+    return Inventory(inventory.endpoints + tuple(extra))
 
 
 def describe(snap: ops.Snapshot) -> dict[str, Any]:

@@ -27,6 +27,7 @@ KEYS_PER_MIGRATE = 1000
 MIGRATE_TIMEOUT_MS = 60_000
 # SETSLOT IMPORTING/MIGRATING answers that only mean "already past that step" on a resumed move.
 _ALREADY = ("already the owner", "not the owner", "I'm not the owner")
+_REPLICA = ("only with masters",)
 
 
 @dataclass
@@ -98,25 +99,28 @@ def _move_chunk(
         pipe = source.pipeline(transaction=False)
         for s in pending:
             pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
-        found = pipe.execute()
-        pending = [s for s, keys in zip(pending, found, strict=True) if keys]
-        batch = [k for keys in found for k in keys]
-        for i in range(0, len(batch), KEYS_PER_MIGRATE):
-            keys = batch[i : i + KEYS_PER_MIGRATE]
-            try:
-                source.execute_command(
-                    "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth, "KEYS", *keys
-                )
-            except redis.ResponseError as exc:
+        found = dict(zip(pending, pipe.execute(), strict=True))
+        pending = [s for s in pending if found[s]]
+        if not pending:
+            break
+        # One MIGRATE per slot (a cluster refuses keys of several slots in one), all in one round trip.
+        pipe = source.pipeline(transaction=False)
+        for s in pending:
+            pipe.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth, "KEYS", *found[s])
+        for s, result in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(result, Exception):
                 raise ClusterError(
-                    f"MIGRATE {src.name} -> {dst.name} (slots {format_ranges(slots)}) failed: {exc}. "
-                    f"No key is lost; the slots stay open and the next apply resumes the move."
-                ) from exc
-            moved += len(keys)
+                    f"MIGRATE {src.name} -> {dst.name} (slot {s}) failed: {result}. "
+                    f"No key is lost; the slot stays open and the next apply resumes the move."
+                )
+            moved += len(found[s])
     # Target first: from then on it answers for the slot even if the source is slow to learn it.
-    for node in (dst, src, *others):
+    _pipeline(target, [("SETSLOT", s, "NODE", dst.node_id) for s in slots])
+    for node in (src, *others):
+        # A master whose last slot just left turns into a replica (cluster-allow-replica-migration):
+        # it learns the owner by gossip, and SETSLOT is refused by replicas.
         client = connector.client(node.address)
-        _pipeline(client, [("SETSLOT", s, "NODE", dst.node_id) for s in slots])
+        _pipeline(client, [("SETSLOT", s, "NODE", dst.node_id) for s in slots], tolerate=_REPLICA)
     return moved
 
 

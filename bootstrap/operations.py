@@ -167,11 +167,15 @@ def take_snapshot(inventory: Inventory, connector: Connector) -> Snapshot:
 def refuse_unsafe(snap: Snapshot) -> None:
     """Stop before touching nodes whose data or membership is not ours to change."""
     problems: list[str] = []
+    loners = {
+        m.node_id for m in snap.members if m.is_master and m.keys and len(snap.views[m.node_id]) == 1
+    }
     for m in snap.members:
-        if m.is_master and not m.slots and m.keys and len(snap.views[m.node_id]) == 1:
+        if m.node_id in loners and len(snap.members) > 1:
+            # E.g. its nodes.conf was lost but its AOF kept: Redis then even claims the slots of its keys.
             problems.append(
                 f"{m.name} ({m.address}) holds {m.keys} keys but is in no cluster: refusing to join it, "
-                f"which would drop its data (empty it or move its data first)"
+                f"which would drop its data (restore its nodes.conf, or empty it after checking its keys)"
             )
     for node_id, address in snap.strangers.items():
         seen_by = [m.name for m in snap.members if any(ln.node_id == node_id for ln in snap.views[m.node_id])]
@@ -181,7 +185,7 @@ def refuse_unsafe(snap: Snapshot) -> None:
             f"change a cluster shared with nodes we do not manage"
         )
     # Two groups that each own slots and do not know each other are two clusters.
-    owners = [m for m in snap.members if m.slots]
+    owners = [m for m in snap.members if m.slots and m.node_id not in loners]
     for i, a in enumerate(owners):
         for b in owners[i + 1 :]:
             if not any(line.node_id == b.node_id for line in snap.views[a.node_id]):
@@ -377,6 +381,29 @@ def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> Non
 # --- waiting for the truth ----------------------------------------------------
 
 
+def wait_serving(snap: Snapshot, connector: Connector, node_ids: Iterable[str], timeout: float) -> None:
+    """Wait until these nodes report cluster_state:ok.
+
+    A node that just joined answers every RESTORE-ASKING with CLUSTERDOWN
+    until then (Redis holds a master that had no slots in the fail state for
+    up to cluster-node-timeout, at least 500 ms): migrating onto it earlier fails.
+    """
+    by_id = snap.by_id
+    pending = {by_id[i].name: by_id[i] for i in node_ids}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for name, m in list(pending.items()):
+            if "cluster_state:ok" in str(cluster(connector.client(m.address), "INFO")):
+                del pending[name]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise ConvergenceTimeout(
+                f"{', '.join(pending)} did not report cluster_state:ok within {timeout:.0f}s; see CLUSTER INFO on them"
+            )
+        time.sleep(POLL_S)
+
+
 @dataclass(frozen=True)
 class Health:
     """What a converged cluster looks like from every node, and what is off when it is not."""
@@ -424,6 +451,9 @@ def health(
                 problems.append(f"{m.name} has an outdated role for {other.name}")
         if "cluster_state:ok" not in infos.get(m.node_id, ""):
             problems.append(f"{m.name} reports cluster_state other than ok")
+        if m.master_id and "master_link_status:up" not in infos.get(m.node_id, ""):
+            # Not synced yet: such a replica holds no data and could not take over from its master.
+            problems.append(f"replica {m.name} has no live replication link to its master")
     if expect_masters is not None or expect_replicas is not None:
         masters = [m for m in snap.members if m.is_master and m.slots]
         if expect_masters is not None and len(masters) != expect_masters:
@@ -437,8 +467,14 @@ def health(
 
 
 def cluster_infos(snap: Snapshot, connector: Connector) -> dict[str, str]:
+    """CLUSTER INFO plus, for replicas, INFO replication (raw text) by node id."""
+
     def info(m: Member) -> tuple[str, str]:
-        return m.node_id, str(cluster(connector.client(m.address), "INFO"))
+        client = connector.client(m.address)
+        text = str(cluster(client, "INFO"))
+        if m.master_id:
+            text += f"\nmaster_link_status:{client.info('replication').get('master_link_status')}"
+        return m.node_id, text
 
     return dict(parallel(info, snap.members))
 

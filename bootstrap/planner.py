@@ -231,8 +231,13 @@ def _assign_replicas(
                 match[open_seat], owner[n.id] = n.id, open_seat
 
     def augment(replica: _Node, seen: set[tuple[str, int]]) -> bool:
-        ordered = sorted(seats, key=lambda s: (s[0] != replica.master_id, s[1]))
-        for seat in ordered:
+        # A free seat first (its own master's, then the emptiest), displacing others only when needed:
+        # that keeps every existing link that can stay.
+        def preference(seat: tuple[str, int]) -> tuple[bool, bool, int, int]:
+            taken = sum(1 for s in match if s[0] == seat[0])
+            return (seat in match, seat[0] != replica.master_id, taken, seat[1])
+
+        for seat in sorted(seats, key=preference):
             if seat in seen or not apart(replica, seat[0]):
                 continue
             seen.add(seat)

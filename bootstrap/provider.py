@@ -83,7 +83,15 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
             return {**_public(props), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
     with connected(_connector(props, inventory)) as connector:
-        outcome = converge(inventory, connector, shape, timeout, progress, props.get("password") or None)
+        outcome = converge(
+            inventory,
+            connector,
+            shape,
+            timeout,
+            progress,
+            props.get("password") or None,
+            adopt_unlisted=props["discovery"]["kind"] == "static",
+        )
     progress(f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
     if props.get("phase") == "drain":
         return {**_public(props), "clusterState": "drained", "draining": leaving}

@@ -61,6 +61,9 @@ class RedisNode:
     def config_text(self) -> str:
         conf = {
             "bind": self.host,
+            # Outgoing cluster-bus connections leave from our own loopback address, as from a pod's IP;
+            # without it every node on 127.0.0.x would be seen as 127.0.0.1 by its peers.
+            "bind-source-addr": self.host,
             "port": str(self.port),
             "dir": str(self.dir),
             "daemonize": "no",
@@ -77,6 +80,7 @@ class RedisNode:
                     "cluster-config-file": "nodes.conf",
                     "cluster-node-timeout": "3000",
                     "cluster-require-full-coverage": "yes",
+                    "repl-diskless-sync-delay": "0",
                 }
             )
         conf.update(self.extra)

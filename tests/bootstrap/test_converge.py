@@ -1,0 +1,333 @@
+"""Converge against real redis-server processes: create, scale, heal, resume, refuse.
+
+Several loopback addresses (127.0.0.1-3) stand in for three Kubernetes nodes,
+so replica placement is checked the way it matters: a replica never shares
+its master's "node" when another one can take it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from bootstrap import operations as ops
+from bootstrap.converge import Outcome, converge, describe
+from bootstrap.endpoints import DirectConnector, static_inventory
+from bootstrap.model import SLOTS, Shape, parse_cluster_nodes
+from tests.conftest import RedisFarm, RedisNode
+
+HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def apply(nodes: list[RedisNode], masters: int, replicas: int, timeout: float = 120) -> Outcome:
+    connector = DirectConnector()
+    try:
+        return converge(
+            static_inventory([n.address for n in nodes]),
+            connector,
+            Shape(masters, replicas),
+            timeout,
+            progress=lambda m: print(m, file=sys.stderr),
+            adopt_unlisted=True,
+        )
+    finally:
+        connector.close()
+
+
+def redis_cli_check(node: RedisNode) -> str:
+    out = subprocess.run(
+        ["redis-cli", "--cluster", "check", node.address], capture_output=True, text=True, timeout=60, check=False
+    ).stdout
+    assert "[OK] All 16384 slots covered." in out, out
+    assert "[WARNING]" not in out and "[ERR]" not in out, out
+    return out
+
+
+def table(node: RedisNode) -> list[ops.NodeLine]:
+    return parse_cluster_nodes(node.client().execute_command("CLUSTER", "NODES"))
+
+
+def assert_shape(nodes: list[RedisNode], masters: int, replicas: int) -> None:
+    lines = table(nodes[0])
+    owners = [ln for ln in lines if ln.is_master and ln.slots]
+    assert len(owners) == masters
+    assert sum(len(ln.slots) for ln in owners) == SLOTS
+    sizes = [len(ln.slots) for ln in owners]
+    assert max(sizes) - min(sizes) <= 1
+    host_of = {ln.node_id: ln.address.split(":")[0] for ln in lines}
+    for m in owners:
+        reps = [ln for ln in lines if ln.master_id == m.node_id]
+        assert len(reps) == replicas, f"{m.address} has {len(reps)} replicas"
+        assert all(host_of[r.node_id] != host_of[m.node_id] for r in reps), "replica on its master's host"
+    for n in nodes:
+        assert "cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO")
+    redis_cli_check(nodes[0])
+
+
+def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], decode_responses=True, socket_timeout=10
+    )
+
+
+def load(nodes: list[RedisNode], count: int, prefix: str = "k") -> None:
+    rc = cluster_client(nodes)
+    for start in range(0, count, 5000):
+        pipe = rc.pipeline()
+        for i in range(start, min(start + 5000, count)):
+            pipe.set(f"{prefix}:{i}", f"v{i}" + "x" * 90)
+        pipe.execute()
+    rc.close()
+
+
+def missing_keys(nodes: list[RedisNode], count: int, prefix: str = "k") -> list[str]:
+    rc = cluster_client(nodes)
+    bad: list[str] = []
+    for start in range(0, count, 5000):
+        keys = [f"{prefix}:{i}" for i in range(start, min(start + 5000, count))]
+        values = rc.mget_nonatomic(keys)
+        bad += [k for k, v in zip(keys, values, strict=True) if v != f"v{k.split(':')[1]}" + "x" * 90]
+    rc.close()
+    return bad
+
+
+class Traffic:
+    """A cluster-aware client writing and reading back while the cluster changes shape."""
+
+    def __init__(self, nodes: list[RedisNode]) -> None:
+        self.rc = cluster_client(nodes)
+        self.errors: list[str] = []
+        self.written = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            i = self.written
+            try:
+                self.rc.set(f"live:{i}", str(i))
+                got = self.rc.get(f"live:{i // 2}")
+                if got != str(i // 2):
+                    self.errors.append(f"live:{i // 2} read back {got!r}")
+                self.written += 1
+            except redis.RedisError as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.05)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.rc.close()
+
+
+@pytest.fixture
+def six(redis_farm: RedisFarm) -> list[RedisNode]:
+    return redis_farm.spawn(6, hosts=HOSTS)
+
+
+def test_create_3x1_then_apply_again_changes_nothing(six: list[RedisNode]) -> None:
+    outcome = apply(six, 3, 1)
+    assert_shape(six, 3, 1)
+    view = describe(outcome.snapshot)
+    assert len(view["masters"]) == 3 and len(view["replicaOf"]) == 3
+    again = apply(six, 3, 1)
+    assert again.plans == (), "a converged cluster must not be touched"
+    assert again.keys_moved == 0
+
+
+def test_create_5x2(redis_farm: RedisFarm) -> None:
+    nodes = redis_farm.spawn(15, hosts=HOSTS)
+    apply(nodes, 5, 2)
+    assert_shape(nodes, 5, 2)
+
+
+def test_scale_out_and_in_with_live_traffic_loses_no_key(redis_farm: RedisFarm) -> None:
+    nodes = redis_farm.spawn(12, hosts=HOSTS)
+    apply(nodes[:6], 3, 1)
+    load(nodes[:6], 100_000)
+    with Traffic(nodes[:6]) as traffic:
+        for masters in (4, 6, 3):
+            outcome = apply(nodes[: masters * 2], masters, 1)
+            assert outcome.keys_moved > 0
+            assert_shape(nodes[: masters * 2], masters, 1)
+    assert traffic.errors == []
+    assert traffic.written > 100
+    assert missing_keys(nodes[:6], 100_000) == []
+    for gone in nodes[6:]:  # drained nodes left the cluster: reset, known by nobody
+        assert len(table(gone)) == 1 and gone.client().dbsize() == 0
+    assert len(table(nodes[0])) == 6, "no ghost entries left behind"
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_killed_master_fails_over_and_apply_restores_the_replica(redis_farm: RedisFarm, six: list[RedisNode]) -> None:
+    apply(six, 3, 1)
+    load(six, 20_000)
+    victim = six[0]
+    victim_id = victim.client().execute_command("CLUSTER", "MYID")
+    replica = next(n for n in six[1:] if any(ln.is_myself and ln.master_id == victim_id for ln in table(n)))
+    victim.stop(hard=True)
+    wait_for(lambda: any(ln.is_myself and ln.is_master for ln in table(replica)), 30, "the replica to take over")
+    # refresh: the provider's observe reports the drift (a master without replica, a failed node)
+    survivors = six[1:]
+    snap = ops.take_snapshot(static_inventory([n.address for n in survivors]), DirectConnector())
+    verdict = ops.health(snap, {}, expect_replicas=1, expect_masters=3)
+    assert any("0 replica" in p for p in verdict.problems)
+    # heal with a fresh node in place of the dead one
+    spare = redis_farm.spawn(1, hosts=[victim.host])[0]
+    apply([*survivors, spare], 3, 1)
+    assert_shape([*survivors, spare], 3, 1)
+    assert victim_id not in {ln.node_id for ln in table(survivors[0])}, "the dead node is forgotten"
+    assert missing_keys(survivors, 20_000) == []
+
+
+def test_every_node_restarted_comes_back_with_all_keys(six: list[RedisNode]) -> None:
+    apply(six, 3, 1)
+    load(six, 20_000)
+    for n in six:
+        n.stop()
+    for n in six:
+        n.start()
+    wait_for(
+        lambda: all("cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in six),
+        60,
+        "the cluster to re-form from nodes.conf",
+    )
+    assert missing_keys(six, 20_000) == []
+    assert apply(six, 3, 1).plans == ()
+
+
+def test_nodes_restarted_on_new_addresses_are_re_meshed_by_apply(six: list[RedisNode]) -> None:
+    """Every pod came back with a new IP and nothing rewrote nodes.conf: apply re-forms it."""
+    apply(six, 3, 1)
+    load(six, 10_000)
+    for n in six:
+        n.stop()
+    for n in six:
+        n.host = n.host.replace("127.0.0.", "127.0.1.")
+        n.start()
+    apply(six, 3, 1)
+    assert_shape(six, 3, 1)
+    assert missing_keys(six, 10_000) == []
+
+
+def test_a_half_done_migration_is_finished_by_the_next_apply(redis_farm: RedisFarm) -> None:
+    nodes = redis_farm.spawn(4, hosts=HOSTS)
+    apply(nodes[:3], 3, 0)
+    load(nodes[:3], 30_000)
+    apply(nodes, 4, 0)  # 4th master in place; now leave one slot half moved from nodes[0] to nodes[3]
+    src, dst = nodes[0], nodes[3]
+    src_id, dst_id = (n.client().execute_command("CLUSTER", "MYID") for n in (src, dst))
+    slot = min(next(ln for ln in table(src) if ln.is_myself).slots)
+    dst.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    src.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    keys = src.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    assert len(keys) > 2
+    half = keys[: len(keys) // 2]
+    src.client().execute_command("MIGRATE", dst.host, dst.port, "", 0, 5000, "KEYS", *half)
+    assert any(ln.migrating for ln in table(src) if ln.is_myself)
+
+    apply(nodes, 4, 0)
+    for n in nodes:
+        me = next(ln for ln in table(n) if ln.is_myself)
+        assert not me.migrating and not me.importing
+    assert_shape(nodes, 4, 0)
+    assert missing_keys(nodes, 30_000) == []
+
+
+def test_an_apply_killed_mid_move_is_resumed_without_losing_keys(redis_farm: RedisFarm) -> None:
+    nodes = redis_farm.spawn(4, hosts=HOSTS)
+    apply(nodes[:3], 3, 0)
+    load(nodes[:3], 200_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", "apply", "--masters", "4", "--replicas", "0", *(n.address for n in nodes)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: any(ln.migrating for ln in table(nodes[0]) if ln.is_myself), 60, "a slot to be open")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    open_now = [ln for n in nodes for ln in table(n) if ln.is_myself and (ln.migrating or ln.importing)]
+    assert open_now, "the kill should have left a move half done"
+    apply(nodes, 4, 0)
+    assert_shape(nodes, 4, 0)
+    assert missing_keys(nodes, 200_000) == []
+
+
+def test_a_node_that_lost_its_nodes_conf_but_kept_its_data_is_refused(six: list[RedisNode]) -> None:
+    """Failure #3 of the reference list: nodes.conf gone, AOF still there. Joining it would drop its keys."""
+    apply(six, 3, 1)
+    load(six, 5_000)
+    victim = six[0]
+    keys = victim.client().dbsize()
+    victim.stop()
+    (victim.dir / "nodes.conf").unlink()
+    victim.start()
+    assert victim.client().dbsize() == keys > 0
+    with pytest.raises(ops.RefusedError, match=rf"holds {keys} keys but is in no cluster"):
+        apply(six, 3, 1)
+    assert victim.client().dbsize() == keys, "nothing was changed before refusing"
+    assert len(table(victim)) == 1
+
+
+def test_nodes_of_two_different_clusters_are_refused(redis_farm: RedisFarm) -> None:
+    a = redis_farm.spawn(3, hosts=HOSTS)
+    b = redis_farm.spawn(3, hosts=HOSTS)
+    apply(a, 3, 0)
+    apply(b, 3, 0)
+    with pytest.raises(ops.RefusedError, match="different clusters"):
+        apply([*a, *b], 3, 1)
+
+
+@pytest.fixture
+def formed(six: list[RedisNode]) -> Iterator[list[RedisNode]]:
+    apply(six, 3, 1)
+    yield six
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_cli_check_exits_zero_only_when_healthy(formed: list[RedisNode]) -> None:
+    ok = run_cli("check", "--masters", "3", "--replicas", "1", formed[0].address)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK" in ok.stdout
+    bad = run_cli("check", "--masters", "4", formed[0].address)
+    assert bad.returncode != 0
+    assert "3 masters own slots, 4 declared" in bad.stdout
+
+
+def test_cli_plan_shows_the_change_and_changes_nothing(formed: list[RedisNode], redis_farm: RedisFarm) -> None:
+    extra = redis_farm.spawn(2, hosts=HOSTS)
+    out = run_cli("plan", "--masters", "4", "--replicas", "1", *(n.address for n in [*formed, *extra]))
+    assert out.returncode == 0, out.stderr
+    moved = sum(int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("move "))
+    assert moved == SLOTS // 4, out.stdout
+    assert len(table(extra[0])) == 1, "plan must not change anything"
