@@ -167,9 +167,7 @@ def take_snapshot(inventory: Inventory, connector: Connector) -> Snapshot:
 def refuse_unsafe(snap: Snapshot) -> None:
     """Stop before touching nodes whose data or membership is not ours to change."""
     problems: list[str] = []
-    loners = {
-        m.node_id for m in snap.members if m.is_master and m.keys and len(snap.views[m.node_id]) == 1
-    }
+    loners = {m.node_id for m in snap.members if m.is_master and m.keys and len(snap.views[m.node_id]) == 1}
     for m in snap.members:
         if m.node_id in loners and len(snap.members) > 1:
             # E.g. its nodes.conf was lost but its AOF kept: Redis then even claims the slots of its keys.
