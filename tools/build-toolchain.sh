@@ -42,12 +42,13 @@ trap 'echo "build-toolchain: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 [[ -x "$GO" ]] || GO="$(command -v go || true)"
 [[ -n "$GO" && -x "$GO" ]] || die "no Go found (expected /usr/local/go/bin/go, or set GO=...)"
+GO_VERSION_LINE="$("$GO" version)" || die "$GO does not run"
 
 # The inputs that decide what gets built: versions, Go, and every source file under tools/pulumi.
 input_hash() {
     (
         cd "$REPO_ROOT"
-        "$GO" version
+        echo "$GO_VERSION_LINE"
         find tools/pulumi -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.env' \) \
             -print | LC_ALL=C sort | while read -r f; do
             echo "== $f"
@@ -56,7 +57,9 @@ input_hash() {
     ) | sha256sum | cut -c1-12
 }
 
-KEY="pulumi-${PULUMI_VERSION}-k8s-${K8S_PLUGIN_VERSION}-$(input_hash)"
+INPUT_HASH="$(input_hash)" || die "could not hash the inputs under tools/pulumi"
+[[ ${#INPUT_HASH} -eq 12 ]] || die "could not hash the inputs under tools/pulumi (got '$INPUT_HASH')"
+KEY="pulumi-${PULUMI_VERSION}-k8s-${K8S_PLUGIN_VERSION}-${INPUT_HASH}"
 ROOT="$CACHE_ROOT/$KEY"
 BIN="$ROOT/bin"
 HOME_DIR="$ROOT/home"
