@@ -24,3 +24,8 @@ pulumi.export("externalNodePort", cluster.external_node_port)
 pulumi.export("externalEndpoint", f"<any-node-address>:{cluster.external_node_port}")
 pulumi.export("storageClassName", settings.storage_class_name)
 pulumi.export("volumeNames", [v.metadata.apply(lambda m: m.name) for v in cluster.storage.volumes])
+
+if cluster.bootstrap is not None:
+    pulumi.export("clusterState", cluster.bootstrap.clusterState)
+    pulumi.export("masters", cluster.bootstrap.masterNodes)
+    pulumi.export("replicaOf", cluster.bootstrap.replicaOf)

@@ -38,11 +38,13 @@ def pod_inventory(
     progress: Progress,
     context: str | None = None,
     port: int = REDIS_PORT,
+    wait: bool = True,
 ) -> Inventory:
     """The StatefulSet's pods by ordinal; those at or beyond ``pod_count`` are marked to retire.
 
-    Waits (bounded) until every declared ordinal has a pod with an IP; the
-    error names the ordinals that never got one.
+    With ``wait``, waits (bounded) until every declared ordinal has a pod with
+    an IP; the error names the ordinals that never got one. Without it (the
+    drain, which runs before the StatefulSet exists or grows), takes what is there.
     """
     api = _core_api(context)
     deadline = time.monotonic() + timeout
@@ -65,7 +67,7 @@ def pod_inventory(
                 retire=ordinal >= pod_count,
             )
         missing = [i for i in range(pod_count) if i not in endpoints]
-        if not missing:
+        if not missing or not wait:
             return Inventory(tuple(endpoints[i] for i in sorted(endpoints)))
         if time.monotonic() > deadline:
             names = ", ".join(f"{statefulset}-{i}" for i in missing)

@@ -35,14 +35,14 @@ def progress(message: str) -> None:
     print(f"[redis-cluster {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _inventory(props: dict[str, Any], timeout: float) -> Inventory:
+def _inventory(props: dict[str, Any], timeout: float, wait: bool = True) -> Inventory:
     d = props["discovery"]
     shape = Shape(int(props["masters"]), int(props["replicasPerMaster"]))
     if d["kind"] == "static":
         return static_inventory(list(d["endpoints"]))
     from bootstrap.kube import pod_inventory
 
-    return pod_inventory(d["namespace"], d["statefulSet"], shape.nodes, timeout, progress, d.get("context"))
+    return pod_inventory(d["namespace"], d["statefulSet"], shape.nodes, timeout, progress, d.get("context"), wait=wait)
 
 
 def _connector(props: dict[str, Any], inventory: Inventory) -> Connector:
@@ -76,9 +76,13 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
     """Converge the cluster to the declared shape and return the outputs."""
     timeout = float(props.get("timeoutSeconds", 600))
     shape = Shape(int(props["masters"]), int(props["replicasPerMaster"]))
-    inventory = _inventory(props, timeout)
+    drain = props.get("phase") == "drain"
+    if drain and props["discovery"]["kind"] == "static":
+        # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
+        return {**_public(props), "clusterState": "unchanged", "draining": []}
+    inventory = _inventory(props, timeout, wait=not drain)
     leaving = [e.name for e in inventory.endpoints if e.retire]
-    if props.get("phase") == "drain":
+    if drain:
         if not leaving:
             return {**_public(props), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
@@ -93,7 +97,7 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
             adopt_unlisted=props["discovery"]["kind"] == "static",
         )
     progress(f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
-    if props.get("phase") == "drain":
+    if drain:
         return {**_public(props), "clusterState": "drained", "draining": leaving}
     return {**_public(props), **_observed(outcome.snapshot, [])}
 

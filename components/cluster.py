@@ -1,8 +1,9 @@
 """The top-level ``RedisCluster``: storage, Services and Redis nodes composed.
 
-It keeps, as attributes, what the bootstrap resource needs (the StatefulSet to
-depend on, names, pod DNS names, the provider options) so wiring the bootstrap
-in is a few lines here.
+The bootstrap comes in two resources around the StatefulSet: the drain
+before it (slots leave pods that a scale-in is about to delete) and the
+bootstrap after it (forms the cluster once every pod is ready, then converges
+it on every `pulumi up`). See bootstrap/resource.py for why.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain, Discovery
 from components import labels
 from components.k8s import Manifest, resource_kwargs
 from components.nodes import RedisNodes, RedisNodesArgs
@@ -59,6 +61,13 @@ class RedisCluster(pulumi.ComponentResource):
             )
             deps = (self.namespace_resource,)
 
+        bootstrap_args = bootstrap_args_for(s)
+        self.drain: ClusterDrain | None = None
+        if bootstrap_args is not None:
+            self.drain = ClusterDrain(
+                f"{name}-drain", bootstrap_args, opts=pulumi.ResourceOptions(parent=self, depends_on=list(deps))
+            )
+
         self.storage = Storage(f"{name}-storage", StorageArgs(s, depends_on=deps), opts=self.provider_opts)
         self.services = Services(f"{name}-services", ServicesArgs(s, depends_on=deps), opts=self.provider_opts)
         self.nodes = RedisNodes(
@@ -66,7 +75,11 @@ class RedisCluster(pulumi.ComponentResource):
             RedisNodesArgs(
                 s,
                 depends_on=deps,
-                statefulset_depends_on=(*self.storage.claims, self.services.headless),
+                statefulset_depends_on=(
+                    *self.storage.claims,
+                    self.services.headless,
+                    *((self.drain,) if self.drain else ()),
+                ),
             ),
             opts=self.provider_opts,
         )
@@ -82,11 +95,44 @@ class RedisCluster(pulumi.ComponentResource):
         )
         self.external_node_port = s.external_node_port
 
+        # Depends on the StatefulSet, which Pulumi awaits until every pod is Ready
+        # (readiness is a PING, never cluster state, so this cannot deadlock).
+        self.bootstrap: ClusterBootstrap | None = None
+        if bootstrap_args is not None:
+            self.bootstrap = ClusterBootstrap(
+                f"{name}-bootstrap",
+                bootstrap_args,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]),
+            )
+
         self.register_outputs(
             {
                 "namespace": self.namespace,
                 "statefulSetName": self.statefulset_name,
                 "podDnsNames": self.pod_dns_names,
                 "clientService": self.client_endpoint,
+                "clusterState": self.bootstrap.clusterState if self.bootstrap else None,
             }
         )
+
+
+def bootstrap_args_for(s: ClusterSettings) -> BootstrapArgs | None:
+    """How the bootstrap finds the nodes; None when there is nothing to bootstrap.
+
+    Render mode writes manifests and starts no pod, so without fixed
+    endpoints (the engine tests' redis-servers) there is no cluster to form.
+    """
+    if s.bootstrap_endpoints:
+        discovery = Discovery(endpoints=list(s.bootstrap_endpoints))
+    elif s.render_yaml_to:
+        return None
+    else:
+        discovery = Discovery(
+            namespace=s.namespace, stateful_set=labels.statefulset_name(s), connection=s.bootstrap_connection
+        )
+    return BootstrapArgs(
+        masters=s.masters,
+        replicas_per_master=s.replicas_per_master,
+        discovery=discovery,
+        timeout_seconds=s.bootstrap_timeout_seconds,
+    )

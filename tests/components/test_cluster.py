@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import pickletools
+from pathlib import Path
+
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import RedisCluster, RedisClusterArgs
 from components.settings import validate
-from tests.components.harness import run_program
+from tests.components.harness import ProgramRun, Registered, run_program
 
 SETTINGS = validate({"masters": 3, "replicasPerMaster": 2, "namespace": "cache", "createNamespace": True})
 
@@ -46,3 +50,50 @@ def test_namespace_comes_first() -> None:
     assert len(namespaced) == 9 + 6  # claims; StatefulSet, ConfigMap, PDB and three Services
     for r in namespaced:
         assert ns.urn in r.dependencies, r.name
+
+
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def dynamic(run: ProgramRun, suffix: str) -> Registered:
+    [found] = [r for r in run.of_type(DYNAMIC) if r.name.endswith(suffix)]
+    return found
+
+
+def test_the_drain_runs_before_the_statefulset_and_the_bootstrap_after_it() -> None:
+    """Scale-in must empty pods before the StatefulSet deletes them; formation needs the pods first."""
+    run = run_program({}, body=build)
+    sts = run.one("kubernetes:apps/v1:StatefulSet")
+    drain, boot = dynamic(run, "-drain"), dynamic(run, "-bootstrap")
+    assert drain.urn in sts.dependencies
+    assert sts.urn in boot.dependencies
+    assert boot.urn not in sts.dependencies
+    for r, phase in ((drain, "drain"), (boot, "converge")):
+        assert r.inputs["phase"] == phase
+        assert r.inputs["masters"] == 3 and r.inputs["replicasPerMaster"] == 2
+        assert r.inputs["discovery"] == {
+            "kind": "kubernetes",
+            "namespace": "cache",
+            "statefulSet": "redis-cluster",
+            "connection": "port-forward",
+        }
+
+
+def test_the_provider_is_pickled_by_reference_and_captures_nothing() -> None:
+    """The engine unpickles it in another process: a class from __main__ or a captured client breaks that."""
+    serialized = dynamic(run_program({}, body=build), "-bootstrap").inputs["__provider"]
+    if isinstance(serialized, dict):  # a secret: {<sig>: <secret sig>, "value": ...}
+        serialized = serialized["value"]
+    blob = base64.b64decode(serialized)
+    names = {arg for _op, arg, _pos in pickletools.genops(blob) if isinstance(arg, str)}
+    assert {"bootstrap.provider", "RedisClusterProvider"} <= names
+    assert len(blob) < 200, f"the provider pickles to {len(blob)} bytes: something got captured"
+
+
+def test_render_mode_has_nothing_to_bootstrap_unless_endpoints_are_given(tmp_path: Path) -> None:
+    rendered = validate({"renderYamlTo": str(tmp_path)})
+    assert run_program({}, body=lambda: RedisCluster("rc", RedisClusterArgs(rendered))).of_type(DYNAMIC) == []
+    endpoints = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+    settings = validate({**{"renderYamlTo": str(tmp_path)}, "replicasPerMaster": 0, "bootstrapEndpoints": endpoints})
+    boot = dynamic(run_program({}, body=lambda: RedisCluster("rc", RedisClusterArgs(settings))), "-bootstrap")
+    assert boot.inputs["discovery"] == {"kind": "static", "endpoints": endpoints}
