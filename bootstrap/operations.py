@@ -61,6 +61,7 @@ class Snapshot:
     views: dict[str, list[NodeLine]]  # node id -> that node's CLUSTER NODES
     ghosts: dict[str, frozenset[int]] = field(default_factory=dict)  # unserved ids -> slots
     strangers: dict[str, str] = field(default_factory=dict)  # live ids not declared -> address
+    unreachable: list[str] = field(default_factory=list)  # "name (address): error", when tolerated
 
     @property
     def by_id(self) -> dict[str, Member]:
@@ -110,8 +111,19 @@ def wait_reachable(inventory: Inventory, connector: Connector, timeout: float, p
         time.sleep(0.2)
 
 
-def take_snapshot(inventory: Inventory, connector: Connector) -> Snapshot:
-    def look(e: Endpoint) -> tuple[Endpoint, list[NodeLine], int]:
+def take_snapshot(inventory: Inventory, connector: Connector, tolerate_unreachable: bool = False) -> Snapshot:
+    """Every endpoint's view. Changes need all of them (an error names the silent one); a look
+    for a report (refresh, check) can go on without the silent ones and lists them instead."""
+
+    def look(e: Endpoint) -> tuple[Endpoint, list[NodeLine], int] | str:
+        try:
+            return look_strict(e)
+        except ClusterError as exc:
+            if tolerate_unreachable and not isinstance(exc, RefusedError):
+                return str(exc)
+            raise
+
+    def look_strict(e: Endpoint) -> tuple[Endpoint, list[NodeLine], int]:
         client = connector.client(e.address)
         try:
             pipe = client.pipeline(transaction=False)
@@ -126,7 +138,12 @@ def take_snapshot(inventory: Inventory, connector: Connector) -> Snapshot:
 
     members: list[Member] = []
     views: dict[str, list[NodeLine]] = {}
-    for e, lines, keys in parallel(look, inventory.endpoints):
+    unreachable: list[str] = []
+    for result in parallel(look, inventory.endpoints):
+        if isinstance(result, str):
+            unreachable.append(result)
+            continue
+        e, lines, keys = result
         me = next(line for line in lines if line.is_myself)
         if e.retire and len(lines) == 1 and not me.slots:
             continue  # removed already (reset, knows nobody): nothing left to drain
@@ -145,7 +162,7 @@ def take_snapshot(inventory: Inventory, connector: Connector) -> Snapshot:
             )
         )
         views[me.node_id] = lines
-    snap = Snapshot(members=members, views=views)
+    snap = Snapshot(members=members, views=views, unreachable=unreachable)
     ours = set(views)
     # Slot ownership of nodes nobody serves: believe the view that claims them, unless a member does.
     owned_by_members = set().union(*(m.slots for m in members)) if members else set()
@@ -420,7 +437,7 @@ def health(
     expect_masters: int | None = None,
 ) -> Health:
     """Judge a snapshot: one slot map everywhere, everyone knows everyone, state ok, shape right."""
-    problems: list[str] = []
+    problems: list[str] = list(snap.unreachable)
     ids = {m.node_id for m in snap.members}
     names = snap.names()
     reference: dict[int, str] | None = None

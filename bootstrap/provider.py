@@ -108,7 +108,7 @@ def observe(props: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
     try:
         inventory = _inventory(props, timeout)
         with connected(_connector(props, inventory)) as connector:
-            snap = ops.take_snapshot(inventory, connector)
+            snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
             infos = ops.cluster_infos(snap, connector)
     except (ops.ClusterError, OSError) as exc:
         return {**_public(props), "clusterState": "unreachable", "problems": [str(exc)]}

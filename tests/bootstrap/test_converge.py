@@ -21,7 +21,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from bootstrap import operations as ops
 from bootstrap.converge import Outcome, converge, describe
 from bootstrap.endpoints import DirectConnector, static_inventory
-from bootstrap.model import SLOTS, Shape, parse_cluster_nodes
+from bootstrap.model import SLOTS, NodeLine, Shape, parse_cluster_nodes
 from tests.conftest import RedisFarm, RedisNode
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -52,7 +52,7 @@ def redis_cli_check(node: RedisNode) -> str:
     return out
 
 
-def table(node: RedisNode) -> list[ops.NodeLine]:
+def table(node: RedisNode) -> list[NodeLine]:
     return parse_cluster_nodes(node.client().execute_command("CLUSTER", "NODES"))
 
 

@@ -92,8 +92,16 @@ def test_the_provider_is_pickled_by_reference_and_captures_nothing() -> None:
 
 def test_render_mode_has_nothing_to_bootstrap_unless_endpoints_are_given(tmp_path: Path) -> None:
     rendered = validate({"renderYamlTo": str(tmp_path)})
-    assert run_program({}, body=lambda: RedisCluster("rc", RedisClusterArgs(rendered))).of_type(DYNAMIC) == []
+
+    def build_rendered() -> None:
+        RedisCluster("rc", RedisClusterArgs(rendered))
+
+    assert run_program({}, body=build_rendered).of_type(DYNAMIC) == []
     endpoints = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
     settings = validate({**{"renderYamlTo": str(tmp_path)}, "replicasPerMaster": 0, "bootstrapEndpoints": endpoints})
-    boot = dynamic(run_program({}, body=lambda: RedisCluster("rc", RedisClusterArgs(settings))), "-bootstrap")
+
+    def build_static() -> None:
+        RedisCluster("rc", RedisClusterArgs(settings))
+
+    boot = dynamic(run_program({}, body=build_static), "-bootstrap")
     assert boot.inputs["discovery"] == {"kind": "static", "endpoints": endpoints}
