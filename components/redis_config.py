@@ -35,6 +35,9 @@ def redis_conf(s: ClusterSettings) -> str:
         "cluster-allow-replica-migration yes",
         # Clients get IPs in redirects; nodes.conf still records every peer's hostname.
         "cluster-preferred-endpoint-type ip",
+        # A new replica syncs at once instead of waiting 5 s for company: the bootstrap counts a
+        # replica only once its link is up (an unsynced replica could not take over).
+        "repl-diskless-sync-delay 1",
         "appendonly yes",
         "appendfsync everysec",
     ]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian 12 machine (idempotent; root or sudo):
+#   Debian packages (redis-server/redis-cli 7.0, busybox for the start-script tests),
+#   ./venv with requirements-dev.txt, and the offline Pulumi toolchain (tools/build-toolchain.sh,
+#   ~20 min cold on 2 cores, seconds when cached outside the repo).
+# Set REDIS_CLUSTER_SKIP_TOOLCHAIN=1 to skip the Go builds (the engine tier is then skipped).
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)" >&2; }
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v busybox >/dev/null || need_apt+=(busybox)
+if ((${#need_apt[@]})); then
+    step "apt-get install ${need_apt[*]}"
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Debian starts a redis-server on 6379 where an init system exists; the tests never use that port.
+
+step "python venv (./venv) with requirements-dev.txt"
+[[ -x venv/bin/python ]] || python3 -m venv venv
+venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+if [[ "${REDIS_CLUSTER_SKIP_TOOLCHAIN:-0}" != 1 ]]; then
+    step "Pulumi toolchain from Go modules (cached outside the repo)"
+    bash tools/build-toolchain.sh
+fi
