@@ -518,8 +518,8 @@ import_images() {
   for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
     if grep -qxF "$img" <<<"$have"; then continue; fi
-    "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images import --no-unpack=false "$tar" >/dev/null \
-      || "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images import "$tar" >/dev/null
+    "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images import "$tar" >/dev/null 2>"$LOGS/ctr-import.log" \
+      || die "ctr images import $tar failed: $(cat "$LOGS/ctr-import.log")"
     log "  imported $img"
   done
 }
@@ -595,11 +595,12 @@ stop_proc() {
   f="$(pidfile "$name")"
   [[ -f "$f" ]] || return 0
   pid="$(cat "$f")"
+  local t0; t0=$(date +%s.%N)
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then log "  $name did not stop, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
-    log "  stopped $name (pid $pid)"
+    log "  stopped $name (pid $pid, $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)")s)"
   fi
   rm -f "$f"
 }
@@ -678,10 +679,15 @@ cmd_down() {
   local t0; t0=$(date +%s)
   export PATH="$BIN:/usr/sbin:/sbin:$PATH"
   [[ -d "$PIDS" ]] || { log "nothing to stop ($STATE not present)"; return 0; }
-  local n
-  for n in coredns kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_proc "$n"; done
+  local n w=()
+  # in parallel; wait only for these subshells (`up` in the same shell left daemons as children)
+  for n in coredns kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_proc "$n" & w+=($!); done
+  wait "${w[@]}"
   stop_containers
-  for n in kube-apiserver containerd etcd; do stop_proc "$n"; done
+  stop_proc kube-apiserver
+  w=()
+  for n in containerd etcd; do stop_proc "$n" & w+=($!); done
+  wait "${w[@]}"
   cleanup_shim_sockets
   cleanup_mounts
   cleanup_network
@@ -715,8 +721,9 @@ cmd_env() {
 # =============================================================================================
 # selftest
 # =============================================================================================
-selftest_checks() {
-  local k=(kubectl_admin) ns=rc-selftest
+ST_NS=rc-selftest
+selftest_deploy() {
+  local k=(kubectl_admin) ns=$ST_NS
   local hp="$STATE/../selftest-hostpath"
   mkdir -p "$hp"; chown 999:999 "$hp"
   "${k[@]}" delete namespace $ns --ignore-not-found --wait=true >/dev/null
@@ -775,6 +782,11 @@ spec:
           exec: {command: [redis-cli, ping]}
           periodSeconds: 2
 EOF
+}
+
+selftest_verify() {
+  local k=(kubectl_admin) ns=$ST_NS
+  local hp="$STATE/../selftest-hostpath"
   wait_for "pod single Ready" 120 "${k[@]}" -n $ns wait --for=condition=Ready pod/single --timeout=5s
   wait_for "statefulset redis 2/2" 180 "${k[@]}" -n $ns wait --for=condition=Ready pod/redis-0 pod/redis-1 --timeout=5s
   log "check: redis-cli ping in pod single (exec)"
@@ -791,21 +803,38 @@ EOF
   "${k[@]}" -n $ns exec redis-1 -- redis-cli -h redis-0.redis ping | grep -qx PONG
   log "check: NodePort 30679 on 127.0.0.1 from the host"
   wait_for "NodePort 127.0.0.1:30679" 30 sh -c 'redis-cli -h 127.0.0.1 -p 30679 ping | grep -qx PONG'
-  "${k[@]}" delete namespace $ns --wait=false >/dev/null
   log "selftest checks passed"
+}
+
+selftest_checks() { selftest_deploy; selftest_verify; }
+
+pod_started_since() { # POD EPOCH: container running + ready, started at/after EPOCH
+  local s
+  s="$(kubectl_admin -n "$ST_NS" get pod "$1" \
+    -o jsonpath='{.status.containerStatuses[0].ready} {.status.containerStatuses[0].state.running.startedAt}')" || return 1
+  [[ "${s%% *}" == true && -n "${s#* }" ]] || return 1
+  (( $(date -d "${s#* }" +%s) >= $2 ))
 }
 
 cmd_selftest() {
   local t0; t0=$(date +%s)
   [[ "${1:-}" == "--no-build" ]] || cmd_build
+  export PATH="$BIN:/usr/sbin:/sbin:$PATH"
   running kube-apiserver || cmd_up
-  selftest_checks
-  log "selftest: down + up again"
+  selftest_deploy
+  selftest_verify
+  log "selftest: down + up again; the same pods must come back"
   cmd_down
   cmd_up
-  wait_for "redis pods back after restart" 180 kubectl_admin -n rc-selftest get pods 2>/dev/null || true
-  kubectl_admin delete namespace rc-selftest --ignore-not-found --wait=false >/dev/null 2>&1 || true
-  selftest_checks
+  # the API still shows the pre-down status for a moment: wait for containers started after `up`
+  local p
+  for p in single redis-0 redis-1; do
+    wait_for "pod $p restarted" 180 pod_started_since "$p" "$UP_STARTED"
+  done
+  selftest_verify
+  kubectl_admin get "ns/$ST_NS" -o jsonpath='{.metadata.uid}' >/dev/null
+  kubectl_admin -n "$ST_NS" exec single -- redis-cli get k | grep -qx v || die "key lost across down/up"
+  kubectl_admin delete namespace "$ST_NS" --wait=false >/dev/null
   echo "selftest: 1 passed, 0 failed ($(( $(date +%s) - t0 ))s)"
 }
 
