@@ -228,9 +228,14 @@ is_built() { [[ -f "$CACHE/.built" ]]; }
 # =============================================================================================
 pidfile() { echo "$PIDS/$1.pid"; }
 
+# a pid file counts only while its pid still runs our binary (pids get reused)
+ours() { # PID NAME
+  local exe; exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
+  [[ "${exe% (deleted)}" == */"$2" && "$exe" == "$CACHE_ROOT"/* ]]
+}
 running() {
   local f; f="$(pidfile "$1")"
-  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+  [[ -f "$f" ]] && ours "$(cat "$f")" "$1"
 }
 
 # start NAME CMD...: run in the background (own session), log to $LOGS/NAME.log
@@ -596,7 +601,7 @@ stop_proc() {
   [[ -f "$f" ]] || return 0
   pid="$(cat "$f")"
   local t0; t0=$(date +%s.%N)
-  if kill -0 "$pid" 2>/dev/null; then
+  if ours "$pid" "$name"; then
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then log "  $name did not stop, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
@@ -726,8 +731,29 @@ selftest_deploy() {
   local k=(kubectl_admin) ns=$ST_NS
   local hp="$STATE/../selftest-hostpath"
   mkdir -p "$hp"; chown 999:999 "$hp"
+  local lp; lp="$(realpath -m "$STATE/../selftest-local")"
   "${k[@]}" delete namespace $ns --ignore-not-found --wait=true >/dev/null
+  "${k[@]}" delete pv rc-selftest-pv-0 rc-selftest-pv-1 --ignore-not-found --wait=true >/dev/null
+  # local PV dirs root-owned on purpose: fsGroup must make them writable for uid 999
+  rm -rf "$lp"; mkdir -p "$lp/pv-0" "$lp/pv-1"
   "${k[@]}" create namespace $ns >/dev/null
+  local i
+  for i in 0 1; do cat <<PV; done | "${k[@]}" apply -f - >/dev/null
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: rc-selftest-pv-$i}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: rc-selftest-local
+  local: {path: $lp/pv-$i}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE_NAME]}]
+PV
   cat <<EOF | "${k[@]}" -n $ns apply -f - >/dev/null
 apiVersion: v1
 kind: Pod
@@ -776,11 +802,24 @@ spec:
       - name: redis
         image: $REDIS_IMAGE
         imagePullPolicy: Never
-        command: [redis-server, --dir, /data, --protected-mode, "no"]
+        command: [redis-server, --dir, /data, --protected-mode, "no", --appendonly, "yes"]
         ports: [{containerPort: 6379, name: redis}]
+        volumeMounts: [{name: data, mountPath: /data}]
         readinessProbe:
           exec: {command: [redis-cli, ping]}
           periodSeconds: 2
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: rc-selftest-local
+      resources: {requests: {storage: 1Gi}}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: rc-selftest-local}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
 EOF
 }
 
@@ -796,6 +835,11 @@ selftest_verify() {
   "${k[@]}" -n $ns exec single -- redis-cli set k v | grep -qx OK
   "${k[@]}" -n $ns exec single -- redis-cli save | grep -qx OK
   [[ -s "$hp/dump.rdb" ]] || die "dump.rdb not on the hostPath"
+  log "check: StatefulSet pods write to their local PersistentVolumes (fsGroup 999)"
+  local lp; lp="$(realpath -m "$STATE/../selftest-local")"
+  "${k[@]}" -n $ns exec redis-0 -- redis-cli set k0 v0 | grep -qx OK
+  "${k[@]}" -n $ns exec redis-0 -- redis-cli save | grep -qx OK
+  ls "$lp"/pv-*/dump.rdb >/dev/null || die "dump.rdb not on a local PV"
   log "check: per-pod DNS name from another pod (getent + redis-cli)"
   local fq=redis-1.redis.$ns.svc.cluster.local
   "${k[@]}" -n $ns exec redis-0 -- getent hosts $fq | grep -q "$fq"
@@ -834,7 +878,10 @@ cmd_selftest() {
   selftest_verify
   kubectl_admin get "ns/$ST_NS" -o jsonpath='{.metadata.uid}' >/dev/null
   kubectl_admin -n "$ST_NS" exec single -- redis-cli get k | grep -qx v || die "key lost across down/up"
-  kubectl_admin delete namespace "$ST_NS" --wait=false >/dev/null
+  kubectl_admin -n "$ST_NS" exec redis-0 -- redis-cli get k0 | grep -qx v0 || die "local PV data lost across down/up"
+  kubectl_admin delete namespace "$ST_NS" --wait=true >/dev/null
+  kubectl_admin delete pv rc-selftest-pv-0 rc-selftest-pv-1 storageclass/rc-selftest-local \
+    --ignore-not-found >/dev/null 2>&1 || true
   echo "selftest: 1 passed, 0 failed ($(( $(date +%s) - t0 ))s)"
 }
 
