@@ -4,6 +4,7 @@
 #   tools/cluster.sh build       build/cache all binaries and images (idempotent, seconds when cached)
 #   tools/cluster.sh up          start etcd, containerd, control plane, kubelet, kube-proxy, DNS; wait Ready
 #   tools/cluster.sh down        stop exactly the processes started by `up`, clean mounts/iptables/bridge
+#                  down --purge  ... and delete the state dir (etcd data, certs, images; hostPath data stays)
 #   tools/cluster.sh status      what runs
 #   tools/cluster.sh kubeconfig  print the admin kubeconfig path
 #   tools/cluster.sh selftest    end-to-end checks (pod + hostPath, headless svc + StatefulSet, exec,
@@ -697,8 +698,19 @@ cmd_down() {
   cleanup_mounts
   cleanup_network
   cleanup_cgroups
-  # pods/containers do not survive a down: drop kubelet/containerd runtime state, keep etcd data
-  rm -rf "$RUN" "$STATE/kubelet/pods" "$STATE/kubelet/plugins" 2>/dev/null || true
+  # containerd's runtime state does not survive a down; etcd data, images and pod dirs stay
+  # (pods come back on the next `up`). Never rm while anything is still mounted below: a local
+  # PersistentVolume is bind-mounted under kubelet/pods, and rm would follow it into the data.
+  if findmnt -rn -o TARGET | grep -qF "$STATE/"; then
+    log "  WARNING: mounts left under $STATE, not removing runtime state:"
+    findmnt -rn -o TARGET | grep -F "$STATE/" | sed 's/^/[cluster]     /' >&2
+  else
+    rm -rf "$RUN"
+    if [[ "${1:-}" == --purge ]]; then
+      rm -rf "$STATE"
+      log "  purged $STATE (etcd data, certificates, images, pod dirs)"
+    fi
+  fi
   log "cluster down in $(( $(date +%s) - t0 ))s"
 }
 
@@ -888,7 +900,7 @@ cmd_selftest() {
 case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up ;;
-  down) cmd_down ;;
+  down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   kubeconfig) cmd_kubeconfig ;;
   env) cmd_env ;;
