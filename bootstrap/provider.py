@@ -143,6 +143,10 @@ class RedisClusterProvider(ResourceProvider):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         if news.get("phase") == "drain":
             return DiffResult(changes=False, replaces=[], delete_before_replace=False)
+        if olds.get("problems"):
+            # A refresh recorded drift: update, even if the cluster mended itself since, so the state
+            # (outputs) goes back to the truth.
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         live = observe(news, timeout=20.0)
         drifted = live["clusterState"] == "degraded"
         if drifted:
