@@ -77,7 +77,7 @@ step() {
 # build
 # =============================================================================================
 HOST_PKGS=(runc containernetworking-plugins iptables conntrack socat ethtool openssl busybox-static
-           redis-server redis-tools libc-bin iproute2 kmod curl)
+           redis-server redis-tools libc-bin iproute2 kmod curl procps util-linux)
 
 ensure_host_packages() {
   local missing=()
@@ -606,7 +606,7 @@ stop_proc() {
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then log "  $name did not stop, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
-    log "  stopped $name (pid $pid, $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)")s)"
+    log "  stopped $name (pid $pid, $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s)"
   fi
   rm -f "$f"
 }

@@ -38,6 +38,11 @@ def kinds_and_names(manifests: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(m["kind"], m["metadata"]["name"]) for m in manifests}
 
 
+def resources(stack: auto.Stack) -> list[dict[str, Any]]:
+    deployment = stack.export_stack().deployment or {}
+    return list(deployment.get("resources") or [])
+
+
 def changes(result: auto.UpResult | auto.PreviewResult) -> dict[str, int]:
     summary = result.change_summary if isinstance(result, auto.PreviewResult) else result.summary.resource_changes
     return {k: v for k, v in (summary or {}).items() if k != "same" and v}
@@ -72,7 +77,7 @@ def test_render_preview_up_again_and_destroy(engine_stack: EngineStackFactory, t
     assert changes(again) == {}, "a second up must report no changes"
 
     stack.destroy(on_output=lines.append)
-    assert stack.export_stack().deployment.get("resources") in (None, [])
+    assert resources(stack) == []
 
 
 def test_bad_config_fails_preview_with_the_validation_message_and_creates_nothing(
@@ -87,8 +92,7 @@ def test_bad_config_fails_preview_with_the_validation_message_and_creates_nothin
     with pytest.raises(auto.errors.CommandError):
         stack.up()
     assert not (tmp_path / "m").exists(), "nothing may be rendered"
-    resources = stack.export_stack().deployment.get("resources") or []
-    assert [r for r in resources if r["type"] != "pulumi:pulumi:Stack"] == []
+    assert [r for r in resources(stack) if r["type"] != "pulumi:pulumi:Stack"] == []
 
 
 def set_endpoints(stack: auto.Stack, nodes: list[RedisNode]) -> None:
@@ -101,7 +105,7 @@ def test_bootstrap_in_the_engine_create_scale_refresh_destroy(
     engine_stack: EngineStackFactory, redis_farm: RedisFarm, tmp_path: Path
 ) -> None:
     nodes = redis_farm.spawn(8, hosts=HOSTS)
-    base = {"renderYamlTo": str(tmp_path / "m"), "masters": 3, "replicasPerMaster": 1}
+    base: dict[str, str | int] = {"renderYamlTo": str(tmp_path / "m"), "masters": 3, "replicasPerMaster": 1}
     stack = engine_stack(config=base)
     set_endpoints(stack, nodes[:6])
     lines: list[str] = []
@@ -126,9 +130,9 @@ def test_bootstrap_in_the_engine_create_scale_refresh_destroy(
     replica = next(n for n in nodes if n.address == replica_address)
     replica.stop(hard=True)
     # Only the bootstrap: rendered Kubernetes objects have no cluster to be refreshed from.
-    urns = {r["urn"].rsplit("::", 1)[1]: r["urn"] for r in stack.export_stack().deployment["resources"]}
+    urns = {r["urn"].rsplit("::", 1)[1]: r["urn"] for r in resources(stack)}
     stack.refresh(on_output=lines.append, target=[urns["redis-cluster-bootstrap"]])
-    state = {r["urn"].rsplit("::", 1)[1]: r for r in stack.export_stack().deployment["resources"]}
+    state = {r["urn"].rsplit("::", 1)[1]: r for r in resources(stack)}
     boot = state["redis-cluster-bootstrap"]["outputs"]
     assert boot["clusterState"] == "degraded"
     assert any(replica_address in p for p in boot["problems"])
