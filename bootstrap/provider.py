@@ -22,6 +22,7 @@ from typing import Any
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from bootstrap import operations as ops
+from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import Shape
@@ -72,30 +73,32 @@ def _public(props: dict[str, Any]) -> dict[str, Any]:
     return {k: props[k] for k in (*INPUTS, "password") if k in props}
 
 
-def apply(props: dict[str, Any]) -> dict[str, Any]:
-    """Converge the cluster to the declared shape and return the outputs."""
+def apply(props: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Converge the cluster to the declared shape and return the outputs.
+
+    ``previous`` (the old state, on update) tells whether the password changes:
+    the drain adds the new one live, the converge after the StatefulSet drops the old.
+    """
     timeout = float(props.get("timeoutSeconds", 600))
     shape = Shape(int(props["masters"]), int(props["replicasPerMaster"]))
     drain = props.get("phase") == "drain"
-    if drain and props["discovery"]["kind"] == "static":
-        # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
-        return {**_public(props), "clusterState": "unchanged", "draining": []}
+    static = props["discovery"]["kind"] == "static"
+    new = props.get("password") or None
+    old = (previous.get("password") or None) if previous is not None else new
     inventory = _inventory(props, timeout, wait=not drain)
     leaving = [e.name for e in inventory.endpoints if e.retire]
     if drain:
-        if not leaving:
+        if old != new and inventory.endpoints:
+            with connected(_connector({**props, "password": old}, inventory)) as connector:
+                add_password(inventory, connector, new, progress)
+        if static or not leaving:
+            # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
             return {**_public(props), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
     with connected(_connector(props, inventory)) as connector:
-        outcome = converge(
-            inventory,
-            connector,
-            shape,
-            timeout,
-            progress,
-            props.get("password") or None,
-            adopt_unlisted=props["discovery"]["kind"] == "static",
-        )
+        outcome = converge(inventory, connector, shape, timeout, progress, new, adopt_unlisted=static)
+        if not drain and old and new and old != new:
+            drop_password(inventory, connector, old, progress)
     progress(f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
     if drain:
         return {**_public(props), "clusterState": "drained", "draining": leaving}
@@ -153,8 +156,8 @@ class RedisClusterProvider(ResourceProvider):
             progress("cluster is off its declared shape: " + "; ".join(live["problems"][:5]))
         return DiffResult(changes=drifted, replaces=[], delete_before_replace=False)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=apply(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=apply(news, previous=olds))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         if props.get("phase") == "drain":

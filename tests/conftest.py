@@ -52,6 +52,7 @@ class RedisNode:
     dir: Path
     cluster: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+    password: str | None = None  # requirepass and masterauth; what client() authenticates with
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,6 +84,8 @@ class RedisNode:
                     "repl-diskless-sync-delay": "0",
                 }
             )
+        if self.password:
+            conf.update({"requirepass": self.password, "masterauth": self.password})
         conf.update(self.extra)
         return "".join(f"{k} {v}\n" for k, v in conf.items())
 
@@ -135,12 +138,13 @@ class RedisNode:
         return self.proc is not None and self.proc.poll() is None
 
     def client(self, **kwargs: object) -> redis.Redis:
+        options: dict[str, object] = {"password": self.password, **kwargs}
         return redis.Redis(
             host=self.host,
             port=self.port,
             socket_timeout=5,
             decode_responses=True,
-            **kwargs,  # type: ignore[arg-type]
+            **options,  # type: ignore[arg-type]
         )
 
 
@@ -157,6 +161,7 @@ class RedisFarm:
         hosts: list[str] | None = None,
         cluster: bool = True,
         extra: dict[str, str] | None = None,
+        password: str | None = None,
     ) -> list[RedisNode]:
         """Start ``count`` servers; node i binds ``hosts[i % len(hosts)]`` (default 127.0.0.1)."""
         hosts = hosts or ["127.0.0.1"]
@@ -170,6 +175,7 @@ class RedisFarm:
                 dir=self.base / f"node-{len(self.nodes)}",
                 cluster=cluster,
                 extra=dict(extra or {}),
+                password=password,
             )
             self.nodes.append(node)
             node.start()
