@@ -61,6 +61,8 @@ RUN="$STATE/run"
 KUBECONFIG_ADMIN="$STATE/admin.kubeconfig"
 CTR_SOCK="$RUN/containerd/containerd.sock"
 
+# grep -q under pipefail can fail the pipeline (the writer gets SIGPIPE): read all input instead
+has() { grep "$@" >/dev/null; }
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -82,7 +84,7 @@ HOST_PKGS=(runc containernetworking-plugins iptables conntrack socat ethtool ope
 ensure_host_packages() {
   local missing=()
   for p in "${HOST_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | has 'install ok installed' || missing+=("$p")
   done
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
@@ -232,6 +234,10 @@ pidfile() { echo "$PIDS/$1.pid"; }
 # a pid file counts only while its pid still runs our binary (pids get reused)
 ours() { # PID NAME
   local exe; exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
+  if [[ "$2" == api-bridge ]]; then
+    [[ "$exe" == */socat ]] && tr '\0' ' ' < "/proc/$1/cmdline" | has -F "bind=$NODE_IP"
+    return
+  fi
   [[ "${exe% (deleted)}" == */"$2" && "$exe" == "$CACHE_ROOT"/* ]]
 }
 running() {
@@ -495,7 +501,7 @@ host_setup() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  ip addr show dev "$BRIDGE" | has "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
 }
 
@@ -503,19 +509,21 @@ kubectl_admin() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
 api_ready() {
   curl -sf --max-time 3 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$API_PORT/readyz" | grep -q ok
+    "https://127.0.0.1:$API_PORT/readyz" | has ok
 }
-# Ready=True with a heartbeat from this run (the Node object survives down/up in etcd)
+# Ready=True with a heartbeat from the running kubelet (the Node object survives down/up in
+# etcd; a kubelet posts its status at start, then only every 5 min unless something changes)
 node_ready() {
-  curl -sf --max-time 2 http://127.0.0.1:10248/healthz | grep -q ok || return 1
+  local since; since="$(date -d "$(ps -o lstart= -p "$(cat "$(pidfile kubelet)")")" +%s)" || return 1
+  curl -sf --max-time 2 http://127.0.0.1:10248/healthz | has ok || return 1
   local s; s="$(kubectl_admin get node "$NODE_NAME" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')" || return 1
   [[ "${s%% *}" == True ]] || return 1
-  (( $(date -d "${s#* }" +%s) >= UP_STARTED ))
+  (( $(date -d "${s#* }" +%s) >= since ))
 }
 dns_ready() {
   # through the Service IP (kube-proxy DNAT) to the host CoreDNS
-  busybox nslookup kubernetes.default.svc.cluster.local "$DNS_SERVICE_IP" 2>/dev/null | grep -q "$API_SERVICE_IP"
+  busybox nslookup kubernetes.default.svc.cluster.local "$DNS_SERVICE_IP" 2>/dev/null | has "$API_SERVICE_IP"
 }
 
 import_images() {
@@ -523,7 +531,7 @@ import_images() {
   local img tar
   for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
-    if grep -qxF "$img" <<<"$have"; then continue; fi
+    if has -xF "$img" <<<"$have"; then continue; fi
     "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images import "$tar" >/dev/null 2>"$LOGS/ctr-import.log" \
       || die "ctr images import $tar failed: $(cat "$LOGS/ctr-import.log")"
     log "  imported $img"
@@ -585,6 +593,10 @@ cmd_up() {
     --hostname-override=$NODE_NAME --node-ip=$NODE_IP --v=1
   start kube-proxy "$BIN/kube-proxy" --config="$STATE/etc/kube-proxy.yaml"
   start coredns "$BIN/coredns" -conf "$STATE/etc/Corefile"
+  # the apiserver listens on 127.0.0.1 only; the kubernetes Service endpoint is the bridge address:
+  # forward $NODE_IP:$API_PORT -> 127.0.0.1:$API_PORT so pods can reach the API too
+  start api-bridge "$(command -v socat)" "TCP-LISTEN:$API_PORT,bind=$NODE_IP,fork,reuseaddr" \
+    "TCP:127.0.0.1:$API_PORT"
 
   wait_for "kube-dns service" 60 kubectl_admin apply -f "$STATE/etc/kube-dns.yaml"
   wait_for "node $NODE_NAME Ready" "$UP_TIMEOUT" node_ready
@@ -603,6 +615,8 @@ stop_proc() {
   pid="$(cat "$f")"
   local t0; t0=$(date +%s.%N)
   if ours "$pid" "$name"; then
+    # socat forks one child per connection
+    [[ "$name" == api-bridge ]] && pkill -TERM -P "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then log "  $name did not stop, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
@@ -638,7 +652,7 @@ cleanup_shim_sockets() {
   listening="$(ss -xlH 2>/dev/null | awk '{print $5}')"
   for s in /run/containerd/s/*; do
     [[ -S "$s" ]] || continue
-    grep -qxF "$s" <<<"$listening" || rm -f "$s"
+    has -xF "$s" <<<"$listening" || rm -f "$s"
   done
   rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true
 }
@@ -687,7 +701,9 @@ cmd_down() {
   [[ -d "$PIDS" ]] || { log "nothing to stop ($STATE not present)"; return 0; }
   local n w=()
   # in parallel; wait only for these subshells (`up` in the same shell left daemons as children)
-  for n in coredns kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_proc "$n" & w+=($!); done
+  for n in api-bridge coredns kube-proxy kubelet kube-scheduler kube-controller-manager; do
+    stop_proc "$n" & w+=($!)
+  done
   wait "${w[@]}"
   stop_containers
   stop_proc kube-apiserver
@@ -701,7 +717,7 @@ cmd_down() {
   # containerd's runtime state does not survive a down; etcd data, images and pod dirs stay
   # (pods come back on the next `up`). Never rm while anything is still mounted below: a local
   # PersistentVolume is bind-mounted under kubelet/pods, and rm would follow it into the data.
-  if findmnt -rn -o TARGET | grep -qF "$STATE/"; then
+  if findmnt -rn -o TARGET | has -F "$STATE/"; then
     log "  WARNING: mounts left under $STATE, not removing runtime state:"
     findmnt -rn -o TARGET | grep -F "$STATE/" | sed 's/^/[cluster]     /' >&2
   else
@@ -718,7 +734,7 @@ cmd_status() {
   local n any=0
   echo "cache: $CACHE ($(is_built && echo built || echo 'not built'))"
   echo "state: $STATE"
-  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
+  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns api-bridge; do
     if running "$n"; then echo "  $n: running (pid $(cat "$(pidfile "$n")"))"; any=1
     else echo "  $n: stopped"; fi
   done
@@ -841,22 +857,24 @@ selftest_verify() {
   wait_for "pod single Ready" 120 "${k[@]}" -n $ns wait --for=condition=Ready pod/single --timeout=5s
   wait_for "statefulset redis 2/2" 180 "${k[@]}" -n $ns wait --for=condition=Ready pod/redis-0 pod/redis-1 --timeout=5s
   log "check: redis-cli ping in pod single (exec)"
-  "${k[@]}" -n $ns exec single -- redis-cli ping | grep -qx PONG
+  "${k[@]}" -n $ns exec single -- redis-cli ping | has -x PONG
   log "check: uid in container is 999 and hostPath /data writable"
-  "${k[@]}" -n $ns exec single -- id -u | grep -qx 999
-  "${k[@]}" -n $ns exec single -- redis-cli set k v | grep -qx OK
-  "${k[@]}" -n $ns exec single -- redis-cli save | grep -qx OK
+  "${k[@]}" -n $ns exec single -- id -u | has -x 999
+  "${k[@]}" -n $ns exec single -- redis-cli set k v | has -x OK
+  "${k[@]}" -n $ns exec single -- redis-cli save | has -x OK
   [[ -s "$hp/dump.rdb" ]] || die "dump.rdb not on the hostPath"
   log "check: StatefulSet pods write to their local PersistentVolumes (fsGroup 999)"
   local lp; lp="$(realpath -m "$STATE/../selftest-local")"
-  "${k[@]}" -n $ns exec redis-0 -- redis-cli set k0 v0 | grep -qx OK
-  "${k[@]}" -n $ns exec redis-0 -- redis-cli save | grep -qx OK
+  "${k[@]}" -n $ns exec redis-0 -- redis-cli set k0 v0 | has -x OK
+  "${k[@]}" -n $ns exec redis-0 -- redis-cli save | has -x OK
   ls "$lp"/pv-*/dump.rdb >/dev/null || die "dump.rdb not on a local PV"
   log "check: per-pod DNS name from another pod (getent + redis-cli)"
   local fq=redis-1.redis.$ns.svc.cluster.local
-  "${k[@]}" -n $ns exec redis-0 -- getent hosts $fq | grep -q "$fq"
-  "${k[@]}" -n $ns exec redis-0 -- redis-cli -h $fq ping | grep -qx PONG
-  "${k[@]}" -n $ns exec redis-1 -- redis-cli -h redis-0.redis ping | grep -qx PONG
+  "${k[@]}" -n $ns exec redis-0 -- getent hosts $fq | has "$fq"
+  "${k[@]}" -n $ns exec redis-0 -- redis-cli -h $fq ping | has -x PONG
+  "${k[@]}" -n $ns exec redis-1 -- redis-cli -h redis-0.redis ping | has -x PONG
+  log "check: the API server is reachable from a pod (kubernetes.default Service)"
+  "${k[@]}" -n $ns exec redis-0 -- sh -c 'nc -w 3 kubernetes.default.svc 443 </dev/null; [ $? -eq 0 ]'
   log "check: NodePort 30679 on 127.0.0.1 from the host"
   wait_for "NodePort 127.0.0.1:30679" 30 sh -c 'redis-cli -h 127.0.0.1 -p 30679 ping | grep -qx PONG'
   log "selftest checks passed"
@@ -889,8 +907,8 @@ cmd_selftest() {
   done
   selftest_verify
   kubectl_admin get "ns/$ST_NS" -o jsonpath='{.metadata.uid}' >/dev/null
-  kubectl_admin -n "$ST_NS" exec single -- redis-cli get k | grep -qx v || die "key lost across down/up"
-  kubectl_admin -n "$ST_NS" exec redis-0 -- redis-cli get k0 | grep -qx v0 || die "local PV data lost across down/up"
+  kubectl_admin -n "$ST_NS" exec single -- redis-cli get k | has -x v || die "key lost across down/up"
+  kubectl_admin -n "$ST_NS" exec redis-0 -- redis-cli get k0 | has -x v0 || die "local PV data lost across down/up"
   kubectl_admin delete namespace "$ST_NS" --wait=true >/dev/null
   kubectl_admin delete pv rc-selftest-pv-0 rc-selftest-pv-1 storageclass/rc-selftest-local \
     --ignore-not-found >/dev/null 2>&1 || true
