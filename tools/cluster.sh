@@ -742,18 +742,20 @@ cleanup_network() {
   if [[ -x "$BIN/kube-proxy" ]]; then
     "$BIN/kube-proxy" --cleanup --config="$STATE/etc/kube-proxy.yaml" >/dev/null 2>&1 || true
   fi
-  # portmap plugin chains (only this cluster uses CNI on this machine)
-  local t c
-  for t in nat filter; do
-    for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N CNI-/{print $2}'); do
-      iptables -t $t -S 2>/dev/null | grep -E "^-A [A-Z-]+ .*-j $c( |$)" | sed 's/^-A/-D/' \
-        | while read -r rule; do eval iptables -t $t "$rule" 2>/dev/null || true; done
-    done
-    for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N CNI-/{print $2}'); do
-      iptables -t $t -F "$c" 2>/dev/null || true
-    done
-    for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N CNI-/{print $2}'); do
-      iptables -t $t -X "$c" 2>/dev/null || true
+  # leftovers: portmap's CNI-* chains and KUBE-* chains (kubelet's KUBE-FIREWALL survives
+  # kube-proxy --cleanup); nothing else on this machine runs Kubernetes or CNI
+  local ipt t c
+  for ipt in iptables ip6tables; do
+    command -v $ipt >/dev/null || continue
+    for t in nat filter mangle; do
+      local chains; chains="$($ipt -t $t -S 2>/dev/null | awk '/^-N (KUBE-|CNI-)/{print $2}')"
+      [[ -n "$chains" ]] || continue
+      for c in $chains; do
+        $ipt -t $t -S 2>/dev/null | grep -E -- "-j $c( |$)" | sed 's/^-A/-D/' \
+          | while read -r rule; do eval "$ipt -t $t $rule" 2>/dev/null || true; done
+      done
+      for c in $chains; do $ipt -t $t -F "$c" 2>/dev/null || true; done
+      for c in $chains; do $ipt -t $t -X "$c" 2>/dev/null || true; done
     done
   done
   ip link del "$BRIDGE" 2>/dev/null || true
