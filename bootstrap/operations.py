@@ -139,14 +139,15 @@ def take_snapshot(inventory: Inventory, connector: Connector, tolerate_unreachab
     members: list[Member] = []
     views: dict[str, list[NodeLine]] = {}
     unreachable: list[str] = []
-    for result in parallel(look, inventory.endpoints):
-        if isinstance(result, str):
-            unreachable.append(result)
-            continue
-        e, lines, keys = result
+    results = parallel(look, inventory.endpoints)
+    unreachable += [r for r in results if isinstance(r, str)]
+    looks = [r for r in results if not isinstance(r, str)]
+    # Ids the staying nodes know: a retiring node none of them knows has been removed already.
+    known = {ln.node_id for e, lines, _ in looks if not e.retire for ln in lines}
+    for e, lines, keys in looks:
         me = next(line for line in lines if line.is_myself)
-        if e.retire and len(lines) == 1 and not me.slots:
-            continue  # removed already (reset, knows nobody): nothing left to drain
+        if e.retire and not me.slots and (len(lines) == 1 or me.node_id not in known):
+            continue  # removed already (forgotten by the others, or reset): nothing left to drain
         members.append(
             Member(
                 name=e.name,
@@ -375,7 +376,14 @@ def replicate(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, s
 
 
 def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> None:
-    """Reset the drained nodes (so they stop gossiping) and forget them everywhere else."""
+    """Forget the drained nodes on every remaining node, in one pass.
+
+    The drained nodes themselves are left as they are, not reset: until their
+    pods are deleted (right after the drain) a client that asks one of them
+    for CLUSTER SLOTS still gets the right map. A reset node would answer
+    with an empty map, which sends cluster clients (redis-py's among them)
+    into errors instead of redirects.
+    """
     if not node_ids:
         return
     by_id = snap.by_id
@@ -387,8 +395,6 @@ def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> Non
             raise ClusterError(f"{m.name} still owns slots {format_ranges(me.slots)}; not removing it")
         if me.is_master and client.dbsize():
             raise ClusterError(f"{m.name} owns no slots but holds {client.dbsize()} keys; not removing it")
-        # HARD: a new id, so the node can never be mistaken for its old self (a replica's keys are a copy).
-        cluster(client, "RESET", "HARD")
     remaining = [m for m in snap.members if m.node_id not in node_ids]
     forget(connector, remaining, node_ids)
 
