@@ -29,6 +29,12 @@ class Endpoint:
     domain: str = ""  # failure domain: the Kubernetes node it runs on
     order: int = 0  # StatefulSet ordinal (or list position)
     retire: bool = False  # beyond the declared pod count: to be drained and removed
+    announced: str = ""  # host:port the node announces (cluster-announce-*), when not its own address
+
+    @property
+    def seen_as(self) -> str:
+        """The address its peers list it under."""
+        return self.announced or self.address
 
 
 @dataclass(frozen=True)

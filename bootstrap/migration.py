@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -22,7 +22,8 @@ from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_addre
 from bootstrap.model import Member, SlotMove, format_ranges
 from bootstrap.operations import ClusterError, Progress, Snapshot, parallel
 
-SLOTS_PER_CHUNK = 64  # slots opened at once per source/target pair
+SLOTS_PER_CHUNK = 1024  # slots opened at once per source/target pair (one SETSLOT round per node per chunk)
+SLOTS_PER_BATCH = 4  # slots whose key names are fetched and migrated per round trip (bounds memory)
 KEYS_PER_MIGRATE = 1000
 MIGRATE_TIMEOUT_MS = 60_000
 # SETSLOT IMPORTING/MIGRATING answers that only mean "already past that step" on a resumed move.
@@ -70,13 +71,117 @@ def move_slots(
     def run(move: SlotMove) -> None:
         src, dst = by_id[move.source], by_id[move.target]
         others = [m for m in masters if m.node_id not in (src.node_id, dst.node_id)]
-        for i in range(0, len(move.slots), SLOTS_PER_CHUNK):
-            chunk = move.slots[i : i + SLOTS_PER_CHUNK]
-            keys = _move_chunk(connector, src, dst, others, chunk, password)
-            counter.add(len(chunk), keys)
+        chunks = [move.slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(move.slots), SLOTS_PER_CHUNK)]
+        _stream(connector, src, dst, others, chunks, password, counter.add)
 
     parallel(run, moves)
     return counter.keys
+
+
+def _stream(
+    connector: Connector,
+    src: Member,
+    dst: Member,
+    others: Sequence[Member],
+    chunks: Sequence[Sequence[int]],
+    password: str | None,
+    done: Callable[[int, int], None] = lambda slots, keys: None,
+) -> int:
+    """Move chunk after chunk from ``src`` to ``dst``; returns the number of keys moved.
+
+    Where the time goes (measured, see docs/benchmarks.md): CLUSTER SETSLOT makes
+    each node save and fsync nodes.conf, and a SETSLOT sent to a master that is
+    itself the source of another stream waits behind that stream's MIGRATEs.
+    So the closing SETSLOT NODE of one chunk and the opening IMPORTING/MIGRATING
+    of the next go in one pipeline per node (target first, as before), and the
+    masters outside this pair are told once, when the stream is done, instead of
+    after every chunk: the target's SETSLOT NODE bumps its config epoch and
+    broadcasts the new owner at once, so they learn it by gossip meanwhile, and
+    until then a client they misdirect is redirected again by the source.
+    Every step is still the documented protocol in its order, so an
+    interruption at any point leaves only open slots that ``repair_open_slots``
+    finishes, and no key is ever deleted by us.
+    """
+    source = connector.client(src.address, timeout=MIGRATE_SOCKET_TIMEOUT_S)
+    target = connector.client(dst.address)
+    moved = keys = 0
+    closing: Sequence[int] = ()
+    for chunk in [*chunks, ()]:
+        close: list[tuple[tuple[object, ...], tuple[str, ...]]] = [
+            (("SETSLOT", s, "NODE", dst.node_id), ()) for s in closing
+        ]
+        # Target first: from then on it answers for the closed slots even if the source is slow to learn it;
+        # and a slot is IMPORTING on the target before it is MIGRATING on the source (no redirect loop).
+        _pipeline_each(target, [*close, *((("SETSLOT", s, "IMPORTING", src.node_id), _ALREADY) for s in chunk)])
+        # A master whose last slot just left turns into a replica (cluster-allow-replica-migration):
+        # it learns the owner by gossip, and SETSLOT is refused by replicas.
+        close = [(args, _REPLICA) for args, _ in close]
+        _pipeline_each(source, [*close, *((("SETSLOT", s, "MIGRATING", dst.node_id), _ALREADY) for s in chunk)])
+        if closing:
+            done(len(closing), keys)
+        if not chunk:
+            break
+        keys = _migrate_keys(source, src, dst, chunk, password)
+        moved += keys
+        closing = chunk
+    _tell_others(connector, others, dst, [s for chunk in chunks for s in chunk])
+    return moved
+
+
+def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence[int], password: str | None) -> int:
+    """MIGRATE every key of the (open) slots, at most SLOTS_PER_BATCH slots' key names in memory at once.
+
+    One MIGRATE per slot (a cluster refuses keys of several slots in one); the
+    GETKEYSINSLOT that checks a slot is empty rides in the same pipeline as the
+    MIGRATEs, right after them, so each batch costs one round trip per pass.
+    """
+    host, port = split_address(dst.address)
+    auth: list[str] = ["AUTH", password] if password else []
+    moved = 0
+    for i in range(0, len(slots), SLOTS_PER_BATCH):
+        batch = slots[i : i + SLOTS_PER_BATCH]
+        pipe = source.pipeline(transaction=False)
+        for s in batch:
+            pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
+        found = dict(zip(batch, pipe.execute(), strict=True))
+        pending = [s for s in batch if found[s]]
+        # A slot with more than KEYS_PER_MIGRATE keys takes several passes; the source never gains
+        # keys in a MIGRATING slot (writes to absent keys are redirected), so this ends.
+        while pending:
+            pipe = source.pipeline(transaction=False)
+            for s in pending:
+                pipe.execute_command(
+                    "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth, "KEYS", *found[s]
+                )
+            for s in pending:
+                pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
+            results = pipe.execute(raise_on_error=False)
+            for s, result in zip(pending, results, strict=False):
+                if isinstance(result, Exception):
+                    raise ClusterError(
+                        f"MIGRATE {src.name} -> {dst.name} (slot {s}) failed: {result}. "
+                        f"No key is lost; the slot stays open and the next apply resumes the move."
+                    )
+                moved += len(found[s])
+            left = results[len(pending) :]
+            for s, keys in zip(pending, left, strict=True):
+                if isinstance(keys, Exception):
+                    raise ClusterError(f"CLUSTER GETKEYSINSLOT {s} on {src.name}: {keys}")
+                found[s] = keys
+            pending = [s for s in pending if found[s]]
+    return moved
+
+
+def _tell_others(connector: Connector, others: Sequence[Member], dst: Member, slots: Sequence[int]) -> None:
+    """SETSLOT NODE on the masters outside the pair, in parallel, so none waits for gossip any longer."""
+
+    def tell(node: Member) -> None:
+        _pipeline(
+            connector.client(node.address), [("SETSLOT", s, "NODE", dst.node_id) for s in slots], tolerate=_REPLICA
+        )
+
+    if slots:
+        parallel(tell, others)
 
 
 def _move_chunk(
@@ -87,48 +192,23 @@ def _move_chunk(
     slots: Sequence[int],
     password: str | None,
 ) -> int:
-    source = connector.client(src.address, timeout=MIGRATE_SOCKET_TIMEOUT_S)
-    target = connector.client(dst.address)
-    _pipeline(target, [("SETSLOT", s, "IMPORTING", src.node_id) for s in slots], tolerate=_ALREADY)
-    _pipeline(source, [("SETSLOT", s, "MIGRATING", dst.node_id) for s in slots], tolerate=_ALREADY)
-    host, port = split_address(dst.address)
-    auth: list[str] = ["AUTH", password] if password else []
-    moved = 0
-    pending = list(slots)
-    while pending:
-        pipe = source.pipeline(transaction=False)
-        for s in pending:
-            pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
-        found = dict(zip(pending, pipe.execute(), strict=True))
-        pending = [s for s in pending if found[s]]
-        if not pending:
-            break
-        # One MIGRATE per slot (a cluster refuses keys of several slots in one), all in one round trip.
-        pipe = source.pipeline(transaction=False)
-        for s in pending:
-            pipe.execute_command("MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth, "KEYS", *found[s])
-        for s, result in zip(pending, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(result, Exception):
-                raise ClusterError(
-                    f"MIGRATE {src.name} -> {dst.name} (slot {s}) failed: {result}. "
-                    f"No key is lost; the slot stays open and the next apply resumes the move."
-                )
-            moved += len(found[s])
-    # Target first: from then on it answers for the slot even if the source is slow to learn it.
-    _pipeline(target, [("SETSLOT", s, "NODE", dst.node_id) for s in slots])
-    for node in (src, *others):
-        # A master whose last slot just left turns into a replica (cluster-allow-replica-migration):
-        # it learns the owner by gossip, and SETSLOT is refused by replicas.
-        client = connector.client(node.address)
-        _pipeline(client, [("SETSLOT", s, "NODE", dst.node_id) for s in slots], tolerate=_REPLICA)
-    return moved
+    """Finish (or do) the move of ``slots`` from ``src`` to ``dst``, SLOTS_PER_CHUNK at a time."""
+    chunks = [slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(slots), SLOTS_PER_CHUNK)]
+    return _stream(connector, src, dst, others, chunks, password)
 
 
 def _pipeline(client: redis.Redis, commands: Sequence[tuple[object, ...]], tolerate: tuple[str, ...] = ()) -> None:
+    _pipeline_each(client, [(args, tolerate) for args in commands])
+
+
+def _pipeline_each(client: redis.Redis, commands: Sequence[tuple[tuple[object, ...], tuple[str, ...]]]) -> None:
+    """CLUSTER commands in one round trip; each with the error texts that only mean "nothing to do"."""
+    if not commands:
+        return
     pipe = client.pipeline(transaction=False)
-    for args in commands:
+    for args, _ in commands:
         pipe.execute_command("CLUSTER", *args)
-    for args, result in zip(commands, pipe.execute(raise_on_error=False), strict=True):
+    for (args, tolerate), result in zip(commands, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(result, Exception) and not any(t in str(result) for t in tolerate):
             raise ClusterError(f"CLUSTER {' '.join(map(str, args))}: {result}")
 

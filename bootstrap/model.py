@@ -143,8 +143,13 @@ class Member:
     master_id: str | None = None
     slots: frozenset[int] = frozenset()
     keys: int = 0
-    retire: bool = False  # will be removed: drain it, then reset and forget it
+    retire: bool = False  # will be removed: drain it, then forget it everywhere
     order: int = 0
+    announced: str = ""  # the address peers list it under, when it announces one (external access)
+
+    @property
+    def seen_as(self) -> str:
+        return self.announced or self.address
 
 
 @dataclass(frozen=True)

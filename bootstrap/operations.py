@@ -153,6 +153,7 @@ def take_snapshot(inventory: Inventory, connector: Connector, tolerate_unreachab
                 name=e.name,
                 node_id=me.node_id,
                 address=e.address,
+                announced=e.announced,
                 domain=e.domain,
                 is_master=me.is_master,
                 master_id=me.master_id,
@@ -226,8 +227,8 @@ def meshed(snap: Snapshot) -> list[str]:
             line = seen.get(o.node_id)
             if o.node_id == m.node_id:
                 continue
-            if line is None or line.address != o.address or line.in_handshake or line.failed:
-                gaps.append(f"{m.name} does not see {names[o.node_id]} at {o.address}")
+            if line is None or line.address != o.seen_as or line.in_handshake or line.failed:
+                gaps.append(f"{m.name} does not see {names[o.node_id]} at {o.seen_as}")
     return gaps
 
 
@@ -289,7 +290,7 @@ def mesh(snap: Snapshot, connector: Connector) -> int:
             if o.node_id != m.node_id
             and (
                 o.node_id not in seen
-                or seen[o.node_id].address != o.address
+                or seen[o.node_id].address != o.seen_as
                 or seen[o.node_id].failed
                 or seen[o.node_id].in_handshake
             )

@@ -43,7 +43,16 @@ def _inventory(props: dict[str, Any], timeout: float, wait: bool = True) -> Inve
         return static_inventory(list(d["endpoints"]))
     from bootstrap.kube import pod_inventory
 
-    return pod_inventory(d["namespace"], d["statefulSet"], shape.nodes, timeout, progress, d.get("context"), wait=wait)
+    return pod_inventory(
+        d["namespace"],
+        d["statefulSet"],
+        shape.nodes,
+        timeout,
+        progress,
+        d.get("context"),
+        wait=wait,
+        announce=d.get("announce"),
+    )
 
 
 def _connector(props: dict[str, Any], inventory: Inventory) -> Connector:

@@ -28,6 +28,8 @@ class Discovery:
     connection: str = "port-forward"  # or "direct"
     context: str | None = None
     endpoints: list[str] | None = None
+    # Per-pod external access: {"host": announced host or "" for the node IP, "basePort": NodePort of pod 0}.
+    announce: dict[str, Any] | None = None
 
     def to_props(self) -> dict[str, Any]:
         if self.endpoints:
@@ -40,6 +42,8 @@ class Discovery:
         }
         if self.context:
             props["context"] = self.context
+        if self.announce:
+            props["announce"] = dict(self.announce)
         return props
 
 

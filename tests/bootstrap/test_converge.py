@@ -19,7 +19,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from bootstrap import operations as ops
 from bootstrap.converge import Outcome, converge, describe
-from bootstrap.endpoints import DirectConnector, static_inventory
+from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, static_inventory
 from bootstrap.model import SLOTS, NodeLine, Shape, parse_cluster_nodes
 from tests.conftest import RedisFarm, RedisNode
 
@@ -344,3 +344,26 @@ def test_cli_plan_shows_the_change_and_changes_nothing(formed: list[RedisNode], 
     moved = sum(int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("move "))
     assert moved == SLOTS // 4, out.stdout
     assert len(table(extra[0])) == 1, "plan must not change anything"
+
+
+def test_nodes_announcing_another_address_converge_without_endless_meets(redis_farm: RedisFarm) -> None:
+    """Per-pod external access: nodes announce host:NodePort while we dial and MEET their pod address."""
+    nodes: list[RedisNode] = []
+    for i in range(6):
+        outside = f"127.0.1.{i + 1}"
+        extra = {"bind": f"127.0.0.1 {outside}", "cluster-announce-ip": outside, "bind-source-addr": outside}
+        nodes += redis_farm.spawn(1, extra=extra)
+    inventory = Inventory(
+        tuple(
+            Endpoint(name=f"pod-{i}", address=n.address, order=i, announced=f"127.0.1.{i + 1}:{n.port}")
+            for i, n in enumerate(nodes)
+        )
+    )
+    connector = DirectConnector()
+    try:
+        first = converge(inventory, connector, Shape(3, 1), 120, progress=lambda m: None)
+        assert {ln.address for ln in table(nodes[0])} == {e.announced for e in inventory.endpoints}
+        again = converge(inventory, connector, Shape(3, 1), 60, progress=lambda m: None)
+    finally:
+        connector.close()
+    assert first.plans and again.plans == ()
