@@ -618,6 +618,7 @@ cmd_up() {
   export PATH="$BIN:/usr/sbin:/sbin:$PATH"
   mkdir -p "$LOGS" "$PIDS" "$RUN/containerd" "$STATE/etcd" "$STATE/kubelet" "$STATE/pod-logs"
   echo "$KEY" > "$STATE/cache-key"
+  cleanup_after_crash
   step "certificates" gen_pki
   step "configs" write_configs
   step "host network (sysctls, bridge $BRIDGE)" host_setup
@@ -768,6 +769,26 @@ cleanup_cgroups() {
     [[ -d "$d" ]] || continue
     find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
+}
+
+# `up` after the processes died without `down` (killed, machine session ended): shims of ours may
+# still run and container mounts stay; clear them before containerd starts again
+cleanup_after_crash() {
+  local n
+  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
+    running "$n" && return 0
+  done
+  local p left=0
+  for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $CTR_SOCK" || true); do
+    kill -KILL "$p" 2>/dev/null || true; left=1
+  done
+  ((left)) && sleep 1
+  if findmnt -rn -o TARGET | has -F "$STATE/" || ((left)); then
+    log "  cleaning up after an unclean stop (shims, mounts)"
+    cleanup_shim_sockets
+    cleanup_mounts
+  fi
+  findmnt -rn -o TARGET | has -F "$STATE/" || rm -rf "$RUN"
 }
 
 cmd_down() {
