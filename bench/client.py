@@ -1,0 +1,78 @@
+"""Latency probe: a redis-py RedisCluster client doing paced GET/SET on the benchmark's keys.
+
+Runs as its own process (``python -m bench.client``) so that the benchmark's
+poller and the tool's output handling never hold its GIL: the latencies are
+what a client sees from Redis, not from our own harness. It is paced (not a
+closed loop) so it does not eat a core that Redis and the tools need on a
+small machine. It stops when its stdin closes or after ``--max-seconds``.
+
+Output: one line per operation, ``<monotonic start s> <latency us> <0|1 ok>``.
+time.monotonic() is CLOCK_MONOTONIC, shared by all processes on Linux, so the
+parent can cut the record into "at rest" and "during the move" windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+from redis.cluster import ClusterNode, RedisCluster
+
+from bench.data import key, value
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seed", required=True, help="HOST:PORT of any node")
+    p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--rate", type=float, default=500.0, help="operations per second")
+    p.add_argument("--max-seconds", type=float, default=1800.0)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    host, _, port = args.seed.rpartition(":")
+    client = RedisCluster(startup_nodes=[ClusterNode(host, int(port))], socket_timeout=10, decode_responses=True)
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()  # returns at EOF: the parent closed our stdin
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    records: list[str] = []
+    rng = random.Random(7)
+    interval = 1.0 / args.rate
+    next_at = time.monotonic()
+    end = next_at + args.max_seconds
+    print("ready", flush=True)
+    n = 0
+    while not stop.is_set() and time.monotonic() < end:
+        i = rng.randrange(args.keys)
+        start = time.monotonic()
+        ok = 1
+        try:
+            if n % 2:
+                client.set(key(i), value(i))  # the same value: the key-loss check stays exact
+            else:
+                ok = int(client.get(key(i)) == value(i))
+        except Exception:  # any failure is a data point, not a crash: counted as not ok
+            ok = 0
+        latency_us = (time.monotonic() - start) * 1e6
+        records.append(f"{start:.6f} {latency_us:.1f} {ok}")
+        n += 1
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.monotonic()  # fell behind (a slow op): do not burst to catch up
+    args.out.write_text("\n".join(records) + "\n")
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

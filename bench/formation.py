@@ -1,0 +1,81 @@
+"""Formation: fresh servers to a complete M x 1 cluster, timed by the benchmark's own poller.
+
+The clock starts once every node answers PING and stops at the first poller
+sweep in which every node reports cluster_state:ok, 16384 slots, M masters,
+all nodes known and every replica's link up. The tool's own exit time is
+recorded too but is not the result: a tool that exits early has not finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.child import Child, bootstrap_cmd
+from bench.servers import farm
+from bench.state import Poller
+
+TOOLS = ("bootstrap", "redis-cli")
+
+
+@dataclass
+class FormationRun:
+    tool: str
+    masters: int
+    node_timeout_ms: int
+    round: int
+    settle_s: float  # servers were up (answering PING) this long before the clock started
+    writable_floor_s: float  # Redis' CLUSTER_WRITABLE_DELAY: 2 s after the last server started, from the clock start
+    seconds: float  # PING-ready -> poller sees the cluster complete
+    tool_exit_s: float
+    ok: bool
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def command(tool: str, masters: int, addresses: list[str]) -> list[str]:
+    if tool == "bootstrap":
+        return bootstrap_cmd("apply", "--masters", str(masters), "--replicas", "1", "--timeout", "300", *addresses)
+    return ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
+
+
+WRITABLE_DELAY_S = 2.0  # cluster.h CLUSTER_WRITABLE_DELAY: a new master stays fail this long after its first cron
+
+
+def form_once(
+    tool: str, masters: int, node_timeout_ms: int, rnd: int, work: Path, timeout: float, settle: float = 0.0
+) -> FormationRun:
+    """One formation on fresh servers; ``settle`` > 0 models pods that have been Ready for a while."""
+    with farm(work / f"form-{tool}-{masters}-{node_timeout_ms}-{settle}-{rnd}", node_timeout_ms) as f:
+        servers = f.spawn(masters * 2)  # returns once every node answers PING
+        last_start = time.monotonic() if not f.started_at else max(f.started_at)
+        time.sleep(settle)
+        poller = Poller(servers, masters, 1)
+        try:
+            child = Child(command(tool, masters, [s.address for s in servers]), f.base / "tool.log")
+            try:
+                ready = poller.wait(timeout)
+                error = ""
+            except TimeoutError as exc:
+                ready, error = 0.0, str(exc)
+            done = child.wait(timeout)
+        finally:
+            poller.close()
+        if done.returncode != 0:
+            error = (error + f"; {tool} exited {done.returncode}: {done.tail(5)}").strip("; ")
+        return FormationRun(
+            tool=tool,
+            masters=masters,
+            node_timeout_ms=node_timeout_ms,
+            round=rnd,
+            settle_s=settle,
+            writable_floor_s=max(last_start + WRITABLE_DELAY_S - child.started, 0.0),
+            seconds=(ready - child.started) if ready else float("nan"),
+            tool_exit_s=done.seconds,
+            ok=not error,
+            error=error,
+        )

@@ -1,0 +1,283 @@
+"""docs/benchmarks.md and docs/benchmarks.png from the raw results of one run.
+
+Medians with min-max spread, ratios of medians (redis-cli / bootstrap time, or
+bootstrap / redis-cli keys/s), and the Redis-imposed floors next to them, so a
+reader can tell what the tool controls from what Redis does by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+Row = dict[str, Any]
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(
+        (int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")), 0
+    )
+    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[1],
+    ).stdout
+    return {
+        "cpu": f"{cpu} x {os.cpu_count()}",
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "redis-py": redis.__version__,
+        "redis-server": server.strip().split(" sha=")[0],
+        "commit": commit.strip(),
+    }
+
+
+def _clamp_rejoin_ms(node_timeout_ms: int) -> int:
+    """Redis' rejoin delay for a master that was among the minority (cluster.c, clusterUpdateState)."""
+    return min(max(node_timeout_ms, 500), 5000)
+
+
+def _stats(values: Iterable[float]) -> tuple[float, float, float]:
+    v = [x for x in values if not math.isnan(x)]
+    if not v:
+        return math.nan, math.nan, math.nan
+    return statistics.median(v), min(v), max(v)
+
+
+def _fmt(values: Iterable[float], digits: int = 2, scale: float = 1.0) -> str:
+    med, lo, hi = _stats(x * scale for x in values)
+    if math.isnan(med):
+        return "—"
+    return f"{med:,.{digits}f} ({lo:,.{digits}f}-{hi:,.{digits}f})"
+
+
+def _select(rows: list[Row], **match: Any) -> list[Row]:
+    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def _med(rows: list[Row], key: str | Callable[[Row], float]) -> float:
+    get = key if callable(key) else (lambda r: float(r[key]))
+    return _stats(get(r) for r in rows if r["ok"])[0]
+
+
+def _ratio(a: float, b: float) -> str:
+    return "—" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.1f}x"
+
+
+def _form_cells(rows: list[Row]) -> list[tuple[int, float]]:
+    return sorted({(r["node_timeout_ms"], r["settle_s"]) for r in rows}, key=lambda c: (-c[0], c[1]))
+
+
+def formation_table(rows: list[Row]) -> list[str]:
+    out = [
+        "| nodes | node-timeout | servers up before clock | Redis rejoin delay | Redis writable floor (s) "
+        "| bootstrap apply (s) | redis-cli create (s) | speed-up | target | failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for nt, settle in _form_cells(rows):
+        for m in sorted({r["masters"] for r in rows}):
+            ours = _select(rows, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle)
+            cli = _select(rows, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle)
+            target = {3: "≥ 3x", 50: "≥ 5x"}.get(m, "")
+            failed = sum(not r["ok"] for r in ours + cli)
+            out.append(
+                f"| {m}x1 ({2 * m}) | {nt} ms | {settle:g} s | {_clamp_rejoin_ms(nt) / 1000:.1f} s "
+                f"| {_fmt(r['writable_floor_s'] for r in ours + cli)} "
+                f"| {_fmt(r['seconds'] for r in ours if r['ok'])} | {_fmt(r['seconds'] for r in cli if r['ok'])} "
+                f"| {_ratio(_med(cli, 'seconds'), _med(ours, 'seconds'))} | {target} | {failed} |"
+            )
+    return out
+
+
+def reshard_table(rows: list[Row]) -> list[str]:
+    out = [
+        "| keys | node-timeout | tool | keys moved | wall (s) | keys/s (wall) | move phase (s) | keys/s (move phase) "
+        "| client p50 / p99 at rest (ms) | client p50 / p99 during move (ms) | client errors | keys lost "
+        "| peak RSS (MB) | tool CPU (s) | busiest redis-server CPU (s) | tool failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for keys in sorted({r["keys"] for r in rows}):
+        for nt in sorted({r["node_timeout_ms"] for r in rows}, reverse=True):
+            for tool in ("bootstrap", "redis-cli"):
+                sel = _select(rows, tool=tool, keys=keys, node_timeout_ms=nt)
+                if not sel:
+                    continue
+                ok = [r for r in sel if r["ok"]]
+                lost = sum(max(r["lost"], 0) for r in sel)
+                fails = sum(len(r["failures"]) for r in sel)
+                out.append(
+                    f"| {keys:,} | {nt} ms | {tool} | {_fmt((r['keys_moved'] for r in ok), 0)} "
+                    f"| {_fmt(r['seconds'] for r in ok)} | {_fmt((r['keys_per_s'] for r in ok), 0)} "
+                    f"| {_fmt(r['move_seconds'] for r in ok)} | {_fmt((r['move_keys_per_s'] for r in ok), 0)} "
+                    f"| {_fmt(r['rest_p50_ms'] for r in ok)} / {_fmt(r['rest_p99_ms'] for r in ok)} "
+                    f"| {_fmt(r['move_p50_ms'] for r in ok)} / {_fmt(r['move_p99_ms'] for r in ok)} "
+                    f"| {sum(r['client_errors'] for r in ok)} | {lost} "
+                    f"| {_fmt((r['peak_rss_mb'] for r in ok), 0)} | {_fmt(r['tool_cpu_s'] for r in ok)} "
+                    f"| {_fmt(max(r['redis_cpu_s'].values(), default=math.nan) for r in ok)} "
+                    f"| {fails} in {len(sel)} runs |"
+                )
+    return out
+
+
+def ratios(results: dict[str, Any]) -> list[str]:
+    """The issue's targets, as measured in this run."""
+    lines = []
+    form = results["formation"]
+    for m, want in ((3, 3.0), (50, 5.0)):
+        for nt, settle in _form_cells(form):
+            ours = _med(_select(form, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle), "seconds")
+            cli = _med(_select(form, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle), "seconds")
+            if not math.isnan(ours) and not math.isnan(cli):
+                verdict = "met" if cli / ours >= want else "missed"
+                lines.append(
+                    f"- formation {m}x1, node-timeout {nt} ms, servers up {settle:g} s before the clock: "
+                    f"{cli / ours:.1f}x (target {want:.0f}x, {verdict})"
+                )
+    rs = results["resharding"]
+    for keys in sorted({r["keys"] for r in rs}):
+        for nt in sorted({r["node_timeout_ms"] for r in rs}, reverse=True):
+            ours_rows = _select(rs, tool="bootstrap", keys=keys, node_timeout_ms=nt)
+            cli_rows = _select(rs, tool="redis-cli", keys=keys, node_timeout_ms=nt)
+            ours, cli = _med(ours_rows, "keys_per_s"), _med(cli_rows, "keys_per_s")
+            if math.isnan(ours) or math.isnan(cli):
+                continue
+            move = _ratio(_med(ours_rows, "move_keys_per_s"), _med(cli_rows, "move_keys_per_s"))
+            p99_rest, p99_move = _med(ours_rows, "rest_p99_ms"), _med(ours_rows, "move_p99_ms")
+            rss = max((r["peak_rss_mb"] for r in ours_rows), default=math.nan)
+            lost = sum(max(r["lost"], 0) for r in ours_rows + cli_rows)
+            lines.append(
+                f"- resharding {keys:,} keys, node-timeout {nt} ms: {ours / cli:.1f}x redis-cli's keys/s over the "
+                f"wall time, {move} in the move phase (target 10x at 1M); "
+                f"client p99 during/at rest {p99_move / p99_rest:.1f}x (target ≤ 10x); "
+                f"bootstrap peak RSS {rss:.0f} MB (target < 150 MB); keys lost {lost}"
+            )
+    return lines
+
+
+NOTES = Path(__file__).with_name("NOTES.md")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    parts = [
+        "# Benchmarks: bootstrap vs redis-cli --cluster",
+        "",
+        "Generated by `bench/` (do not edit by hand; rerun the command). "
+        f"Run started {results['started']}, took {results['seconds']} s, {results['rounds']} round(s) per cell; "
+        "tools alternate which goes first in each round. Cells are median (min-max).",
+        "",
+        "```",
+        results["command"],
+        "```",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in m.items()),
+        "",
+        "## Targets, as measured",
+        "",
+        *ratios(results),
+        "",
+    ]
+    if results["formation"]:
+        parts += [
+            "## Formation",
+            "",
+            "Fresh servers, 127.0.0.1-3 standing in for three Kubernetes nodes. Timed by the benchmark's own "
+            'poller from "every node answers PING" to the first sweep in which every node reports '
+            "`cluster_state:ok`, 16384 slots assigned, M masters, every node known, and every replica "
+            "`master_link_status:up`. Redis rejoin floor = clamp(cluster-node-timeout, 0.5 s, 5 s): a master "
+            "that has been in the minority (every fresh master, until it has heard from the others) stays "
+            "`cluster_state:fail` that long, whatever the tool does.",
+            "",
+            *formation_table(results["formation"]),
+            "",
+        ]
+    if results["resharding"]:
+        parts += [
+            "## Resharding 3 → 4 masters (x 1 replica)",
+            "",
+            "Each run: 6 fresh servers formed into 3x1 by the tool under test, N keys of 100 bytes loaded "
+            "and replicated, then 2 empty servers added (4th master + its replica): bootstrap "
+            "`apply --masters 4 --replicas 1` with all 8 nodes; redis-cli `add-node`, `add-node --cluster-slave` "
+            "and `rebalance --cluster-use-empty-masters` (each retried after 0.5 s while it fails, e.g. with "
+            '"I don\'t know about node"; a failed rebalance is followed by `--cluster fix`; every failure is '
+            "counted in the last column). Wall time runs from the first command to the poller seeing 4x1 "
+            "complete. Keys moved = keys of every slot whose owner changed. A paced redis-py `RedisCluster` "
+            "client (500 ops/s, GET/SET, own process) measures latency for 3 s at rest and during the move. "
+            "Afterwards every key is read back from its slot's owner. Peak RSS is the bootstrap process' "
+            "`ru_maxrss` (wait4).",
+            "",
+            *reshard_table(results["resharding"]),
+            "",
+        ]
+    if NOTES.exists():
+        parts += [NOTES.read_text().strip(), ""]
+    parts += ["![formation and resharding](benchmarks.png)", ""]
+    return "\n".join(parts)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [2, 1]})
+    form = results["formation"]
+    cells = sorted(
+        {(r["node_timeout_ms"], r["settle_s"], r["masters"]) for r in form}, key=lambda c: (-c[0], c[1], c[2])
+    )
+    width = 0.38
+    for k, tool in enumerate(("bootstrap", "redis-cli")):
+        meds: list[float] = []
+        errs: list[list[float]] = [[], []]
+        for nt, settle, m in cells:
+            sel = _select(form, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
+            med, lo, hi = _stats(r["seconds"] for r in sel if r["ok"])
+            meds.append(med)
+            errs[0].append(med - lo if not math.isnan(med) else 0)
+            errs[1].append(hi - med if not math.isnan(med) else 0)
+        xs = [i + (k - 0.5) * width for i in range(len(cells))]
+        ax1.bar(xs, meds, width, yerr=errs, label=tool, capsize=3)
+    ax1.set_xticks(range(len(cells)), [f"{m}x1\nnt {nt / 1000:g}s\nup {st:g}s" for nt, st, m in cells], fontsize=7)
+    ax1.set_ylabel("seconds to complete cluster (lower is better)")
+    ax1.set_title("Formation")
+    ax1.legend()
+    rs = results["resharding"]
+    rcells = sorted({(r["keys"], r["node_timeout_ms"]) for r in rs})
+    for k, tool in enumerate(("bootstrap", "redis-cli")):
+        meds = []
+        errs = [[], []]
+        for keys, nt in rcells:
+            med, lo, hi = _stats(
+                r["keys_per_s"] for r in _select(rs, tool=tool, keys=keys, node_timeout_ms=nt) if r["ok"]
+            )
+            meds.append(med)
+            errs[0].append(med - lo if not math.isnan(med) else 0)
+            errs[1].append(hi - med if not math.isnan(med) else 0)
+        xs = [i + (k - 0.5) * width for i in range(len(rcells))]
+        ax2.bar(xs, meds, width, yerr=errs, label=tool, capsize=3)
+    ax2.set_xticks(range(len(rcells)), [f"{keys:,} keys\nnt {nt / 1000:g}s" for keys, nt in rcells])
+    ax2.set_ylabel("keys moved per second, wall time (higher is better)")
+    ax2.set_title("Resharding 3→4 masters")
+    ax2.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,267 @@
+"""Resharding 3 -> 4 masters (x1 replica) under a paced client, both tools on identical data.
+
+Each run gets fresh servers: 6 formed by the tool under test into 3 x 1, N keys
+of 100 bytes loaded and replicated, then 2 empty servers added, one to become
+the 4th master and one its replica. Timed from the first command to the first
+poller sweep that sees 4 masters x 1 complete; afterwards every key is read
+back from its slot's owner. "Keys moved" is counted from the slot maps before
+and after (keys of every slot whose owner changed), the same for both tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import data
+from bench.child import PYTHON, REPO, Child, Finished, bootstrap_cmd, run
+from bench.servers import Server, farm
+from bench.state import Poller
+
+REST_S = 3.0  # client latency "at rest" is sampled this long before the move
+REBALANCE_TRIES = 40  # redis-cli attempts (each failure recorded); bounded in count and time below
+REBALANCE_RETRY_S = 0.5
+
+
+@dataclass
+class ReshardRun:
+    tool: str
+    keys: int
+    node_timeout_ms: int
+    round: int
+    seconds: float = float("nan")
+    move_seconds: float = float("nan")  # first key on the new master -> last key there (sampled every 50 ms)
+    keys_moved: int = 0
+    lost: int = -1
+    checked: int = 0
+    rest_p50_ms: float = float("nan")
+    rest_p99_ms: float = float("nan")
+    move_p50_ms: float = float("nan")
+    move_p99_ms: float = float("nan")
+    client_errors: int = 0
+    client_ops_during_move: int = 0
+    peak_rss_mb: float = float("nan")  # the tool process (bootstrap: python; redis-cli: C)
+    tool_cpu_s: float = 0.0
+    redis_cpu_s: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # redis-cli attempts that failed, first line each
+    ok: bool = False
+    error: str = ""
+
+    @property
+    def keys_per_s(self) -> float:
+        return self.keys_moved / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def move_keys_per_s(self) -> float:
+        return self.keys_moved / self.move_seconds if self.move_seconds > 0 else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "keys_per_s": self.keys_per_s, "move_keys_per_s": self.move_keys_per_s}
+
+
+class KeyWatch:
+    """Samples the key count of the new nodes, to time the move itself apart from waits before it.
+
+    The wall time includes what Redis makes every tool wait for (a new master
+    stays cluster_state:fail for its rejoin delay and refuses RESTORE-ASKING);
+    the window from the first to the last key arriving is the data movement.
+    """
+
+    SAMPLE_S = 0.05
+
+    def __init__(self, servers: list[Server]) -> None:
+        self._clients = [s.client(timeout=5) for s in servers]
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            counts = []
+            for c in self._clients:
+                with contextlib.suppress(redis.RedisError):
+                    counts.append(int(c.dbsize()))
+            self.samples.append((time.monotonic(), max(counts, default=0)))
+            self._stop.wait(self.SAMPLE_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for c in self._clients:
+            c.close()
+
+    def window(self, moved: int) -> float:
+        """Seconds from the first sample with a key to the first with all ``moved`` keys (nan if unseen)."""
+        first = next((t for t, n in self.samples if n > 0), None)
+        last = next((t for t, n in self.samples if n >= moved), None)
+        return last - first if first is not None and last is not None and moved else float("nan")
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _node_id(server: Server) -> str:
+    with contextlib.closing(server.client()) as c:
+        return str(c.execute_command("CLUSTER", "MYID"))
+
+
+def _wait_replicated(masters_and_replicas: list[Server], timeout: float = 120.0) -> None:
+    """Let every replica catch up with the load, so the move does not compete with initial sync."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lagging = False
+        for s in masters_and_replicas:
+            with contextlib.closing(s.client()) as c:
+                info = c.info("replication")
+            if info.get("role") != "master":
+                continue
+            offset = int(info.get("master_repl_offset", 0))
+            for k in range(int(info.get("connected_slaves", 0))):
+                if int(info[f"slave{k}"]["offset"]) < offset:
+                    lagging = True
+        if not lagging:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("replicas did not catch up with the load")
+
+
+def _redis_cli_scale(old: list[Server], new: list[Server], work: Path, deadline: float, result: ReshardRun) -> None:
+    """add-node the master, add-node --cluster-slave its replica, then rebalance; retry what gossip makes fail."""
+    seed = old[0].address
+    master_id = _node_id(new[0])
+    steps = [
+        ["redis-cli", "--cluster", "add-node", new[0].address, seed],
+        [
+            "redis-cli", "--cluster", "add-node", new[1].address, seed,
+            "--cluster-slave", "--cluster-master-id", master_id,
+        ],
+        ["redis-cli", "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
+    ]  # fmt: skip
+    for n, cmd in enumerate(steps):
+        for attempt in range(REBALANCE_TRIES):
+            done = run(cmd, work / f"cli-{n}-{attempt}.log", max(deadline - time.monotonic(), 1.0))
+            if done.returncode == 0 and "[ERR]" not in done.output:
+                break
+            first = next((ln for ln in done.output.splitlines() if "ERR" in ln or "know about" in ln), done.tail(1))
+            result.failures.append(f"{cmd[2]}: {first.strip()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-cli {cmd[2]} still failing at the deadline: {first}")
+            if "know about node" not in done.output and cmd[2] == "rebalance":
+                # A failed MIGRATE leaves an open slot; rebalance refuses to run until it is fixed.
+                fixed = run(["redis-cli", "--cluster", "fix", seed, "--cluster-yes"], work / f"fix-{attempt}.log", 120)
+                result.failures.append(f"fix: exit {fixed.returncode}")
+            time.sleep(REBALANCE_RETRY_S)
+        else:
+            raise RuntimeError(f"redis-cli {cmd[2]} failed {REBALANCE_TRIES} times")
+
+
+def _client_latencies(path: Path, start: float, end: float, rest_from: float) -> tuple[list[float], list[float], int]:
+    rest: list[float] = []
+    move: list[float] = []
+    errors = 0
+    for line in path.read_text().split("\n"):
+        if not line:
+            continue
+        t, lat, ok = line.split()
+        ts = float(t)
+        if rest_from <= ts < start:
+            rest.append(float(lat) / 1000)
+        elif start <= ts < end:
+            move.append(float(lat) / 1000)
+            errors += ok == "0"
+    return rest, move, errors
+
+
+def reshard_once(
+    tool: str, keys: int, node_timeout_ms: int, rnd: int, work: Path, timeout: float, slots: list[list[int]]
+) -> ReshardRun:
+    result = ReshardRun(tool=tool, keys=keys, node_timeout_ms=node_timeout_ms, round=rnd)
+    base = work / f"reshard-{tool}-{keys}-{node_timeout_ms}-{rnd}"
+    with farm(base, node_timeout_ms) as f:
+        servers = f.spawn(8)
+        old, new = servers[:6], servers[6:]
+        addrs = [s.address for s in old]
+        if tool == "bootstrap":
+            formed = run(bootstrap_cmd("apply", "--masters", "3", "--replicas", "1", *addrs), base / "form.log", 300)
+        else:
+            cmd = ["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"]
+            formed = run(cmd, base / "form.log", 300)
+        _check(formed, "forming 3 x 1")
+        Poller(old, 3, 1).wait(120)
+        with contextlib.closing(old[0].client(timeout=60)) as seed:
+            data.load(seed, slots)
+            before = data.slot_owners(seed)
+        _wait_replicated(old)
+        probe = base / "client.txt"
+        client = subprocess.Popen(
+            [PYTHON, "-m", "bench.client", "--seed", old[0].address, "--keys", str(keys), "--out", str(probe)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert client.stdout is not None
+            client.stdout.readline()  # "ready": connected and slot map loaded
+            rest_from = time.monotonic()
+            time.sleep(REST_S)
+            poller = Poller(servers, 4, 1)
+            cpu0 = {s.address: s.cpu_seconds() for s in servers}
+            watch = KeyWatch(new)
+            start = time.monotonic()
+            deadline = start + timeout
+            if tool == "bootstrap":
+                child = Child(
+                    bootstrap_cmd("apply", "--masters", "4", "--replicas", "1", "--timeout", str(timeout),
+                                  *addrs, *(s.address for s in new)),
+                    base / "apply.log",
+                )  # fmt: skip
+                done = child.wait(timeout)
+                _check(done, "apply --masters 4")
+                result.peak_rss_mb = done.max_rss_kb / 1024
+                result.tool_cpu_s = done.cpu_s
+            else:
+                _redis_cli_scale(old, new, base, deadline, result)
+            end = poller.wait(max(deadline - time.monotonic(), 1.0), poll_s=0.1)
+            poller.close()
+            watch.stop()
+            result.redis_cpu_s = {a: round(s.cpu_seconds() - cpu0[a], 2) for a, s in ((x.address, x) for x in servers)}
+            time.sleep(0.2)
+        finally:
+            assert client.stdin is not None
+            client.stdin.close()
+            try:
+                client.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait(timeout=10)
+        result.seconds = end - start
+        rest, move, errors = _client_latencies(probe, start, end, rest_from)
+        result.rest_p50_ms, result.rest_p99_ms = _pct(rest, 50), _pct(rest, 99)
+        result.move_p50_ms, result.move_p99_ms = _pct(move, 50), _pct(move, 99)
+        result.client_errors, result.client_ops_during_move = errors, len(move)
+        with contextlib.closing(old[0].client(timeout=60)) as seed:
+            after = data.slot_owners(seed)
+            result.keys_moved = sum(len(slots[s]) for s in range(16384) if before.get(s) != after.get(s))
+            result.move_seconds = watch.window(result.keys_moved)
+            result.lost, result.checked = data.count_lost(seed, slots)
+        result.ok = result.lost == 0 and result.checked == keys
+        if not result.ok:
+            result.error = f"{result.lost} keys lost of {result.checked} checked"
+    return result
+
+
+def _check(done: Finished, what: str) -> None:
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.tail()}")

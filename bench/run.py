@@ -1,0 +1,127 @@
+"""``python -m bench``: formation and resharding, this project's bootstrap vs redis-cli, in one run.
+
+Rounds alternate which tool goes first, so drift of the machine (page cache,
+CPU frequency, a noisy neighbour) hits both. Every run starts its own
+servers and stops them by PID afterwards, on success and on failure.
+Writes raw results (JSON), docs/benchmarks.md and docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import data, report, servers
+from bench.child import REPO
+from bench.formation import TOOLS, form_once
+from bench.resharding import reshard_once
+
+DEFAULT_FORM_SIZES = (3, 10, 50)
+DEFAULT_KEYS = (200_000, 1_000_000)
+# 15000: the project's default (components/settings.py); Redis clamps its rejoin delay to 5 s.
+# 1000: the smallest the project allows, to show how much of the time is Redis' own delay.
+DEFAULT_NODE_TIMEOUTS = (15000, 1000)
+SMOKE: dict[str, tuple[float, ...] | int] = {
+    "form_sizes": (3,),
+    "keys": (2000,),
+    "rounds": 1,
+    "node_timeouts": (1000,),
+    "reshard_timeouts": (1000,),
+    "settle": (0.0,),
+}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one round (for the test suite)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--form-sizes", type=_ints, default=DEFAULT_FORM_SIZES, help="masters, e.g. 3,10,50")
+    p.add_argument("--keys", type=_ints, default=DEFAULT_KEYS, help="keys for resharding, e.g. 200000,1000000")
+    p.add_argument("--node-timeouts", type=_ints, default=DEFAULT_NODE_TIMEOUTS, help="formation, ms")
+    p.add_argument(
+        "--settle",
+        type=lambda t: tuple(float(x) for x in t.split(",")),
+        default=(0.0, 3.0),
+        help="formation: seconds the servers are up before the clock starts (0 = at once, as the issue asks)",
+    )
+    p.add_argument("--reshard-timeouts", type=_ints, default=(15000, 1000), help="cluster-node-timeout, resharding")
+    p.add_argument("--tools", type=lambda t: tuple(t.split(",")), default=TOOLS, help="bootstrap,redis-cli")
+    p.add_argument("--skip", choices=("formation", "resharding"), action="append", default=[])
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per tool run")
+    p.add_argument("--work", type=Path, help="keep servers' dirs and tool logs here (default: a temp dir, removed)")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    p.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument("--chart", type=Path, default=REPO / "docs" / "benchmarks.png")
+    return p
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.smoke:
+        args.form_sizes, args.keys, args.rounds = SMOKE["form_sizes"], SMOKE["keys"], SMOKE["rounds"]
+        args.node_timeouts, args.reshard_timeouts = SMOKE["node_timeouts"], SMOKE["reshard_timeouts"]
+        args.settle = SMOKE["settle"]
+    results: dict[str, Any] = {
+        "command": "venv/bin/python -m bench " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        "machine": report.machine_info(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "rounds": args.rounds,
+        "formation": [],
+        "resharding": [],
+    }
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        if args.work:
+            servers.KEEP_DIRS, work = True, args.work
+        if "formation" not in args.skip:
+            for nt in args.node_timeouts:
+                for settle in args.settle:
+                    for masters in args.form_sizes:
+                        for rnd in range(args.rounds):
+                            for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
+                                r = form_once(tool, masters, nt, rnd, work, args.timeout, settle)
+                                _say(
+                                    f"formation {masters}x1 node-timeout {nt} settle {settle} {tool}: "
+                                    f"{r.seconds:.2f}s (writable floor {r.writable_floor_s:.2f}s) {r.error}"
+                                )
+                                results["formation"].append(r.to_json())
+        if "resharding" not in args.skip:
+            for keys in args.keys:
+                slots = data.keys_by_slot(keys)
+                for nt in args.reshard_timeouts:
+                    for rnd in range(args.rounds):
+                        for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
+                            rr = reshard_once(tool, keys, nt, rnd, work, args.timeout, slots)
+                            _say(
+                                f"resharding {keys} keys node-timeout {nt} {tool}: {rr.seconds:.2f}s "
+                                f"{rr.keys_moved} moved ({rr.keys_per_s:,.0f} keys/s; "
+                                f"move phase {rr.move_seconds:.2f}s "
+                                f"{rr.move_keys_per_s:,.0f} keys/s) lost {rr.lost} "
+                                f"p99 rest/move {rr.rest_p99_ms:.2f}/{rr.move_p99_ms:.2f} ms "
+                                f"rss {rr.peak_rss_mb:.0f} MB failures {len(rr.failures)}"
+                            )
+                            results["resharding"].append(rr.to_json())
+    results["seconds"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(report.markdown(results))
+    report.chart(results, args.chart)
+    _say(f"wrote {args.out}, {args.markdown}, {args.chart} in {results['seconds']}s")
+    return 0
