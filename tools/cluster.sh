@@ -863,6 +863,7 @@ cmd_kubeconfig() { echo "$KUBECONFIG_ADMIN"; }
 cmd_env() {
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
   echo "export PATH=$BIN:\$PATH"
+  echo "export CONTAINERD_ADDRESS=$CTR_SOCK CONTAINERD_NAMESPACE=k8s.io"
 }
 
 # =============================================================================================
