@@ -20,8 +20,14 @@ pulumi.export("podNames", cluster.pod_names)
 pulumi.export("podDnsNames", cluster.pod_dns_names)
 pulumi.export("headlessService", cluster.headless_service_name)
 pulumi.export("clientService", cluster.client_endpoint)
-pulumi.export("externalNodePort", cluster.external_node_port)
-pulumi.export("externalEndpoint", f"<any-node-address>:{cluster.external_node_port}")
+pulumi.export("externalAccess", settings.external_access)
+# per-pod: "<externalHost or <node-ip>>:<NodePort of pod i>" for every pod; shared: the one NodePort.
+pulumi.export("externalSeeds", cluster.external_seeds)
+if settings.external_access == "shared":
+    pulumi.export("externalNodePort", cluster.external_node_port)
+    pulumi.export("externalEndpoint", f"<any-node-address>:{cluster.external_node_port}")
+# The Secret's name only: `kubectl get secret <it> -o jsonpath='{.data.password}' | base64 -d`.
+pulumi.export("authSecret", cluster.auth_secret_name)
 pulumi.export("storageClassName", settings.storage_class_name)
 pulumi.export("volumeNames", [v.metadata.apply(lambda m: m.name) for v in cluster.storage.volumes])
 

@@ -17,7 +17,8 @@ from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain, Di
 from components import labels
 from components.k8s import Manifest, resource_kwargs
 from components.nodes import RedisNodes, RedisNodesArgs
-from components.services import Services, ServicesArgs
+from components.security import Passwords, Security, SecurityArgs, passwords
+from components.services import Services, ServicesArgs, external_seeds
 from components.settings import ClusterSettings
 from components.storage import Storage, StorageArgs
 
@@ -61,12 +62,28 @@ class RedisCluster(pulumi.ComponentResource):
             )
             deps = (self.namespace_resource,)
 
-        bootstrap_args = bootstrap_args_for(s)
+        # Passwords first (secret Outputs): the bootstrap resources take them, and the
+        # auth Secret that carries them to the pods waits for the drain.
+        self.passwords: Passwords = passwords(name, s, pulumi.ResourceOptions(parent=self))
+        bootstrap_args = bootstrap_args_for(s, self.passwords)
         self.drain: ClusterDrain | None = None
         if bootstrap_args is not None:
             self.drain = ClusterDrain(
                 f"{name}-drain", bootstrap_args, opts=pulumi.ResourceOptions(parent=self, depends_on=list(deps))
             )
+
+        # The drain adds a new password live on every node before the Secret changes; the
+        # bootstrap removes the old one after the StatefulSet (bootstrap/auth.py).
+        self.security = Security(
+            f"{name}-security",
+            SecurityArgs(
+                s,
+                self.passwords,
+                depends_on=deps,
+                secret_depends_on=(self.drain,) if self.drain else (),
+            ),
+            opts=self.provider_opts,
+        )
 
         self.storage = Storage(f"{name}-storage", StorageArgs(s, depends_on=deps), opts=self.provider_opts)
         self.services = Services(f"{name}-services", ServicesArgs(s, depends_on=deps), opts=self.provider_opts)
@@ -78,6 +95,7 @@ class RedisCluster(pulumi.ComponentResource):
                 statefulset_depends_on=(
                     *self.storage.claims,
                     self.services.headless,
+                    *self.security.objects,
                     *((self.drain,) if self.drain else ()),
                 ),
             ),
@@ -94,6 +112,8 @@ class RedisCluster(pulumi.ComponentResource):
             f"{labels.client_service_name(s)}.{s.namespace}.svc.{s.cluster_domain}:{labels.REDIS_PORT}"
         )
         self.external_node_port = s.external_node_port
+        self.external_seeds = external_seeds(s)
+        self.auth_secret_name = labels.auth_secret_name(s)
 
         # Depends on the StatefulSet, which Pulumi awaits until every pod is Ready
         # (readiness is a PING, never cluster state, so this cannot deadlock).
@@ -116,11 +136,13 @@ class RedisCluster(pulumi.ComponentResource):
         )
 
 
-def bootstrap_args_for(s: ClusterSettings) -> BootstrapArgs | None:
-    """How the bootstrap finds the nodes; None when there is nothing to bootstrap.
+def bootstrap_args_for(s: ClusterSettings, pw: Passwords | None = None) -> BootstrapArgs | None:
+    """How the bootstrap finds and logs in to the nodes; None when there is nothing to bootstrap.
 
     Render mode writes manifests and starts no pod, so without fixed
     endpoints (the engine tests' redis-servers) there is no cluster to form.
+    ``password`` is the `default` user's (secret; None when auth is off): the one the
+    bootstrap rotates live and passes to MIGRATE.
     """
     if s.bootstrap_endpoints:
         discovery = Discovery(endpoints=list(s.bootstrap_endpoints))
@@ -130,9 +152,16 @@ def bootstrap_args_for(s: ClusterSettings) -> BootstrapArgs | None:
         discovery = Discovery(
             namespace=s.namespace, stateful_set=labels.statefulset_name(s), connection=s.bootstrap_connection
         )
+        # TODO(lead): per-pod external access — pass Discovery(announce=...) here when
+        # s.external_access == "per-pod": {"host": s.external_host ("" = each pod's node IP),
+        # "basePort": s.external_node_port_base}; pod i announces basePort+i and bus port
+        # s.external_bus_node_port_base+i.
+    # TODO(lead): log in as user `operator` with pw.operator (redis_config.OPERATOR_USER): the
+    # `default` user may not run CONFIG or ACL unless allowDangerousCommands (docs/security.md).
     return BootstrapArgs(
         masters=s.masters,
         replicas_per_master=s.replicas_per_master,
         discovery=discovery,
         timeout_seconds=s.bootstrap_timeout_seconds,
+        password=pw.password if pw is not None else None,
     )

@@ -93,3 +93,27 @@ def volume_path(s: ClusterSettings, ordinal: int) -> str:
 def volume_node(s: ClusterSettings, ordinal: int) -> str | None:
     """Round-robin over ``nodes``: any replicasPerMaster+1 consecutive ordinals land on distinct nodes."""
     return s.nodes[ordinal % len(s.nodes)] if s.nodes else None
+
+
+def auth_secret_name(s: ClusterSettings) -> str:
+    return f"{s.name}-auth"
+
+
+def generated_tls_secret_name(s: ClusterSettings) -> str:
+    return f"{s.name}-tls"
+
+
+def tls_secret_name(s: ClusterSettings) -> str:
+    """The user's Secret when named (tlsSecretName), else the one the program generates."""
+    return s.tls_secret_name or generated_tls_secret_name(s)
+
+
+def network_policy_name(s: ClusterSettings) -> str:
+    return s.name
+
+
+def per_pod_service_name(s: ClusterSettings, ordinal: int) -> str:
+    return f"{s.name}-external-{ordinal}"
+
+
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # set on every pod by the StatefulSet controller

@@ -18,15 +18,43 @@ from components.settings import ClusterSettings
 
 REDIS_UID = 999  # the redis user of the official image
 CHECKSUM_ANNOTATION = "redis-cluster/config-sha256"
-# Ready when Redis answers PONG, whatever the cluster state.
-READINESS_COMMAND = ["sh", "-c", 'test "$(redis-cli -h 127.0.0.1 -p 6379 ping)" = PONG']
-# Alive also while loading a large AOF (PING answers LOADING then): killing a
-# loading node only restarts the load.
-LIVENESS_COMMAND = [
-    "sh",
-    "-c",
-    'case "$(redis-cli -h 127.0.0.1 -p 6379 ping)" in PONG|LOADING*) exit 0 ;; *) exit 1 ;; esac',
-]
+# The probes log in as `default` with the password from the Secret's file, read by the
+# shell's `read` into REDISCLI_AUTH inside `sh -c` — never in argv or the pod spec's env.
+_PROBE_AUTH = (
+    f"if [ -s {redis_config.AUTH_DIR}/{redis_config.PASSWORD_KEY} ]; then "
+    f"IFS= read -r REDISCLI_AUTH < {redis_config.AUTH_DIR}/{redis_config.PASSWORD_KEY} || true; "
+    "export REDISCLI_AUTH; fi; "
+)
+# An authentication error is an answer too: during a password rotation the mounted
+# file lags the server by up to a minute (kubelet sync), and pulling or killing every
+# pod for that would turn a live rotation into an outage.
+_AUTH_ANSWERS = "*NOAUTH*|*WRONGPASS*"
+
+
+def _cli(s: ClusterSettings) -> str:
+    tls = f"--tls --cacert {redis_config.TLS_DIR}/ca.crt " if s.tls_only else ""
+    return f"redis-cli {tls}-h 127.0.0.1 -p {labels.REDIS_PORT}"
+
+
+def readiness_command(s: ClusterSettings) -> list[str]:
+    """Ready when Redis answers PING, whatever the cluster state."""
+    return [
+        "sh",
+        "-c",
+        f'{_PROBE_AUTH}case "$({_cli(s)} ping 2>&1)" in PONG|{_AUTH_ANSWERS}) exit 0 ;; *) exit 1 ;; esac',
+    ]
+
+
+def liveness_command(s: ClusterSettings) -> list[str]:
+    """Alive also while loading a large AOF (PING answers LOADING then): killing a
+    loading node only restarts the load."""
+    return [
+        "sh",
+        "-c",
+        f'{_PROBE_AUTH}case "$({_cli(s)} ping 2>&1)" in PONG|LOADING*|{_AUTH_ANSWERS}) exit 0 ;; *) exit 1 ;; esac',
+    ]
+
+
 # AOF with appendfsync everysec needs at most a second to flush; the rest is slack for
 # a busy node to finish writes and for a replica to take over.
 TERMINATION_GRACE_SECONDS = 60
@@ -97,8 +125,39 @@ def _volume_permissions_container(s: ClusterSettings) -> Manifest:
     }
 
 
+def _announce_env(s: ClusterSettings) -> list[Manifest]:
+    """Per-pod external access: what the start script announces (no secret here)."""
+    if s.external_access != "per-pod":
+        return []
+    ip: Manifest = (
+        {"name": "REDIS_ANNOUNCE_IP", "value": s.external_host}
+        if s.external_host
+        else {"name": "REDIS_ANNOUNCE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+    )
+    env = [
+        ip,
+        {"name": "REDIS_ANNOUNCE_PORT_BASE", "value": str(s.external_node_port_base)},
+        {"name": "REDIS_ANNOUNCE_BUS_PORT_BASE", "value": str(s.external_bus_node_port_base)},
+    ]
+    if s.tls_only:
+        env.append({"name": "REDIS_TLS_ONLY", "value": "yes"})
+    return env
+
+
 def _redis_container(s: ClusterSettings) -> Manifest:
     fqdn = f"$(POD_NAME).{labels.headless_service_name(s)}.{s.namespace}.svc.{s.cluster_domain}"
+    mounts: list[Manifest] = [
+        {"name": labels.DATA_VOLUME, "mountPath": redis_config.DATA_DIR},
+        {"name": "config", "mountPath": redis_config.CONFIG_DIR, "readOnly": True},
+        {"name": "auth", "mountPath": redis_config.AUTH_DIR, "readOnly": True},
+        {"name": "run", "mountPath": redis_config.RUN_DIR},
+    ]
+    if s.tls:
+        mounts.append({"name": "tls", "mountPath": redis_config.TLS_DIR, "readOnly": True})
+    ports: list[Manifest] = [
+        {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in redis_config.client_ports(s)
+    ]
+    ports.append({"name": "bus", "containerPort": labels.BUS_PORT, "protocol": "TCP"})
     return {
         "name": "redis",
         "image": s.image,
@@ -110,20 +169,21 @@ def _redis_container(s: ClusterSettings) -> Manifest:
             {"name": "REDIS_ANNOUNCE_HOSTNAME", "value": fqdn},
             {"name": "REDIS_CONF", "value": f"{redis_config.CONFIG_DIR}/{redis_config.CONF_KEY}"},
             {"name": "REDIS_NODES_CONF", "value": f"{redis_config.DATA_DIR}/nodes.conf"},
+            {"name": "REDIS_USERS_ACL", "value": f"{redis_config.CONFIG_DIR}/{redis_config.USERS_KEY}"},
+            {"name": "REDIS_AUTH_DIR", "value": redis_config.AUTH_DIR},
+            {"name": "REDIS_RUN_DIR", "value": redis_config.RUN_DIR},
+            *_announce_env(s),
         ],
-        "ports": [
-            {"name": "redis", "containerPort": labels.REDIS_PORT, "protocol": "TCP"},
-            {"name": "bus", "containerPort": labels.BUS_PORT, "protocol": "TCP"},
-        ],
+        "ports": ports,
         "readinessProbe": {
-            "exec": {"command": READINESS_COMMAND},
+            "exec": {"command": readiness_command(s)},
             "initialDelaySeconds": 5,
             "periodSeconds": 5,
             "timeoutSeconds": 3,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "exec": {"command": LIVENESS_COMMAND},
+            "exec": {"command": liveness_command(s)},
             "initialDelaySeconds": 30,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
@@ -131,11 +191,23 @@ def _redis_container(s: ClusterSettings) -> Manifest:
         },
         "resources": _resources(s),
         "securityContext": _container_security(),
-        "volumeMounts": [
-            {"name": labels.DATA_VOLUME, "mountPath": redis_config.DATA_DIR},
-            {"name": "config", "mountPath": redis_config.CONFIG_DIR, "readOnly": True},
-        ],
+        "volumeMounts": mounts,
     }
+
+
+def _volumes(s: ClusterSettings) -> list[Manifest]:
+    """Secrets are group-readable by fsGroup 999 only (0440). No checksum of them on the
+    template: a password change is applied live by the bootstrap, and a pod reads the new
+    file at its next start."""
+    volumes: list[Manifest] = [
+        {"name": "config", "configMap": {"name": labels.config_map_name(s), "defaultMode": 0o444}},
+        {"name": "auth", "secret": {"secretName": labels.auth_secret_name(s), "defaultMode": 0o440}},
+        # auth.conf with the passwords: in memory, never on the node's disk.
+        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    ]
+    if s.tls:
+        volumes.append({"name": "tls", "secret": {"secretName": labels.tls_secret_name(s), "defaultMode": 0o440}})
+    return volumes
 
 
 def statefulset_manifest(s: ClusterSettings) -> Manifest:
@@ -150,9 +222,7 @@ def statefulset_manifest(s: ClusterSettings) -> Manifest:
         },
         "affinity": _affinity(s),
         "containers": [_redis_container(s)],
-        "volumes": [
-            {"name": "config", "configMap": {"name": labels.config_map_name(s), "defaultMode": 0o444}},
-        ],
+        "volumes": _volumes(s),
     }
     if s.volume_permissions_init:
         pod_spec["initContainers"] = [_volume_permissions_container(s)]

@@ -1,7 +1,11 @@
-"""redis.conf and the start script as text (pure: no Pulumi, no Kubernetes).
+"""redis.conf, the ACL rules and the start script as text (pure: no Pulumi, no Kubernetes).
 
-Both land in one ConfigMap; a hash of the two goes on the pod template so a
-config change rolls the pods instead of waiting for the next restart.
+All three land in one ConfigMap; a hash of them goes on the pod template so a
+config change rolls the pods instead of waiting for the next restart. No
+password is ever part of them: the ACL rules name users and what they may do,
+and the start script adds each user's password from the Secret's files into a
+0600 file on a memory-backed emptyDir that redis-server includes (see
+docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,14 +21,66 @@ CONFIG_DIR = "/etc/redis-cluster"
 DATA_DIR = "/data"
 CONF_KEY = "redis.conf"
 SCRIPT_KEY = "start-redis.sh"
+USERS_KEY = "users.acl"
+# The auth Secret, mounted read-only: one file per user holding its password.
+AUTH_DIR = "/etc/redis-auth"
+PASSWORD_KEY = "password"  # the `default` user: what clients and replicas (masterauth) use
+OPERATOR_USER = "operator"
+OPERATOR_PASSWORD_KEY = "operator-password"
+# Memory-backed emptyDir where the start script writes auth.conf (mode 0600).
+RUN_DIR = "/run/redis"
+# TLS material (a kubernetes.io/tls Secret with ca.crt), mounted read-only.
+TLS_DIR = "/etc/redis-tls"
+TLS_PLAIN_AND_TLS_PORT = 6380  # the TLS port when the plain port stays open (tls without tlsOnly)
+
+# Commands the `default` user (every client) may not run unless allowDangerousCommands:
+# data wipes, the debugger, server config (CONFIG SET dir/dbfilename writes files anywhere
+# the server can), users (ACL SETUSER would lift these very rules) and SHUTDOWN. KEYS stays:
+# it is slow on big databases but destroys nothing, and admin tools use it.
+GUARDED_COMMANDS = ("flushall", "flushdb", "debug", "config", "acl", "shutdown")
+
+
+def tls_port(s: ClusterSettings) -> int:
+    """TLS-only keeps 6379 (Services, NodePorts and NetworkPolicy stay as they are)."""
+    return labels.REDIS_PORT if s.tls_only else TLS_PLAIN_AND_TLS_PORT
+
+
+def client_ports(s: ClusterSettings) -> list[tuple[str, int]]:
+    """(container port name, port) of every port clients use."""
+    if not s.tls:
+        return [("redis", labels.REDIS_PORT)]
+    if s.tls_only:
+        return [("redis", labels.REDIS_PORT)]
+    return [("redis", labels.REDIS_PORT), ("redis-tls", TLS_PLAIN_AND_TLS_PORT)]
+
+
+def default_user_rules(s: ClusterSettings) -> str:
+    rules = "on ~* &* +@all"
+    if not s.allow_dangerous_commands:
+        rules += "".join(f" -{command}" for command in GUARDED_COMMANDS)
+    return rules
+
+
+def users_acl(s: ClusterSettings) -> str:
+    """``user <name> <rules>`` per user, without passwords (the start script adds them).
+
+    ``operator`` may do everything: it is what the bootstrap logs in as (it needs CONFIG
+    SET masterauth and ACL SETUSER for live password rotation), with its own generated
+    password that no client is given.
+    """
+    return f"user default {default_user_rules(s)}\nuser {OPERATOR_USER} on ~* &* +@all\n"
 
 
 def redis_conf(s: ClusterSettings) -> str:
-    """Cluster-mode config. Announce IP and hostname are passed by the start script at run time."""
+    """Cluster-mode config. Announce addresses and the users' passwords are passed by the start script at run time."""
     lines = [
-        f"port {labels.REDIS_PORT}",
+        f"port {0 if s.tls_only else labels.REDIS_PORT}",
+        # Fixed: the bus would otherwise follow the TLS port (+10000) when tls-cluster is on.
+        f"cluster-port {labels.BUS_PORT}",
         # All IPv4 and, where the pod has it, IPv6 (the '-' makes IPv6 optional).
         "bind * -::*",
+        # Off because every client comes from another address; access is guarded by the
+        # users' passwords (auth), the ACL rules and the NetworkPolicy instead.
         "protected-mode no",
         f"dir {DATA_DIR}",
         "cluster-enabled yes",
@@ -40,7 +96,20 @@ def redis_conf(s: ClusterSettings) -> str:
         "repl-diskless-sync-delay 1",
         "appendonly yes",
         "appendfsync everysec",
+        f"enable-debug-command {'yes' if s.allow_dangerous_commands else 'no'}",
     ]
+    if s.tls:
+        lines += [
+            f"tls-port {tls_port(s)}",
+            f"tls-cert-file {TLS_DIR}/tls.crt",
+            f"tls-key-file {TLS_DIR}/tls.key",
+            f"tls-ca-cert-file {TLS_DIR}/ca.crt",
+            # Clients may present a certificate (then it is verified) but need not: they
+            # authenticate with a password. Nodes present theirs to each other.
+            "tls-auth-clients optional",
+            "tls-replication yes",
+            "tls-cluster yes",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -49,7 +118,7 @@ def start_script() -> str:
 
 
 def config_data(s: ClusterSettings) -> dict[str, str]:
-    return {CONF_KEY: redis_conf(s), SCRIPT_KEY: start_script()}
+    return {CONF_KEY: redis_conf(s), SCRIPT_KEY: start_script(), USERS_KEY: users_acl(s)}
 
 
 def config_checksum(data: dict[str, str]) -> str:

@@ -64,6 +64,9 @@ def expected(stack: str) -> dict[str, Any]:
         "base": values.get("hostPathBase", "/mnt/redis-cluster"),
         "anti": values.get("antiAffinity", "preferred"),
         "nodeport": values.get("externalNodePort", 30036),
+        "external": values.get("externalAccess", "none"),
+        "nodeport_base": values.get("externalNodePortBase", 31000),
+        "bus_base": values.get("externalBusNodePortBase", 32000),
     }
 
 
@@ -79,6 +82,8 @@ def test_dev_reproduces_the_recipe() -> None:
     run = _run("dev")
     counts = {t: len(run.of_type(t)) for t in (SC, PV, PVC, STS, SVC)}
     assert counts == {SC: 1, PV: 6, PVC: 6, STS: 1, SVC: 3}
+    assert len(run.of_type("kubernetes:core/v1:Secret")) == 1
+    assert len(run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")) == 1
     assert len(run.of_type("kubernetes:core/v1:ConfigMap")) == 1
     assert len(run.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 1
     assert run.of_type("kubernetes:core/v1:Namespace") == []
@@ -107,6 +112,7 @@ def test_components_have_tokens_children_are_parented_outputs_registered(stack: 
         "redis-cluster:storage:Storage",
         "redis-cluster:services:Services",
         "redis-cluster:nodes:RedisNodes",
+        "redis-cluster:security:Security",
     }
     top = components["redis-cluster:cluster:RedisCluster"]
     for typ, comp in components.items():
@@ -270,7 +276,11 @@ def test_labels_and_selectors(stack: str) -> None:
     pod_labels = sts["template"]["metadata"]["labels"]
     assert set(pod_labels) >= STANDARD_LABEL_KEYS
     selectors = [sts["selector"]["matchLabels"]]
-    selectors += [svc.inputs["spec"]["selector"] for svc in run.of_type(SVC)]
+    # Per-pod Services add the controller's pod-name label, which only that one pod has.
+    selectors += [
+        {k: v for k, v in svc.inputs["spec"]["selector"].items() if k != "statefulset.kubernetes.io/pod-name"}
+        for svc in run.of_type(SVC)
+    ]
     selectors.append(run.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["selector"]["matchLabels"])
     for selector in selectors:
         assert selector.items() <= pod_labels.items()
@@ -285,10 +295,21 @@ def test_services(stack: str) -> None:
     assert {(p["name"], p["port"]) for p in headless["ports"]} == {("redis", 6379), ("bus", 16379)}
     client = services[want["name"]]["spec"]
     assert client["type"] == "ClusterIP" and [p["port"] for p in client["ports"]] == [6379]
-    external = services[f"{want['name']}-external"]["spec"]
-    assert external["type"] == "NodePort"
-    [port] = external["ports"]
-    assert (port["port"], port["nodePort"]) == (6379, want["nodeport"])
+    if want["external"] == "shared":
+        external = services[f"{want['name']}-external"]["spec"]
+        assert external["type"] == "NodePort"
+        [port] = external["ports"]
+        assert (port["port"], port["nodePort"]) == (6379, want["nodeport"])
+        assert len(services) == 3
+    else:
+        assert want["external"] == "per-pod"
+        assert len(services) == 2 + want["pods"]
+        for i in range(want["pods"]):
+            spec = services[f"{want['name']}-external-{i}"]["spec"]
+            assert spec["type"] == "NodePort"
+            assert spec["selector"]["statefulset.kubernetes.io/pod-name"] == f"{want['name']}-{i}"
+            ports = {p["name"]: (p["port"], p["nodePort"]) for p in spec["ports"]}
+            assert ports == {"redis": (6379, want["nodeport_base"] + i), "bus": (16379, want["bus_base"] + i)}
 
 
 def test_pdb_and_config_map(stack: str) -> None:
@@ -318,8 +339,15 @@ def test_exports(stack: str) -> None:
         f"{want['name']}-{i}.{want['name']}-headless.{want['namespace']}.svc.cluster.local" for i in range(want["pods"])
     ]
     assert out["clientService"] == f"{want['name']}.{want['namespace']}.svc.cluster.local:6379"
-    assert out["externalNodePort"] == want["nodeport"]
-    assert out["externalEndpoint"].endswith(f":{want['nodeport']}")
+    assert out["externalAccess"] == want["external"]
+    assert out["authSecret"] == f"{want['name']}-auth"
+    if want["external"] == "shared":
+        assert out["externalNodePort"] == want["nodeport"]
+        assert out["externalEndpoint"].endswith(f":{want['nodeport']}")
+        assert out["externalSeeds"] == [f"<any-node-address>:{want['nodeport']}"]
+    else:
+        assert "externalNodePort" not in out and "externalEndpoint" not in out
+        assert out["externalSeeds"] == [f"<node-ip>:{want['nodeport_base'] + i}" for i in range(want["pods"])]
 
 
 def test_render_mode_sends_every_object_through_the_yaml_provider(tmp_path: Any) -> None:

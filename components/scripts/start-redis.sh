@@ -11,7 +11,19 @@
 #      that carries a hostname (cluster-announce-hostname, the pod's stable DNS
 #      name) becomes the address that name resolves to now. Lines whose name does
 #      not resolve are kept. Only address fields change; nothing else is touched.
-#   3. exec redis-server announcing $POD_IP and the stable hostname.
+#   3. With REDIS_USERS_ACL: writes the users' ACL lines with their passwords
+#      (read from the Secret's files in REDIS_AUTH_DIR) and masterauth into
+#      $REDIS_RUN_DIR/auth.conf, mode 0600, on a memory-backed emptyDir. Passwords
+#      are only ever read with the shell's `read` and written with `printf`
+#      (builtins): never on a command line, in the environment or in a log line.
+#   4. exec redis-server announcing its address and the stable hostname, including
+#      auth.conf.
+#
+# Announced address: $REDIS_ANNOUNCE_IP (per-pod external access: the external
+# host or the Kubernetes node's IP), else $POD_IP. With REDIS_ANNOUNCE_PORT_BASE
+# and REDIS_ANNOUNCE_BUS_PORT_BASE set, pod <name>-<i> also announces port base+i
+# and bus port bus-base+i (its NodePorts); peers are then not re-resolved through
+# DNS, which knows pod IPs, not the addresses the peers announce.
 #
 # Usage: start-redis.sh            repair, then exec redis-server
 #        start-redis.sh --prepare  repair only (tests, debugging)
@@ -25,6 +37,14 @@
 #                              (default: getent ahosts, then nslookup)
 #   REDIS_SERVER               server binary     (default redis-server)
 #   REDIS_NODES_BACKUP_SECONDS back up a good nodes.conf this often while Redis runs (default 30, 0 = off)
+#   REDIS_USERS_ACL            "user <name> <rules>" lines without passwords (unset: no auth.conf)
+#   REDIS_AUTH_DIR             the Secret's files: password (user default), <name>-password
+#                              (default /etc/redis-auth)
+#   REDIS_RUN_DIR              where auth.conf is written (default /run/redis)
+#   REDIS_ANNOUNCE_IP          address to announce instead of $POD_IP
+#   REDIS_ANNOUNCE_PORT_BASE, REDIS_ANNOUNCE_BUS_PORT_BASE
+#                              per-pod ports: base + the ordinal of $POD_NAME
+#   REDIS_TLS_ONLY             yes: the announced port is the TLS port too
 set -eu
 set -f # nodes.conf fields such as [123->-id] must never be globbed
 
@@ -91,8 +111,9 @@ rewrite() {
       shift 2
       new_ip=
       case ",$flags," in
-        *,myself,*) new_ip=${POD_IP:-} ;;
+        *,myself,*) new_ip=${REDIS_ANNOUNCE_IP:-${POD_IP:-}} ;;
         *)
+          [ -n "${REDIS_ANNOUNCE_PORT_BASE:-}" ] && { line="$id $addr $*"; printf '%s\n' "$line" >>"$tmp"; continue; }
           hostpart=${addr#*,}
           if [ "$hostpart" != "$addr" ]; then
             host=${hostpart%%,*}
@@ -137,15 +158,73 @@ backup_loop() {
   done
 }
 
+# The password of user $1 from the Secret's files, on stdout of a builtin only (printf);
+# empty when the file is missing or empty.
+user_password() {
+  if [ "$1" = default ]; then file=$AUTH_DIR/password; else file=$AUTH_DIR/$1-password; fi
+  pw=
+  if [ -r "$file" ]; then
+    IFS= read -r pw <"$file" || true # a file without a final newline still fills pw
+  fi
+  printf '%s' "$pw"
+}
+
+# auth.conf: every user's ACL line with its password, and masterauth (replicas log in
+# to their master as `default`). Written under umask 077 and renamed into place.
+write_auth_conf() {
+  out=$RUN_DIR/auth.conf
+  old_umask=$(umask)
+  umask 077
+  : >"$out.tmp"
+  while read -r kw user rules || [ -n "${kw:-}" ]; do
+    [ "${kw:-}" = user ] || continue
+    pw=$(user_password "$user")
+    if [ -n "$pw" ]; then
+      printf 'user %s %s >%s\n' "$user" "$rules" "$pw" >>"$out.tmp"
+      [ "$user" = default ] && printf 'masterauth %s\n' "$pw" >>"$out.tmp"
+    elif [ "$user" = default ]; then
+      printf 'user %s %s nopass\n' "$user" "$rules" >>"$out.tmp"
+    else
+      log "WARNING: no password for ACL user $user; it cannot log in"
+      printf 'user %s %s\n' "$user" "$rules" >>"$out.tmp"
+    fi
+  done <"$REDIS_USERS_ACL"
+  mv "$out.tmp" "$out"
+  umask "$old_umask"
+}
+
+AUTH_DIR=${REDIS_AUTH_DIR:-/etc/redis-auth}
+RUN_DIR=${REDIS_RUN_DIR:-/run/redis}
+
 prepare
 [ "${1:-}" = --prepare ] && exit 0
 
 : "${POD_IP:?POD_IP must be set}"
 : "${REDIS_ANNOUNCE_HOSTNAME:?REDIS_ANNOUNCE_HOSTNAME must be set}"
+
+set -- "$CONF" --cluster-announce-ip "${REDIS_ANNOUNCE_IP:-$POD_IP}" \
+  --cluster-announce-hostname "$REDIS_ANNOUNCE_HOSTNAME"
+if [ -n "${REDIS_ANNOUNCE_PORT_BASE:-}" ] || [ -n "${REDIS_ANNOUNCE_BUS_PORT_BASE:-}" ]; then
+  : "${POD_NAME:?POD_NAME must be set for per-pod announced ports}"
+  ordinal=${POD_NAME##*-}
+  case $ordinal in '' | *[!0-9]*)
+    log "POD_NAME $POD_NAME does not end in an ordinal"
+    exit 1
+    ;;
+  esac
+  port=$((${REDIS_ANNOUNCE_PORT_BASE:?both announce port bases must be set} + ordinal))
+  bus_port=$((${REDIS_ANNOUNCE_BUS_PORT_BASE:?both announce port bases must be set} + ordinal))
+  set -- "$@" --cluster-announce-port "$port" --cluster-announce-bus-port "$bus_port"
+  [ "${REDIS_TLS_ONLY:-}" = yes ] && set -- "$@" --cluster-announce-tls-port "$port"
+  log "announcing ${REDIS_ANNOUNCE_IP:-$POD_IP}:$port, cluster bus port $bus_port"
+fi
+if [ -n "${REDIS_USERS_ACL:-}" ]; then
+  write_auth_conf
+  set -- "$@" --include "$RUN_DIR/auth.conf"
+fi
+
 interval=${REDIS_NODES_BACKUP_SECONDS:-30}
 if [ "$interval" -gt 0 ] 2>/dev/null; then
   backup_loop "$interval" &
 fi
-exec "${REDIS_SERVER:-redis-server}" "$CONF" \
-  --cluster-announce-ip "$POD_IP" \
-  --cluster-announce-hostname "$REDIS_ANNOUNCE_HOSTNAME"
+exec "${REDIS_SERVER:-redis-server}" "$@"

@@ -45,13 +45,41 @@ class Registered:
     dependencies: list[str] = field(default_factory=list)
 
 
+def fake_password(name: str) -> str:
+    """What a GeneratedPassword named ``name`` yields under the mocks (its provider never runs)."""
+    return f"GenPw-{name}-Zq9"
+
+
+def fake_pem(kind: str, name: str) -> str:
+    return f"-----BEGIN {kind}-----\nFAKE{kind.replace(' ', '')}{name}\n-----END {kind}-----\n"
+
+
+# What the providers would compute, per resource type: outputs the mocks must invent.
+_COMPUTED: dict[str, Callable[[str], dict[str, Any]]] = {
+    "tls:index/privateKey:PrivateKey": lambda n: {
+        "privateKeyPem": fake_pem("PRIVATE KEY", n),
+        "privateKeyPemPkcs8": fake_pem("PRIVATE KEY", n + "pkcs8"),
+        "publicKeyPem": fake_pem("PUBLIC KEY", n),
+    },
+    "tls:index/selfSignedCert:SelfSignedCert": lambda n: {"certPem": fake_pem("CERTIFICATE", n)},
+    "tls:index/certRequest:CertRequest": lambda n: {"certRequestPem": fake_pem("CERTIFICATE REQUEST", n)},
+    "tls:index/locallySignedCert:LocallySignedCert": lambda n: {"certPem": fake_pem("CERTIFICATE", n)},
+}
+
+
 @dataclass
 class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider, args.custom))
-        return f"{args.name}-id", dict(args.inputs)
+        outputs = dict(args.inputs)
+        if args.typ == "pulumi-python:dynamic:Resource" and args.name.endswith("password"):
+            outputs["value"] = fake_password(args.name)  # bootstrap.password.GeneratedPassword
+        computed = _COMPUTED.get(args.typ)
+        if computed is not None:
+            outputs.update(computed(args.name))
+        return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
         return {}, None
@@ -73,6 +101,24 @@ class RecordingMonitor(MockMonitor):
     def RegisterResourceOutputs(self, request: Any) -> Any:
         self.outputs_registered.append(request.urn)
         return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker key of a serialized secret
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def unsecret(value: Any) -> Any:
+    """Secrets replaced by their values (what the API server finally receives)."""
+    if is_secret(value):
+        return unsecret(value.get("value"))
+    if isinstance(value, dict):
+        return {k: unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unsecret(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -102,7 +148,11 @@ class ProgramRun:
 
     def manifests(self) -> list[dict[str, Any]]:
         """Inputs of every Kubernetes object (apiVersion/kind/metadata/spec...) as sent to the engine."""
-        return [r.inputs for r in self.resources if r.custom and r.typ.startswith("kubernetes:") and "kind" in r.inputs]
+        return [
+            unsecret(r.inputs)
+            for r in self.resources
+            if r.custom and r.typ.startswith("kubernetes:") and "kind" in r.inputs
+        ]
 
 
 def project_file() -> dict[str, Any]:
@@ -145,12 +195,16 @@ def run_main() -> None:
 
 
 def _execute(
-    config: Mapping[str, str], stack: str, body: Callable[[], None] = run_main
+    config: Mapping[str, str],
+    stack: str,
+    body: Callable[[], None] = run_main,
+    secret_keys: tuple[str, ...] = (),
 ) -> tuple[ProgramRun, BaseException | None]:
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(dict(config))
+    # Secret keys as the engine names them (`redis-cluster:password`); always reset.
+    pulumi.runtime.set_all_config(dict(config), [f"{PROJECT}:{k}" for k in secret_keys])
     exports: dict[str, Any] = {}
     resolved: dict[str, Any] = {}
 
@@ -177,16 +231,26 @@ def _execute(
     return run, error
 
 
-def run_program(config: Mapping[str, str], stack: str = "test", body: Callable[[], None] = run_main) -> ProgramRun:
-    """Execute ``__main__.py`` (or ``body``) with mocks; an exception from the program propagates."""
-    run, error = _execute(config, stack, body)
+def run_program(
+    config: Mapping[str, str],
+    stack: str = "test",
+    body: Callable[[], None] = run_main,
+    secret_keys: tuple[str, ...] = (),
+) -> ProgramRun:
+    """Execute ``__main__.py`` (or ``body``) with mocks; an exception from the program propagates.
+
+    ``secret_keys``: config keys (without the namespace) the stack stores as secrets.
+    """
+    run, error = _execute(config, stack, body, secret_keys)
     if error is not None:
         raise error
     return run
 
 
-def run_failing_program(config: Mapping[str, str], stack: str = "test") -> tuple[BaseException, ProgramRun]:
+def run_failing_program(
+    config: Mapping[str, str], stack: str = "test", secret_keys: tuple[str, ...] = ()
+) -> tuple[BaseException, ProgramRun]:
     """Execute a program expected to fail; returns the error and whatever was registered before it."""
-    run, error = _execute(config, stack)
+    run, error = _execute(config, stack, secret_keys=secret_keys)
     assert error is not None, "the program was expected to fail"
     return error, run

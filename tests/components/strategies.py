@@ -21,6 +21,8 @@ def settings(draw: st.DrawFn) -> ClusterSettings:
     if anti == "required":
         node_count = max(node_count, pods)
     nodes = draw(st.sampled_from([[], [f"node-{i}" for i in range(node_count)]]))
+    external = draw(st.sampled_from(["none", "shared", "per-pod"]))
+    tls = draw(st.booleans())
     raw: dict[str, Any] = {
         "name": draw(DNS_LABEL),
         "namespace": draw(DNS_LABEL),
@@ -29,7 +31,19 @@ def settings(draw: st.DrawFn) -> ClusterSettings:
         "storageSize": draw(st.sampled_from(["150Mi", "1Gi", "10Gi", "500M"])),
         "nodes": nodes,
         "antiAffinity": anti,
-        "externalNodePort": draw(st.integers(30000, 32767)),
+        # Below the per-pod ranges (31000+, 32000+) so that any draw is valid.
+        "externalNodePort": draw(st.integers(30000, 30999)),
+        "externalAccess": external,
+        "externalHost": draw(st.sampled_from(["", "203.0.113.9"])) if external == "per-pod" else "",
+        "nodeCidrs": ["10.0.0.0/16"],
+        "auth": draw(st.booleans()),
+        "allowDangerousCommands": draw(st.booleans()),
+        "networkPolicy": draw(st.booleans()),
+        "allowedClientNamespaces": draw(st.sampled_from([[], ["apps"]])),
+        "allowedClientCidrs": draw(st.sampled_from([[], ["192.168.0.0/16", "fd00::/8"]])),
+        "tls": tls,
+        # per-pod with tls needs tlsOnly
+        "tlsOnly": tls and (external == "per-pod" or draw(st.booleans())),
         "defaultStorageClass": draw(st.booleans()),
         "volumePermissionsInit": draw(st.booleans()),
         "cpuLimit": draw(st.sampled_from(["", "2"])),

@@ -122,11 +122,13 @@ def _probe(command: list[str], port: int) -> int:
 
 def test_probes_answer_on_a_node_that_is_not_in_a_cluster(started: Started) -> None:
     assert "cluster_state:fail" in str(started.client().execute_command("CLUSTER", "INFO"))
-    assert _probe(nodes.READINESS_COMMAND, started.port) == 0
-    assert _probe(nodes.LIVENESS_COMMAND, started.port) == 0
+    s = validate({})
+    assert _probe(nodes.readiness_command(s), started.port) == 0
+    assert _probe(nodes.liveness_command(s), started.port) == 0
 
 
 def test_probes_fail_without_redis() -> None:
     port = free_cluster_port()
-    assert _probe(nodes.READINESS_COMMAND, port) != 0
-    assert _probe(nodes.LIVENESS_COMMAND, port) != 0
+    s = validate({})
+    assert _probe(nodes.readiness_command(s), port) != 0
+    assert _probe(nodes.liveness_command(s), port) != 0

@@ -33,6 +33,9 @@ def test_defaults_are_the_recipe() -> None:
     )
     assert s.bootstrap_connection == "port-forward" and s.bootstrap_timeout_seconds == 600
     assert s.nodes == () and s.bootstrap_endpoints == ()
+    # Secure by default: auth (generated password), guard rails, NetworkPolicy, nothing exposed.
+    assert (s.auth, s.password, s.allow_dangerous_commands, s.network_policy) == (True, None, False, True)
+    assert (s.external_access, s.tls) == ("none", False)
 
 
 def test_engine_strings_are_parsed() -> None:

@@ -13,13 +13,14 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from components import redis_config
 from components.redis_config import SCRIPT_PATH
 from tests.conftest import RedisFarm, RedisNode
 
@@ -333,3 +334,262 @@ def test_empty_nodes_conf_is_restored_and_the_node_rejoins(redis_farm: RedisFarm
         assert client.get("key:7") == "value-7"
     finally:
         client.close()
+
+
+# ------------------------------------------------ auth and announced addresses
+
+SECRET_PASSWORD = "S3cret-from-the-Secret!"
+OPERATOR_PASSWORD = "0perator-only-for-the-bootstrap"
+
+
+def auth_files(tmp_path: Path, password: str | None, allow_dangerous: bool = False) -> dict[str, str]:
+    """The Secret's files, the ConfigMap's users.acl and a run dir, as in the pod; env for the script."""
+    from components.settings import validate
+
+    auth_dir = tmp_path / "auth"
+    auth_dir.mkdir()
+    if password is not None:
+        (auth_dir / "password").write_text(password)  # no trailing newline, as the kubelet writes it
+    (auth_dir / "operator-password").write_text(OPERATOR_PASSWORD + "\n")
+    acl = tmp_path / "users.acl"
+    acl.write_text(redis_config.users_acl(validate({"allowDangerousCommands": allow_dangerous})))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return {"REDIS_USERS_ACL": str(acl), "REDIS_AUTH_DIR": str(auth_dir), "REDIS_RUN_DIR": str(run_dir)}
+
+
+def start_node(
+    tmp_path: Path, env: Mapping[str, str], port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """redis-server started by the script with the generated redis.conf (port and /data moved)."""
+    from components.settings import validate
+    from tests.conftest import REDIS_SERVER, free_cluster_port
+
+    port = port or free_cluster_port()
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    conf = tmp_path / "redis.conf"
+    text = redis_config.redis_conf(validate({}))
+    text = (
+        text.replace("/data", str(data))
+        .replace("port 6379", f"port {port}")
+        .replace("port 16379", f"port {port + 10000}")
+    )
+    conf.write_text(text)
+    log = tmp_path / "redis.log"
+    proc = subprocess.Popen(
+        ["sh", str(SCRIPT_PATH)],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "POD_IP": "127.0.0.1",
+            "POD_NAME": "redis-cluster-4",
+            "REDIS_ANNOUNCE_HOSTNAME": "redis-cluster-4.h.ns.svc.cluster.local",
+            "REDIS_CONF": str(conf),
+            "REDIS_NODES_CONF": str(data / "nodes.conf"),
+            "REDIS_SERVER": REDIS_SERVER,
+            "REDIS_NODES_BACKUP_SECONDS": "0",
+            **env,
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return proc, port, log
+
+
+def wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping()
+            return
+        except redis.AuthenticationError:
+            return  # answering, and asking for a password
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log.read_text()[-2000:]) from None
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def authed(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    env = auth_files(tmp_path, SECRET_PASSWORD)
+    proc, port, log = start_node(tmp_path, env)
+    try:
+        wait_for(port, proc, log)
+        yield port, proc, tmp_path
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_password_from_the_secret_file_is_required(authed: tuple[int, subprocess.Popen[bytes], Path]) -> None:
+    port, _proc, _dir = authed
+    with pytest.raises(redis.AuthenticationError, match=r"(?i)auth"):
+        redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).set("k", "v")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password="wrong-password", socket_timeout=5).ping()
+    client = redis.Redis(host="127.0.0.1", port=port, password=SECRET_PASSWORD, socket_timeout=5)
+    assert client.ping() is True
+
+
+def test_the_password_is_on_no_command_line_and_in_no_environment(
+    authed: tuple[int, subprocess.Popen[bytes], Path],
+) -> None:
+    port, proc, directory = authed
+    # The script exec'd into redis-server: same PID.
+    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+    environ = Path(f"/proc/{proc.pid}/environ").read_bytes().decode()
+    assert "redis-server" in cmdline
+    for secret in (SECRET_PASSWORD, OPERATOR_PASSWORD):
+        assert secret not in cmdline and secret not in environ
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert SECRET_PASSWORD not in ps and OPERATOR_PASSWORD not in ps
+    assert SECRET_PASSWORD not in (directory / "redis.log").read_text()
+    auth_conf = directory / "run" / "auth.conf"
+    assert auth_conf.stat().st_mode & 0o777 == 0o600
+    assert f"masterauth {SECRET_PASSWORD}" in auth_conf.read_text().splitlines()
+    assert redis.Redis(host="127.0.0.1", port=port, password=SECRET_PASSWORD, socket_timeout=5).ping()
+
+
+def test_guard_rails_deny_clients_and_leave_the_operator_everything(
+    authed: tuple[int, subprocess.Popen[bytes], Path],
+) -> None:
+    port, _proc, _dir = authed
+    client = redis.Redis(host="127.0.0.1", port=port, password=SECRET_PASSWORD, socket_timeout=5, decode_responses=True)
+    operator = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        username="operator",
+        password=OPERATOR_PASSWORD,
+        socket_timeout=5,
+        decode_responses=True,
+    )
+    operator.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")  # a one-node cluster that serves keys
+    assert wait_until(lambda: "cluster_state:ok" in str(client.execute_command("CLUSTER", "INFO")), 10)
+    client.set("k", "v")
+    for command in (
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("CONFIG", "GET", "masterauth"),
+        ("ACL", "SETUSER", "default", "+@all"),
+        ("SHUTDOWN", "NOSAVE"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+    with pytest.raises(redis.ResponseError, match="DEBUG command not allowed"):  # enable-debug-command no
+        client.execute_command("DEBUG", "SLEEP", "0")
+    assert client.get("k") == "v"
+    assert client.execute_command("KEYS", "*") == ["k"]
+    operator = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        username="operator",
+        password=OPERATOR_PASSWORD,
+        socket_timeout=5,
+        decode_responses=True,
+    )
+    # What the bootstrap's live rotation runs (bootstrap/auth.py), as `operator`.
+    operator.execute_command("ACL", "SETUSER", "default", "on", ">rotated-Pa55word")
+    operator.execute_command("CONFIG", "SET", "masterauth", "rotated-Pa55word")
+    assert redis.Redis(host="127.0.0.1", port=port, password="rotated-Pa55word", socket_timeout=5).ping()
+    assert client.ping()  # the old password stays valid until it is removed
+    operator.execute_command("ACL", "SETUSER", "default", f"<{SECRET_PASSWORD}")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password=SECRET_PASSWORD, socket_timeout=5).ping()
+
+
+def test_probes_log_in_from_the_file(authed: tuple[int, subprocess.Popen[bytes], Path]) -> None:
+    from components import nodes
+    from components.settings import validate
+
+    port, _proc, directory = authed
+    s = validate({})
+
+    def probe(command: list[str]) -> int:
+        script = command[-1].replace("-p 6379", f"-p {port}").replace(redis_config.AUTH_DIR, str(directory / "auth"))
+        return subprocess.run([*command[:-1], script], capture_output=True, timeout=10, check=False).returncode
+
+    assert probe(nodes.readiness_command(s)) == 0
+    assert probe(nodes.liveness_command(s)) == 0
+    # A stale file during a rotation still counts as an answer ...
+    (directory / "auth" / "password").write_text("stale-password")
+    assert probe(nodes.readiness_command(s)) == 0
+    # ... a missing server does not.
+    (directory / "auth" / "password").write_text(SECRET_PASSWORD)
+    script = nodes.readiness_command(s)[-1].replace("-p 6379", f"-p {port + 1}")
+    assert subprocess.run(["sh", "-c", script], capture_output=True, timeout=10, check=False).returncode != 0
+
+
+def test_without_auth_the_default_user_needs_no_password_and_stays_guarded(tmp_path: Path) -> None:
+    env = auth_files(tmp_path, None)
+    proc, port, log = start_node(tmp_path, env)
+    try:
+        wait_for(port, proc, log)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        assert client.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command("FLUSHALL")
+        assert "masterauth" not in (tmp_path / "run" / "auth.conf").read_text()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_per_pod_announce_settings_reach_redis(tmp_path: Path) -> None:
+    env = {
+        **auth_files(tmp_path, SECRET_PASSWORD),
+        "REDIS_ANNOUNCE_IP": "203.0.113.7",
+        "REDIS_ANNOUNCE_PORT_BASE": "31000",
+        "REDIS_ANNOUNCE_BUS_PORT_BASE": "32000",
+    }
+    proc, port, log = start_node(tmp_path, env)
+    try:
+        wait_for(port, proc, log)
+        operator = redis.Redis(
+            host="127.0.0.1", port=port, username="operator", password=OPERATOR_PASSWORD, decode_responses=True
+        )
+        got = operator.config_get("cluster-announce-*")
+        # POD_NAME redis-cluster-4: ordinal 4.
+        assert got["cluster-announce-ip"] == "203.0.113.7"
+        assert got["cluster-announce-port"] == "31004"
+        assert got["cluster-announce-bus-port"] == "32004"
+        myself = next(
+            line for line in str(operator.execute_command("CLUSTER", "NODES")).splitlines() if "myself" in line
+        )
+        assert myself.split()[1].startswith("203.0.113.7:31004@32004")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_per_pod_needs_an_ordinal(tmp_path: Path) -> None:
+    env = {
+        "REDIS_SERVER": "true",
+        "POD_NAME": "no-ordinal",
+        "REDIS_ANNOUNCE_HOSTNAME": "x",
+        "REDIS_ANNOUNCE_PORT_BASE": "31000",
+        "REDIS_ANNOUNCE_BUS_PORT_BASE": "32000",
+    }
+    result = run_script(tmp_path / "nodes.conf", "10.0.0.1", {}, args=(), env=env)
+    assert result.returncode != 0 and "ordinal" in result.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_per_pod_does_not_re_resolve_peers(tmp_path: Path, shell: list[str]) -> None:
+    """Peers announce node addresses; DNS knows their pod IPs: the rewrite must leave them alone."""
+    conf = tmp_path / "nodes.conf"
+    conf.write_text(NODES_CONF_70)
+    table = {"redis-1.h.ns.svc.cluster.local": "10.1.0.2"}
+    result = run_script(
+        conf,
+        "10.1.0.1",
+        table,
+        shell,
+        env={
+            "REDIS_ANNOUNCE_IP": "192.0.2.1",
+            "REDIS_ANNOUNCE_PORT_BASE": "31000",
+            "REDIS_ANNOUNCE_BUS_PORT_BASE": "32000",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert conf.read_text() == NODES_CONF_70.replace("10.0.0.1:", "192.0.2.1:")
