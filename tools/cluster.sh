@@ -1025,8 +1025,8 @@ cmd_selftest() {
   kubectl_admin -n "$ST_NS" exec single -- redis-cli get k | has -x v || die "key lost across down/up"
   kubectl_admin -n "$ST_NS" exec redis-0 -- redis-cli get k0 | has -x v0 || die "local PV data lost across down/up"
   kubectl_admin delete namespace "$ST_NS" --wait=true >/dev/null
-  kubectl_admin delete pv rc-selftest-pv-0 rc-selftest-pv-1 storageclass/rc-selftest-local \
-    --ignore-not-found >/dev/null 2>&1 || true
+  kubectl_admin delete pv/rc-selftest-pv-0 pv/rc-selftest-pv-1 storageclass/rc-selftest-local \
+    --ignore-not-found >/dev/null
   echo "selftest: 1 passed, 0 failed ($(( $(date +%s) - t0 ))s)"
 }
 
