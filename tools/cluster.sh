@@ -32,7 +32,8 @@
 #       ldd libraries, busybox (sh and applets: nslookup, chown, awk, ...), /etc/passwd with
 #       redis=999, nsswitch "hosts: files dns"; image User 999:999, WorkingDir /data (owned 999).
 #     Pods must use imagePullPolicy: Never (no registry).
-#   Layout: node rc-node, InternalIP 10.218.0.1 = bridge rcbr0 (pod CIDR 10.218.0.0/24, CNI bridge +
+#   Layout: node rc-node (label kubernetes.io/hostname=rc-node: local PVs' nodeAffinity; their
+#     paths must exist on this host), InternalIP 10.218.0.1 = bridge rcbr0 (pod CIDR 10.218.0.0/24, CNI bridge +
 #     host-local + portmap), services 10.219.0.0/24 (kubernetes 10.219.0.1, kube-dns 10.219.0.10).
 #     apiserver https://127.0.0.1:6443, etcd 127.0.0.1:2379, kubelet 10.218.0.1:10250, kube-proxy
 #     iptables mode with NodePorts on 127.0.0.0/8 (route_localnet=1, ip_forward=1).
@@ -46,7 +47,7 @@
 #     data goes next to it (selftest-hostpath/, selftest-local/).
 #
 # Measured on this 2-core machine (Go 1.26.8, GOFLAGS=-buildvcs=false, `nice -n 15`, one binary
-#   at a time; other engineers' builds/tests were running at the same time, load 8-14):
+#   at a time; other engineers' builds/tests were running at the same time, load 8-15):
 #   Cold build (empty GOMODCACHE, GOCACHE and cache dir; includes module downloads), per binary:
 #                          run A (load ~8)   run B (load 11-15, 55% CPU share)
 #     kube-apiserver            337 s              720 s   (compiles most of the k8s deps)
@@ -66,7 +67,7 @@
 #   1.4 GB, the cache dir holds 634 MB of binaries/images.
 #   warm rerun of `build`: 0-1 s (everything cached).
 #   `up`: 15 s from a purged state dir (certificates 3 s), 6-9 s with existing state; `down` 4-10 s;
-#   `selftest` 28-48 s (deploy + checks + down + up + checks again).
+#   `selftest` 28-60 s (deploy + checks + down + up + checks again).
 #
 # Problems hit and how they were solved
 #   - `go get -tool k8s.io/kubernetes/cmd/...` without @version silently moved to v1.37.2 (and
@@ -82,7 +83,7 @@
 #   - `down` after `up` in the same shell (selftest) hung: `wait` also waited for the daemons;
 #     now it waits only for the PIDs of its own stop subshells.
 #   - After down/up the API shows the old Ready status for a moment: `up` waits for a node
-#     heartbeat newer than its start, selftest for containers started after `up`.
+#     heartbeat newer than the kubelet's start, selftest for containers started after `up`.
 #   - apiserver binds 127.0.0.1 only but must advertise a non-loopback address (the kubernetes
 #     Service endpoint): it advertises 10.218.0.1 and a socat process ("api-bridge") forwards
 #     10.218.0.1:6443 -> 127.0.0.1:6443, so pods reach the API through the kubernetes Service.
