@@ -62,13 +62,16 @@ def default_user_rules(s: ClusterSettings) -> str:
 
 
 def users_acl(s: ClusterSettings) -> str:
-    """``user <name> <rules>`` per user, without passwords (the start script adds them).
+    """``user <name> <rules>`` per user, without passwords (the start script adds them
+    from the Secret's ``<name>-password`` files). ``aclUsers`` come last, always ``on``.
 
     ``operator`` may do everything: it is what the bootstrap logs in as (it needs CONFIG
     SET masterauth and ACL SETUSER for live password rotation), with its own generated
     password that no client is given.
     """
-    return f"user default {default_user_rules(s)}\nuser {OPERATOR_USER} on ~* &* +@all\n"
+    lines = [f"user default {default_user_rules(s)}", f"user {OPERATOR_USER} on ~* &* +@all"]
+    lines += [f"user {name} on {rules}" for name, rules in s.acl_users]
+    return "\n".join(lines) + "\n"
 
 
 def redis_conf(s: ClusterSettings) -> str:

@@ -10,7 +10,8 @@ template, the stack outputs and every log line stay free of them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -28,7 +29,10 @@ CERT_EARLY_RENEWAL_HOURS = 30 * 24
 
 
 def auth_secret_manifest(
-    s: ClusterSettings, password: pulumi.Input[str] | None, operator_password: pulumi.Input[str]
+    s: ClusterSettings,
+    password: pulumi.Input[str] | None,
+    operator_password: pulumi.Input[str],
+    acl_passwords: Mapping[str, pulumi.Input[str]] | None = None,
 ) -> Manifest:
     """One file per user (the file names the start script and the probes read).
 
@@ -36,6 +40,8 @@ def auth_secret_manifest(
     probes send none. ``operator`` always has one: it is what the bootstrap logs in as.
     """
     data: dict[str, Any] = {redis_config.OPERATOR_PASSWORD_KEY: operator_password}
+    for user, value in (acl_passwords or {}).items():
+        data[f"{user}-password"] = value
     if password is not None:
         data[redis_config.PASSWORD_KEY] = password
     return {
@@ -156,6 +162,7 @@ class Passwords:
 
     password: pulumi.Output[str] | None
     operator: pulumi.Output[str]
+    acl: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 def passwords(name: str, s: ClusterSettings, opts: pulumi.ResourceOptions) -> Passwords:
@@ -171,7 +178,8 @@ def passwords(name: str, s: ClusterSettings, opts: pulumi.ResourceOptions) -> Pa
         password = pulumi.Output.secret(s.password.reveal())
     elif s.auth:
         password = GeneratedPassword(f"{name}-password", opts=opts).value
-    return Passwords(password, operator)
+    acl = {user: pulumi.Output.secret(value.reveal()) for user, value in s.acl_passwords}
+    return Passwords(password, operator, acl)
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ class Security(pulumi.ComponentResource):
         pw = args.passwords
         self.auth_secret = k8s.core.v1.Secret(
             f"{name}-auth",
-            **resource_kwargs(auth_secret_manifest(s, pw.password, pw.operator)),
+            **resource_kwargs(auth_secret_manifest(s, pw.password, pw.operator, pw.acl)),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*args.depends_on, *args.secret_depends_on],

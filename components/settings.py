@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -62,11 +62,12 @@ DEFAULTS: dict[str, Any] = {
     "tls": False,
     "tlsOnly": False,
     "tlsSecretName": "",
+    "aclUsers": [],
 }
 
 # Keys read with cfg.get_secret: not in DEFAULTS (no default, never in Pulumi.yaml) and never
 # shown in a message. `pulumi config set --secret password ...`.
-SECRET_KEYS = ("password",)
+SECRET_KEYS = ("password", "aclPasswords")
 PASSWORD_LENGTH = (8, 512)
 # Printable ASCII without space, quotes and backslash: the password is written into a
 # redis.conf fragment (`user default on >PASSWORD`, `masterauth PASSWORD`) where those
@@ -185,6 +186,9 @@ class ClusterSettings:
     tls: bool = False
     tls_only: bool = False
     tls_secret_name: str = ""
+    # (name, rules) of extra ACL users, and their passwords (secret config aclPasswords).
+    acl_users: tuple[tuple[str, str], ...] = ()
+    acl_passwords: tuple[tuple[str, SecretValue], ...] = field(default=(), repr=False)
 
     @property
     def pod_count(self) -> int:
@@ -315,13 +319,13 @@ def _is_host_port(v: str) -> bool:
     return match is not None and 1 <= int(match["port"]) <= 65535
 
 
-def validate(raw: Mapping[str, Any], password_is_secret: bool = True) -> ClusterSettings:
+def validate(raw: Mapping[str, Any], plaintext_keys: Collection[str] = ()) -> ClusterSettings:
     """Check raw config (strings as Pulumi hands them, or native values) and build settings.
 
     Keys missing from ``raw`` take :data:`DEFAULTS`. Raises :class:`SettingsError`
     listing every problem; never returns partially valid settings. ``raw["password"]``
-    (a :data:`SECRET_KEYS` key) is checked too but never shown; ``password_is_secret``
-    says whether the stack stores it encrypted.
+    and ``raw["aclPasswords"]`` (:data:`SECRET_KEYS`) are checked too but never shown;
+    ``plaintext_keys`` names those of them the stack stores unencrypted (rejected).
     """
     c = _Checker(raw)
     for key in sorted(set(raw) - set(DEFAULTS) - set(SECRET_KEYS)):
@@ -414,7 +418,11 @@ def validate(raw: Mapping[str, Any], password_is_secret: bool = True) -> Cluster
 
     pods = masters * (1 + replicas)
     auth = c.boolean("auth")
-    password = _check_password(c, raw.get("password"), auth, password_is_secret)
+    password = _check_password(c, raw.get("password"), auth, "password" not in plaintext_keys)
+    acl_users = _check_acl_users(c, c.string_list("aclUsers"))
+    acl_passwords = _check_acl_passwords(
+        c, raw.get("aclPasswords"), [u for u, _r in acl_users], "aclPasswords" not in plaintext_keys
+    )
     allow_dangerous = c.boolean("allowDangerousCommands")
     external_access = c.choice("externalAccess", EXTERNAL_ACCESS)
     external_host = c.string(
@@ -497,6 +505,8 @@ def validate(raw: Mapping[str, Any], password_is_secret: bool = True) -> Cluster
         bootstrap_endpoints=tuple(endpoints),
         auth=auth,
         password=password,
+        acl_users=tuple(acl_users),
+        acl_passwords=tuple(sorted(acl_passwords.items())),
         allow_dangerous_commands=allow_dangerous,
         external_access=external_access,
         external_host=external_host,
@@ -542,6 +552,83 @@ def _check_password(c: _Checker, value: Any, auth: bool, is_secret: bool) -> Sec
     return SecretValue(value)
 
 
+_ACL_USER = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+RESERVED_USERS = ("default", "operator")
+# Rule tokens that set passwords or open a user to anyone: passwords come from aclPasswords only.
+_PASSWORD_RULES = re.compile(r"^(>|<|#|!|nopass$|resetpass$|reset$)")
+
+
+def _check_acl_users(c: _Checker, entries: list[str]) -> list[tuple[str, str]]:
+    """``"<name> <rules...>"`` per user, e.g. ``"app ~app:* +@read +@write"``."""
+    users: list[tuple[str, str]] = []
+    for entry in entries:
+        name, _, rules = entry.strip().partition(" ")
+        rules = " ".join(rules.split())
+        bad_tokens = [tok for tok in rules.split() if _PASSWORD_RULES.match(tok)]
+        if not _ACL_USER.match(name) or name in RESERVED_USERS:
+            c.fail(
+                "aclUsers",
+                entry,
+                'entries are "<name> <ACL rules>"; the name is lowercase letters, digits, "_" or "-" '
+                f"(at most 63) and not one of {', '.join(RESERVED_USERS)}",
+            )
+        elif not rules or _PASSWORD.match(rules.replace(" ", "")) is None:
+            c.fail("aclUsers", entry, "needs ACL rules after the name, printable ASCII without quotes or backslashes")
+        elif bad_tokens:
+            # The entry may hold a password (">secret"): shown without its rules.
+            c.fail(
+                "aclUsers",
+                f"{name} [rules not shown]",
+                "rules may not set passwords or reset the user (>, <, #, !, nopass, resetpass, reset): passwords "
+                "come from the secret config value aclPasswords",
+            )
+        elif name in {u for u, _r in users}:
+            c.fail("aclUsers", entry, "user names must be unique")
+        else:
+            users.append((name, rules))
+    return users
+
+
+def _check_acl_passwords(c: _Checker, value: Any, names: list[str], is_secret: bool) -> dict[str, SecretValue]:
+    """A secret JSON object ``{user: password}`` covering exactly the aclUsers; values never shown."""
+    shown = "[secret]"
+    if value is None:
+        if names:
+            c.fail(
+                "aclPasswords",
+                None,
+                f"needs a password for every aclUsers entry: {names} "
+                "(pulumi config set --secret --path 'aclPasswords.<user>' ...)",
+            )
+        return {}
+    parsed: Any = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        c.fail("aclPasswords", shown, "must be an object of user name -> password")
+        return {}
+    if sorted(parsed) != sorted(names):
+        c.fail("aclPasswords", shown, f"must name exactly the aclUsers {sorted(names)}; it names {sorted(parsed)}")
+        return {}
+    low, high = PASSWORD_LENGTH
+    bad = sorted(k for k, v in parsed.items() if not low <= len(v) <= high or _PASSWORD.match(v) is None)
+    if bad:
+        c.fail(
+            "aclPasswords",
+            shown,
+            f"passwords of {bad} must be {low} to {high} printable ASCII characters without spaces, quotes or "
+            "backslashes (values not shown)",
+        )
+        return {}
+    if not is_secret:
+        c.fail("aclPasswords", shown, "is stored in plain text in the stack file; set it with --secret")
+        return {}
+    return {k: SecretValue(v) for k, v in parsed.items()}
+
+
 def _check_per_pod_ports(c: _Checker, pods: int, node_port: int, client_base: int, bus_base: int) -> None:
     """Every pod's two NodePorts must exist and never collide: a clash fails only at apply time."""
     high = NODE_PORT_RANGE[1]
@@ -580,5 +667,5 @@ def load_settings(cfg: pulumi.Config) -> ClusterSettings:
             raw[key] = value
     # The secret's value is only validated here; it leaves as a SecretValue and becomes a
     # secret Output in components/cluster.py.
-    password_is_secret = pulumi.runtime.config.is_config_secret(prefix + "password")
-    return validate(raw, password_is_secret=password_is_secret)
+    plaintext = [key for key in SECRET_KEYS if key in raw and not pulumi.runtime.config.is_config_secret(prefix + key)]
+    return validate(raw, plaintext_keys=plaintext)

@@ -31,6 +31,7 @@ from tests.components.harness import (
 )
 
 PASSWORD = "Configured-Pa55word!"
+APP_PASSWORD = "App-user-Pa55word"
 SECRET = "kubernetes:core/v1:Secret"
 STS = "kubernetes:apps/v1:StatefulSet"
 SVC = "kubernetes:core/v1:Service"
@@ -50,19 +51,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "per-pod-external-host": {"externalAccess": "per-pod", "externalHost": "203.0.113.7", "nodeCidrs": ["10.0.0.0/16"]},
     "tls-named-secret": {"tls": True, "tlsSecretName": "my-certs", "password": PASSWORD},
     "no-auth-dangerous": {"auth": False, "allowDangerousCommands": True, "networkPolicy": False},
+    "acl-users": {
+        "password": PASSWORD,
+        "aclUsers": ["app ~app:* +@read +@write -@dangerous", "reporter ~* +@read"],
+        "aclPasswords": {"app": APP_PASSWORD, "reporter": "Rep0rter-Pa55word"},
+    },
 }
 
 
 @functools.cache
 def program(label: str) -> ProgramRun:
     overrides = CONFIGS[label]
-    secret_keys = ("password",) if "password" in overrides else ()
+    secret_keys = tuple(k for k in ("password", "aclPasswords") if k in overrides)
     return run_program(stack_config("dev", **overrides), secret_keys=secret_keys)
 
 
 def secret_values(run: ProgramRun) -> list[str]:
     """Every password and private key the program could have handled."""
-    values = [PASSWORD]
+    values = [PASSWORD, APP_PASSWORD, "Rep0rter-Pa55word"]
     for r in run.of_type(DYNAMIC):
         if r.name.endswith("password"):
             values.append(fake_password(r.name))
@@ -113,10 +119,12 @@ def test_secrets_appear_only_in_secrets_bootstrap_and_tls_resources(label: str) 
         if r.typ in allowed:
             continue
         if r.typ == DYNAMIC and r.name.endswith(("-drain", "-bootstrap")):
-            # The bootstrap logs in with the password: an input, as a secret only.
+            # The bootstrap rotates the password and logs in as `operator`: inputs, as secrets only.
             assert mentions(r.inputs.get("password"), secrets) == (label != "no-auth-dangerous")
-            assert r.inputs.get("password") is None or is_secret(r.inputs["password"])
-            rest = {k: v for k, v in r.inputs.items() if k != "password"}
+            for key in ("password", "operatorPassword"):
+                assert r.inputs.get(key) is None or is_secret(r.inputs[key]), key
+            assert mentions(r.inputs.get("operatorPassword"), secrets)
+            rest = {k: v for k, v in r.inputs.items() if k not in ("password", "operatorPassword")}
             assert not mentions(rest, secrets), r.name
             continue
         assert not mentions(r.inputs, secrets), f"{r.typ} {r.name}"
@@ -427,3 +435,45 @@ def test_settings_never_print_the_password() -> None:
     s = validate({"password": PASSWORD})
     assert PASSWORD not in repr(s) and PASSWORD not in str(s)
     assert s.password is not None and s.password.reveal() == PASSWORD
+
+
+# ------------------------------------------------------------------ ACL users
+
+
+def test_acl_users_get_their_rules_and_passwords_from_the_secret() -> None:
+    run = program("acl-users")
+    users = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]["users.acl"].splitlines()
+    assert users[2:] == ["user app on ~app:* +@read +@write -@dangerous", "user reporter on ~* +@read"]
+    [auth] = run.of_type(SECRET)
+    data = unsecret(auth.inputs["stringData"])
+    assert data["app-password"] == APP_PASSWORD and data["reporter-password"] == "Rep0rter-Pa55word"
+
+
+BAD_ACL: list[tuple[dict[str, Any], str]] = [
+    ({"aclUsers": ["operator +@all"], "aclPasswords": {"operator": "x" * 10}}, "not one of default, operator"),
+    ({"aclUsers": ["App +@all"]}, "lowercase"),
+    ({"aclUsers": ["app"]}, "needs ACL rules"),
+    ({"aclUsers": ["app on >Leaked-Pa55word +@all"]}, "may not set passwords"),
+    ({"aclUsers": ["app nopass +@all"]}, "may not set passwords"),
+    ({"aclUsers": ["app +@all", "app +@read"], "aclPasswords": {"app": "x" * 10}}, "unique"),
+    ({"aclUsers": ["app +@all"]}, "needs a password for every aclUsers entry"),
+    ({"aclUsers": ["app +@all"], "aclPasswords": {"other": "x" * 10}}, "must name exactly the aclUsers"),
+    ({"aclUsers": ["app +@all"], "aclPasswords": {"app": "short"}}, "8 to 512"),
+    ({"aclPasswords": "not json"}, "object of user name"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "allowed"), BAD_ACL, ids=[a for _o, a in BAD_ACL])
+def test_bad_acl_users_are_rejected_without_showing_passwords(overrides: dict[str, Any], allowed: str) -> None:
+    secret_keys = ("aclPasswords",) if "aclPasswords" in overrides else ()
+    error, run = run_failing_program(stack_config("dev", **overrides), secret_keys=secret_keys)
+    message = str(error)
+    assert allowed in message and run.resources == []
+    assert "Leaked-Pa55word" not in message and "x" * 10 not in message
+
+
+def test_plain_text_acl_passwords_are_rejected() -> None:
+    overrides = {"aclUsers": ["app +@all"], "aclPasswords": {"app": APP_PASSWORD}}
+    error, run = run_failing_program(stack_config("dev", **overrides))
+    assert "aclPasswords" in str(error) and "--secret" in str(error) and APP_PASSWORD not in str(error)
+    assert run.resources == []

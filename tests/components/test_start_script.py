@@ -340,6 +340,7 @@ def test_empty_nodes_conf_is_restored_and_the_node_rejoins(redis_farm: RedisFarm
 
 SECRET_PASSWORD = "S3cret-from-the-Secret!"
 OPERATOR_PASSWORD = "0perator-only-for-the-bootstrap"
+APP_PASSWORD = "App-user-Pa55word"
 
 
 def auth_files(tmp_path: Path, password: str | None, allow_dangerous: bool = False) -> dict[str, str]:
@@ -351,8 +352,16 @@ def auth_files(tmp_path: Path, password: str | None, allow_dangerous: bool = Fal
     if password is not None:
         (auth_dir / "password").write_text(password)  # no trailing newline, as the kubelet writes it
     (auth_dir / "operator-password").write_text(OPERATOR_PASSWORD + "\n")
+    (auth_dir / "app-password").write_text(APP_PASSWORD)
     acl = tmp_path / "users.acl"
-    acl.write_text(redis_config.users_acl(validate({"allowDangerousCommands": allow_dangerous})))
+    settings = validate(
+        {
+            "allowDangerousCommands": allow_dangerous,
+            "aclUsers": ["app ~app:* +@read +@write +ping"],
+            "aclPasswords": {"app": APP_PASSWORD},
+        }
+    )
+    acl.write_text(redis_config.users_acl(settings))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     return {"REDIS_USERS_ACL": str(acl), "REDIS_AUTH_DIR": str(auth_dir), "REDIS_RUN_DIR": str(run_dir)}
@@ -443,7 +452,8 @@ def test_the_password_is_on_no_command_line_and_in_no_environment(
     for secret in (SECRET_PASSWORD, OPERATOR_PASSWORD):
         assert secret not in cmdline and secret not in environ
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert SECRET_PASSWORD not in ps and OPERATOR_PASSWORD not in ps
+    for secret in (SECRET_PASSWORD, OPERATOR_PASSWORD, APP_PASSWORD):
+        assert secret not in ps and secret not in cmdline
     assert SECRET_PASSWORD not in (directory / "redis.log").read_text()
     auth_conf = directory / "run" / "auth.conf"
     assert auth_conf.stat().st_mode & 0o777 == 0o600
@@ -593,3 +603,13 @@ def test_per_pod_does_not_re_resolve_peers(tmp_path: Path, shell: list[str]) -> 
     )
     assert result.returncode == 0, result.stderr
     assert conf.read_text() == NODES_CONF_70.replace("10.0.0.1:", "192.0.2.1:")
+
+
+def test_acl_users_from_config_log_in_with_their_secret_file(authed: tuple[int, subprocess.Popen[bytes], Path]) -> None:
+    port, _proc, _dir = authed
+    app = redis.Redis(host="127.0.0.1", port=port, username="app", password=APP_PASSWORD, socket_timeout=5)
+    assert app.ping()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("CLUSTER", "RESET")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, username="app", password=SECRET_PASSWORD, socket_timeout=5).ping()
