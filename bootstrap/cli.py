@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--masters", type=int, required=True)
         c.add_argument("--replicas", type=int, required=True, help="replicas per master")
         c.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+        c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
         c.add_argument(
             "nodes",
             nargs="+",
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="exit 0 only when the cluster is healthy and complete")
     c.add_argument("--masters", type=int, help="also require this many masters")
     c.add_argument("--replicas", type=int, help="also require this many replicas per master")
+    c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
     c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
     return p
 
@@ -60,7 +62,7 @@ def _members_of(seed: str, connector: Connector) -> Inventory:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     password = os.environ.get(PASSWORD_ENV) or None
-    with connected(DirectConnector(password)) as connector:
+    with connected(DirectConnector(password, args.user)) as connector:
         try:
             if args.command == "check":
                 return _check(args, connector)
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lines = plan(snap.members, shape, snap.ghosts).describe(snap.names())
                 print("\n".join(lines) if lines else "nothing to do: the cluster has the declared shape")
                 return 0
-            outcome = converge(inventory, connector, shape, args.timeout, _progress, password, adopt_unlisted=True)
+            outcome = converge(inventory, connector, shape, args.timeout, _progress, adopt_unlisted=True)
             _progress(
                 f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas, "
                 f"{outcome.keys_moved} keys moved, {outcome.seconds:.2f}s"

@@ -35,7 +35,6 @@ def converge(
     shape: Shape,
     timeout: float,
     progress: ops.Progress,
-    password: str | None = None,
     adopt_unlisted: bool = False,
 ) -> Outcome:
     """Bring the endpoints to ``shape``; raise ClusterError with the reason when that is impossible.
@@ -59,7 +58,7 @@ def converge(
     for _ in range(MAX_ROUNDS):
         snap = ops.take_snapshot(inventory, connector)
         ops.refuse_unsafe(snap)
-        if repair_open_slots(snap, connector, progress, password):
+        if repair_open_slots(snap, connector, progress):
             snap = ops.take_snapshot(inventory, connector)
         step = plan(snap.members, shape, snap.ghosts)
         if step.empty and ops.mesh(snap, connector) == 0:
@@ -67,7 +66,7 @@ def converge(
         for line in step.describe(snap.names()):
             progress(line)
         executed.append(step)
-        keys_moved += _execute(step, snap, inventory, connector, progress, password, left)
+        keys_moved += _execute(step, snap, inventory, connector, progress, left)
     else:
         raise ops.ClusterError(f"cluster still not in shape after {MAX_ROUNDS} rounds: {executed[-1].describe()}")
     final = ops.wait_converged(
@@ -85,7 +84,6 @@ def _execute(
     inventory: Inventory,
     connector: Connector,
     progress: ops.Progress,
-    password: str | None,
     left: Any,
 ) -> int:
     """Run one plan; returns keys moved. Role changes end the round early so it is re-planned."""
@@ -108,7 +106,7 @@ def _execute(
     if step.moves:
         ops.wait_serving(snap, connector, {m.target for m in step.moves}, left())
         progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
-    moved = move_slots(snap, connector, step.moves, progress, password)
+    moved = move_slots(snap, connector, step.moves, progress)
     ops.replicate(snap, connector, step.replicate)
     ops.remove(snap, connector, step.remove)
     if step.lost_slots:

@@ -53,6 +53,10 @@ class Connector(Protocol):
 
     def client(self, address: str, timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis: ...
 
+    def auth_args(self) -> list[str]:
+        """MIGRATE's AUTH/AUTH2 arguments: the source node logs in to the target as we do."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -66,8 +70,9 @@ def split_address(address: str) -> tuple[str, int]:
 class DirectConnector:
     """Dials cluster addresses as they are (pods reachable: in-cluster, on a node, tests)."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, username: str | None = None) -> None:
         self._password = password
+        self._username = username
         self._clients: dict[tuple[str, float], redis.Redis] = {}
         self._lock = threading.Lock()
 
@@ -82,12 +87,20 @@ class DirectConnector:
                 self._clients[key] = redis.Redis(
                     host=host,
                     port=port,
+                    username=self._username,
                     password=self._password,
                     socket_timeout=timeout,
                     socket_connect_timeout=5,
                     decode_responses=True,
                 )
             return self._clients[key]
+
+    def auth_args(self) -> list[str]:
+        if not self._password:
+            return []
+        if self._username:
+            return ["AUTH2", self._username, self._password]
+        return ["AUTH", self._password]
 
     def close(self) -> None:
         with self._lock:

@@ -98,9 +98,14 @@ class PortForwardConnector(DirectConnector):
     """
 
     def __init__(
-        self, inventory: Inventory, namespace: str, context: str | None = None, password: str | None = None
+        self,
+        inventory: Inventory,
+        namespace: str,
+        context: str | None = None,
+        password: str | None = None,
+        username: str | None = None,
     ) -> None:
-        super().__init__(password)
+        super().__init__(password, username)
         self._namespace = namespace
         self._context = context
         self._pods = {e.address: e.name for e in inventory.endpoints}

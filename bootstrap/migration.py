@@ -65,7 +65,6 @@ def move_slots(
     connector: Connector,
     moves: Sequence[SlotMove],
     progress: Progress,
-    password: str | None = None,
 ) -> int:
     """Execute the planned moves, source/target pairs in parallel; returns the number of keys moved."""
     if not moves:
@@ -78,7 +77,7 @@ def move_slots(
         src, dst = by_id[move.source], by_id[move.target]
         others = [m for m in masters if m.node_id not in (src.node_id, dst.node_id)]
         chunks = [move.slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(move.slots), SLOTS_PER_CHUNK)]
-        _stream(connector, src, dst, others, chunks, password, counter.add)
+        _stream(connector, src, dst, others, chunks, counter.add)
 
     parallel(run, moves)
     return counter.keys
@@ -90,7 +89,6 @@ def _stream(
     dst: Member,
     others: Sequence[Member],
     chunks: Sequence[Sequence[int]],
-    password: str | None,
     done: Callable[[int, int], None] = lambda slots, keys: None,
 ) -> int:
     """Move chunk after chunk from ``src`` to ``dst``; returns the number of keys moved.
@@ -129,14 +127,14 @@ def _stream(
             done(len(closing), keys)
         if not chunk:
             break
-        keys = _migrate_keys(source, src, dst, chunk, password)
+        keys = _migrate_keys(source, src, dst, chunk, connector.auth_args())
         moved += keys
         closing = chunk
     _tell_others(connector, others, dst, [s for chunk in chunks for s in chunk])
     return moved
 
 
-def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence[int], password: str | None) -> int:
+def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence[int], auth: list[str]) -> int:
     """MIGRATE every key of the (open) slots, at most SLOTS_PER_BATCH slots' key names in memory at once.
 
     One MIGRATE per slot (a cluster refuses keys of several slots in one); the
@@ -144,7 +142,6 @@ def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence
     MIGRATEs, right after them, so each batch costs one round trip per pass.
     """
     host, port = split_address(dst.address)
-    auth: list[str] = ["AUTH", password] if password else []
     moved = 0
     for i in range(0, len(slots), SLOTS_PER_BATCH):
         batch = slots[i : i + SLOTS_PER_BATCH]
@@ -198,11 +195,10 @@ def _move_chunk(
     dst: Member,
     others: Sequence[Member],
     slots: Sequence[int],
-    password: str | None,
 ) -> int:
     """Finish (or do) the move of ``slots`` from ``src`` to ``dst``, SLOTS_PER_CHUNK at a time."""
     chunks = [slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(slots), SLOTS_PER_CHUNK)]
-    return _stream(connector, src, dst, others, chunks, password)
+    return _stream(connector, src, dst, others, chunks)
 
 
 def _pipeline(client: redis.Redis, commands: Sequence[tuple[object, ...]], tolerate: tuple[str, ...] = ()) -> None:
@@ -221,7 +217,7 @@ def _pipeline_each(client: redis.Redis, commands: Sequence[tuple[tuple[object, .
             raise ClusterError(f"CLUSTER {' '.join(map(str, args))}: {result}")
 
 
-def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress, password: str | None) -> int:
+def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress) -> int:
     """Finish every half-done move towards its target; close states whose other side is gone.
 
     Finishing (rather than rolling back) is always safe: the target already
@@ -253,7 +249,7 @@ def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress, 
         (src_id, dst_id), slots = item
         src, dst = by_id[src_id], by_id[dst_id]
         others = [m for m in masters if m.node_id not in (src_id, dst_id)]
-        _move_chunk(connector, src, dst, others, slots, password)
+        _move_chunk(connector, src, dst, others, slots)
 
     parallel(finish, list(finishable.items()))
     return len(pairs)

@@ -28,6 +28,7 @@ from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected
 from bootstrap.model import Shape
 
 INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds")
+SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
 OUTPUTS = ("clusterState", "masterNodes", "replicaOf", "nodeIds", "problems")
 
 
@@ -55,14 +56,21 @@ def _inventory(props: dict[str, Any], timeout: float, wait: bool = True) -> Inve
     )
 
 
+OPERATOR_USER = "operator"
+
+
 def _connector(props: dict[str, Any], inventory: Inventory) -> Connector:
+    """Log in as the ``operator`` ACL user when the program made one (the ``default`` user may not
+    run CONFIG or ACL, see docs/security.md), else as ``default`` with its password."""
     d = props["discovery"]
-    password = props.get("password") or None
+    username, password = None, props.get("password") or None
+    if props.get("operatorPassword"):
+        username, password = OPERATOR_USER, props["operatorPassword"]
     if d["kind"] == "kubernetes" and d.get("connection", "port-forward") == "port-forward":
         from bootstrap.kube import PortForwardConnector
 
-        return PortForwardConnector(inventory, d["namespace"], d.get("context"), password)
-    return DirectConnector(password)
+        return PortForwardConnector(inventory, d["namespace"], d.get("context"), password, username)
+    return DirectConnector(password, username)
 
 
 def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:
@@ -79,7 +87,7 @@ def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:
 def _public(props: dict[str, Any]) -> dict[str, Any]:
     """Inputs echoed as outputs. The password is among them (read needs it and gets only outputs);
     the resource declares it an additional secret output, so the state holds it encrypted."""
-    return {k: props[k] for k in (*INPUTS, "password") if k in props}
+    return {k: props[k] for k in (*INPUTS, *SECRETS) if k in props}
 
 
 def apply(props: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -105,7 +113,7 @@ def apply(props: dict[str, Any], previous: dict[str, Any] | None = None) -> dict
             return {**_public(props), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
     with connected(_connector(props, inventory)) as connector:
-        outcome = converge(inventory, connector, shape, timeout, progress, new, adopt_unlisted=static)
+        outcome = converge(inventory, connector, shape, timeout, progress, adopt_unlisted=static)
         if not drain and old and new and old != new:
             drop_password(inventory, connector, old, progress)
     progress(f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
@@ -151,7 +159,7 @@ class RedisClusterProvider(ResourceProvider):
         `pulumi up` converges. A cluster that cannot be reached right now is
         not reported as a change (preview must not fail because of it).
         """
-        if any(olds.get(k) != news.get(k) for k in (*INPUTS, "password")):
+        if any(olds.get(k) != news.get(k) for k in (*INPUTS, *SECRETS)):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         if news.get("phase") == "drain":
             return DiffResult(changes=False, replaces=[], delete_before_replace=False)

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import Resource
 
-from bootstrap.provider import RedisClusterProvider
+from bootstrap.provider import SECRETS, RedisClusterProvider
 
 
 @dataclass
@@ -53,7 +53,8 @@ class BootstrapArgs:
     replicas_per_master: pulumi.Input[int]
     discovery: Discovery
     timeout_seconds: int = 600
-    password: pulumi.Input[str] | None = None
+    password: pulumi.Input[str] | None = None  # the default user's: clients and replication
+    operator_password: pulumi.Input[str] | None = None  # the ACL user the bootstrap logs in as
 
 
 def _props(args: BootstrapArgs, phase: str) -> dict[str, Any]:
@@ -64,11 +65,14 @@ def _props(args: BootstrapArgs, phase: str) -> dict[str, Any]:
         "discovery": args.discovery.to_props(),
         "timeoutSeconds": args.timeout_seconds,
         "password": pulumi.Output.secret(args.password) if args.password is not None else None,
+        "operatorPassword": (
+            pulumi.Output.secret(args.operator_password) if args.operator_password is not None else None
+        ),
     }
 
 
 def _secret_password(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
-    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["password"]))
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRETS)))
 
 
 class ClusterBootstrap(Resource):

@@ -145,6 +145,9 @@ def bootstrap_args_for(s: ClusterSettings, pw: Passwords | None = None) -> Boots
     bootstrap rotates live and passes to MIGRATE.
     """
     if s.bootstrap_endpoints:
+        # Servers this program did not configure (tests, Redis outside Kubernetes): they have
+        # neither our Secret's password nor the `operator` user, so the bootstrap logs in plainly.
+        pw = None
         discovery = Discovery(endpoints=list(s.bootstrap_endpoints))
     elif s.render_yaml_to:
         return None
@@ -152,16 +155,16 @@ def bootstrap_args_for(s: ClusterSettings, pw: Passwords | None = None) -> Boots
         discovery = Discovery(
             namespace=s.namespace, stateful_set=labels.statefulset_name(s), connection=s.bootstrap_connection
         )
-        # TODO(lead): per-pod external access — pass Discovery(announce=...) here when
-        # s.external_access == "per-pod": {"host": s.external_host ("" = each pod's node IP),
-        # "basePort": s.external_node_port_base}; pod i announces basePort+i and bus port
-        # s.external_bus_node_port_base+i.
-    # TODO(lead): log in as user `operator` with pw.operator (redis_config.OPERATOR_USER): the
-    # `default` user may not run CONFIG or ACL unless allowDangerousCommands (docs/security.md).
+        if s.external_access == "per-pod":
+            # Nodes announce <host or their node's IP>:<basePort + ordinal>; the bootstrap must know,
+            # or it would keep re-MEETing pods it sees listed under another address.
+            discovery.announce = {"host": s.external_host, "basePort": s.external_node_port_base}
     return BootstrapArgs(
         masters=s.masters,
         replicas_per_master=s.replicas_per_master,
         discovery=discovery,
         timeout_seconds=s.bootstrap_timeout_seconds,
         password=pw.password if pw is not None else None,
+        # The `operator` ACL user: `default` may not run CONFIG or ACL (docs/security.md).
+        operator_password=pw.operator if pw is not None else None,
     )

@@ -106,6 +106,8 @@ class RedisNode:
             try:
                 if self.client().ping():
                     return
+            except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+                return  # it answered: up, just not for this login
             except redis.ConnectionError:
                 time.sleep(0.02)
         raise RuntimeError(f"redis-server {self.address} did not answer PING in {START_TIMEOUT_S}s")

@@ -124,3 +124,41 @@ def test_rotation_is_live_and_keeps_a_concurrent_client_working(secured: list[Re
     while replica.client(password=NEW).info("replication").get("master_link_status") != "up":
         assert time.monotonic() < deadline, "replica could not re-authenticate to its master"
         time.sleep(0.1)
+
+
+def test_with_the_programs_acl_the_bootstrap_works_as_operator_and_clients_cannot_flush(
+    redis_farm: RedisFarm, tmp_path: Any
+) -> None:
+    """The guard rails of components/redis_config.py (default user without CONFIG/ACL/FLUSHALL)
+    leave the bootstrap everything it needs through the `operator` user, rotation included."""
+    from components.redis_config import OPERATOR_USER, users_acl
+    from components.settings import validate
+
+    operator = "op-secret-Lm2"
+    rules = users_acl(validate({}))
+    nodes: list[RedisNode] = []
+    for i in range(6):
+        acl = tmp_path / f"users-{i}.acl"
+        acl.write_text(
+            "".join(
+                f"{line} >{OLD if line.startswith('user default') else operator}\n"
+                for line in rules.splitlines()
+                if line.startswith(("user default", f"user {OPERATOR_USER}"))
+            )
+        )
+        nodes += redis_farm.spawn(1, hosts=[HOSTS[i % 3]], extra={"aclfile": str(acl), "masterauth": OLD})
+    base = {**props(nodes, "converge", OLD), "operatorPassword": operator}
+    assert apply(base)["clusterState"] == "ok"
+    client = nodes[0].client(password=OLD)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.execute_command("FLUSHALL")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.execute_command("CONFIG", "SET", "maxmemory", "1")
+    drain_new = {**props(nodes, "drain", NEW), "operatorPassword": operator}
+    apply(drain_new, previous={**props(nodes, "drain", OLD), "operatorPassword": operator})
+    outs = apply({**base, "password": NEW}, previous=base)
+    assert outs["clusterState"] == "ok"
+    for node in nodes:
+        with pytest.raises(redis.AuthenticationError):
+            node.client(password=OLD).ping()
+        assert node.client(password=NEW).ping()
