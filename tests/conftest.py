@@ -8,6 +8,7 @@ Several loopback addresses (127.0.0.x) stand in for several Kubernetes nodes.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -197,3 +198,16 @@ def redis_farm(tmp_path: Path) -> Iterator[RedisFarm]:
         yield farm
     finally:
         farm.stop_all()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In CI (REDIS_CLUSTER_REQUIRE_TIERS=1) a tier that would be skipped is an error, not a green run:
+    tools/setup.sh installs everything every tier needs, so a skip there means a broken setup."""
+    if os.environ.get("REDIS_CLUSTER_REQUIRE_TIERS") != "1":
+        return
+    skipped = [
+        f"{item.nodeid}: {mark.kwargs.get('reason', '')}" for item in items for mark in item.iter_markers("skip")
+    ]
+    if skipped:
+        raise pytest.UsageError("tiers that CI requires would be skipped:\n" + "\n".join(skipped[:20]))

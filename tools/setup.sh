@@ -3,7 +3,9 @@
 #   Debian packages (redis-server/redis-cli 7.0, busybox for the start-script tests),
 #   ./venv with requirements-dev.txt, and the offline Pulumi toolchain (tools/build-toolchain.sh,
 #   ~20 min cold on 2 cores, seconds when cached outside the repo).
-# Set REDIS_CLUSTER_SKIP_TOOLCHAIN=1 to skip the Go builds (the engine tier is then skipped).
+#   and the single-node Kubernetes for the e2e tier (tools/cluster.sh build: ~13 min cold on
+#   2 idle cores, up to ~28 min under load; seconds when cached).
+# Set REDIS_CLUSTER_SKIP_TOOLCHAIN=1 to skip the Go builds (the engine and e2e tiers are then skipped).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +31,6 @@ venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 if [[ "${REDIS_CLUSTER_SKIP_TOOLCHAIN:-0}" != 1 ]]; then
     step "Pulumi toolchain from Go modules (cached outside the repo)"
     bash tools/build-toolchain.sh
+    step "single-node Kubernetes from Go modules (cached outside the repo)"
+    bash tools/cluster.sh build
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): lint, types, then every pytest tier that is installed.
-# The engine tier needs tools/build-toolchain.sh; tools/setup.sh runs it. In CI
-# (REDIS_CLUSTER_REQUIRE_ENGINE=1) a missing toolchain fails instead of skipping.
+# The engine tier needs tools/build-toolchain.sh, the e2e tier tools/cluster.sh build (the
+# e2e fixture starts the cluster and stops it again); tools/setup.sh runs both. In CI
+# (REDIS_CLUSTER_REQUIRE_TIERS=1) a tier that would be skipped fails the run instead.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
