@@ -613,3 +613,85 @@ def test_acl_users_from_config_log_in_with_their_secret_file(authed: tuple[int, 
         app.execute_command("CLUSTER", "RESET")
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=port, username="app", password=SECRET_PASSWORD, socket_timeout=5).ping()
+
+
+def make_certs(directory: Path) -> None:
+    """A CA and a server certificate for localhost/127.0.0.1 in the Secret's layout (tls.crt, tls.key, ca.crt)."""
+    directory.mkdir()
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key")
+    run("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=test CA", "-days", "2", "-out", "ca.crt")
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "tls.key")
+    run("req", "-new", "-key", "tls.key", "-subj", "/CN=localhost", "-out", "tls.csr")
+    (directory / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    run(
+        "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "ext.cnf", "-out", "tls.crt",
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl")
+def test_tls_only_config_serves_tls_and_the_probe_uses_it(tmp_path: Path) -> None:
+    """The generated TLS lines against a real redis-server (built with TLS): port 0, TLS on the client port."""
+    from components import nodes
+    from components.settings import validate
+    from tests.conftest import REDIS_SERVER, free_cluster_port
+
+    s = validate({"tls": True, "tlsOnly": True})
+    certs = tmp_path / "tls"
+    make_certs(certs)
+    env = auth_files(tmp_path, SECRET_PASSWORD)
+    port = free_cluster_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    text = (
+        redis_config.redis_conf(s)
+        .replace("/data", str(data))
+        .replace(redis_config.TLS_DIR, str(certs))
+        .replace("tls-port 6379", f"tls-port {port}")
+        .replace("cluster-port 16379", f"cluster-port {port + 10000}")
+    )
+    assert "port 0" in text.splitlines()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(text)
+    log = tmp_path / "redis.log"
+    proc = subprocess.Popen(
+        ["sh", str(SCRIPT_PATH)],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "POD_IP": "127.0.0.1",
+            "REDIS_ANNOUNCE_HOSTNAME": "redis-cluster-0.h.ns.svc.cluster.local",
+            "REDIS_CONF": str(conf),
+            "REDIS_NODES_CONF": str(data / "nodes.conf"),
+            "REDIS_SERVER": REDIS_SERVER,
+            "REDIS_NODES_BACKUP_SECONDS": "0",
+            **env,
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        client = redis.Redis(
+            host="127.0.0.1", port=port, password=SECRET_PASSWORD, ssl=True, ssl_ca_certs=str(certs / "ca.crt"),
+            socket_timeout=5,
+        )  # fmt: skip
+        assert wait_until(lambda: bool(client.ping()), 10), log.read_text()[-2000:]
+        with pytest.raises(redis.ConnectionError):  # no plain-text listener, TLS only
+            redis.Redis(host="127.0.0.1", port=port, password=SECRET_PASSWORD, socket_timeout=3).ping()
+        for command in (nodes.readiness_command(s), nodes.liveness_command(s)):
+            script = (
+                command[-1]
+                .replace("-p 6379", f"-p {port}")
+                .replace(redis_config.AUTH_DIR, env["REDIS_AUTH_DIR"])
+                .replace(redis_config.TLS_DIR, str(certs))
+            )
+            assert "--tls" in script
+            assert subprocess.run(["sh", "-c", script], capture_output=True, timeout=10, check=False).returncode == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
