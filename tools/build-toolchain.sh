@@ -18,11 +18,15 @@
 #        tools/build-toolchain.sh --prune      build (or check), then delete the other toolchains in the cache
 #
 # Measured on the 2-core / 24 GiB dev machine (Go 1.26.8), `nice -n 5`, while other sessions were running
-# tests and Go builds on the same cores (load 5-9):
-#   first build, empty Go build cache, modules already downloaded:
-#     pulumi CLI 372 s | language host 30 s | kubernetes provider 818 s (its own pulumi pkg v3.215.0,
-#     k8s.io 0.33, helm) | total ~1220 s (~20 min)
-#   warm rerun (toolchain present, nothing to build): 0.4 s
+# tests and Go builds on the same cores:
+#   fully cold (empty Go module cache: 2.2 GB downloaded from the proxy; empty Go build cache: 6 GB
+#   written; load 10-40 from another session's Kubernetes build):
+#     pulumi CLI 754 s | language host 78 s | kubernetes provider 1300 s | total 2132 s (35.5 min;
+#     22.6 min of user CPU)
+#   first build with modules already downloaded and an empty build cache (load 5-9):
+#     pulumi CLI 372 s | language host 30 s | kubernetes provider 818 s | total ~1220 s (~20 min)
+#   The kubernetes step is the longest: it compiles its own pulumi pkg/sdk v3.215.0, k8s.io 0.33, helm.
+#   warm rerun (toolchain present, nothing to build): 0.4-0.7 s
 #   rebuild after a tools/pulumi change with a warm Go build cache: ~30 s (mostly linking)
 set -Eeuo pipefail
 
