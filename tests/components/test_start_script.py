@@ -695,3 +695,39 @@ def test_tls_only_config_serves_tls_and_the_probe_uses_it(tmp_path: Path) -> Non
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_auth_conf_is_written_by_every_shell(tmp_path: Path, shell: list[str]) -> None:
+    """dash (Debian images) and busybox sh (Alpine images): same auth.conf, 0600, include passed, no secret in argv."""
+    conf = tmp_path / "nodes.conf"
+    env = auth_files(tmp_path, SECRET_PASSWORD)
+    fake = tmp_path / "fake-redis-server"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    result = run_script(
+        conf,
+        "10.9.0.1",
+        {},
+        shell,
+        args=(),
+        env={
+            **env,
+            "REDIS_SERVER": str(fake),
+            "REDIS_ANNOUNCE_HOSTNAME": "redis-0.h.ns.svc.cluster.local",
+            "REDIS_NODES_BACKUP_SECONDS": "0",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.split("\n")
+    assert args[-3:-1] == ["--include", env["REDIS_RUN_DIR"] + "/auth.conf"]
+    for secret in (SECRET_PASSWORD, OPERATOR_PASSWORD, APP_PASSWORD):
+        assert secret not in result.stdout and secret not in result.stderr
+    auth_conf = Path(env["REDIS_RUN_DIR"]) / "auth.conf"
+    assert auth_conf.stat().st_mode & 0o777 == 0o600
+    assert auth_conf.read_text().splitlines() == [
+        f"user default on ~* &* +@all -flushall -flushdb -debug -config -acl -shutdown >{SECRET_PASSWORD}",
+        f"masterauth {SECRET_PASSWORD}",
+        f"user operator on ~* &* +@all >{OPERATOR_PASSWORD}",
+        f"user app on ~app:* +@read +@write +ping >{APP_PASSWORD}",
+    ]
