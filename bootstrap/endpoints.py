@@ -70,9 +70,17 @@ def split_address(address: str) -> tuple[str, int]:
 class DirectConnector:
     """Dials cluster addresses as they are (pods reachable: in-cluster, on a node, tests)."""
 
-    def __init__(self, password: str | None = None, username: str | None = None) -> None:
+    def __init__(
+        self,
+        password: str | None = None,
+        username: str | None = None,
+        fallback: tuple[str | None, str | None] | None = None,
+    ) -> None:
+        """``fallback`` (username, password) is tried once when the first login is refused: a
+        stack deployed before the ``operator`` user existed has none until its pods roll."""
         self._password = password
         self._username = username
+        self._fallback = fallback
         self._clients: dict[tuple[str, float], redis.Redis] = {}
         self._lock = threading.Lock()
 
@@ -83,17 +91,36 @@ class DirectConnector:
         with self._lock:
             key = (address, timeout)
             if key not in self._clients:
-                host, port = self.dial(address)
-                self._clients[key] = redis.Redis(
-                    host=host,
-                    port=port,
-                    username=self._username,
-                    password=self._password,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=5,
-                    decode_responses=True,
-                )
+                self._clients[key] = self._new_client(address, timeout)
+                if self._fallback is not None:
+                    self._probe_login(key)
             return self._clients[key]
+
+    def _new_client(self, address: str, timeout: float) -> redis.Redis:
+        host, port = self.dial(address)
+        return redis.Redis(
+            host=host,
+            port=port,
+            username=self._username,
+            password=self._password,
+            socket_timeout=timeout,
+            socket_connect_timeout=5,
+            decode_responses=True,
+        )
+
+    def _probe_login(self, key: tuple[str, float]) -> None:
+        """Switch every client to the fallback login when the first one is refused."""
+        try:
+            self._clients[key].ping()
+        except redis.AuthenticationError:
+            self._username, self._password = self._fallback or (None, None)
+            self._fallback = None
+            for c in self._clients.values():
+                c.close()
+            self._clients.clear()
+            self._clients[key] = self._new_client(*key)
+        except redis.RedisError:
+            pass  # unreachable right now: the caller's own command reports it
 
     def auth_args(self) -> list[str]:
         if not self._password:

@@ -104,8 +104,9 @@ class PortForwardConnector(DirectConnector):
         context: str | None = None,
         password: str | None = None,
         username: str | None = None,
+        fallback: tuple[str | None, str | None] | None = None,
     ) -> None:
-        super().__init__(password, username)
+        super().__init__(password, username, fallback)
         self._namespace = namespace
         self._context = context
         self._pods = {e.address: e.name for e in inventory.endpoints}

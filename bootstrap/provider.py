@@ -64,13 +64,15 @@ def _connector(props: dict[str, Any], inventory: Inventory) -> Connector:
     run CONFIG or ACL, see docs/security.md), else as ``default`` with its password."""
     d = props["discovery"]
     username, password = None, props.get("password") or None
+    fallback = None
     if props.get("operatorPassword"):
         username, password = OPERATOR_USER, props["operatorPassword"]
+        fallback = (None, props.get("password") or None)  # pods not rolled since `operator` was added
     if d["kind"] == "kubernetes" and d.get("connection", "port-forward") == "port-forward":
         from bootstrap.kube import PortForwardConnector
 
-        return PortForwardConnector(inventory, d["namespace"], d.get("context"), password, username)
-    return DirectConnector(password, username)
+        return PortForwardConnector(inventory, d["namespace"], d.get("context"), password, username, fallback)
+    return DirectConnector(password, username, fallback)
 
 
 def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:

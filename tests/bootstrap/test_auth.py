@@ -162,3 +162,10 @@ def test_with_the_programs_acl_the_bootstrap_works_as_operator_and_clients_canno
         with pytest.raises(redis.AuthenticationError):
             node.client(password=OLD).ping()
         assert node.client(password=NEW).ping()
+
+
+def test_a_stack_from_before_the_operator_user_falls_back_to_the_default_login(secured: list[RedisNode]) -> None:
+    """Pods that have not rolled since `operator` was added know no such user: the first
+    converge after the upgrade must still work, with the default user's password."""
+    outs = apply({**props(secured, "converge", OLD), "operatorPassword": "not-there-yet"})
+    assert outs["clusterState"] == "ok"
