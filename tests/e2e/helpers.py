@@ -1,0 +1,506 @@
+"""Helpers for the e2e tier: kubectl, Redis inside the pods, the cluster's health, keys, engine runs.
+
+Every wait here is bounded and its error names what was awaited and what was seen last.
+Passwords are only ever read into variables (from the Secret through the API, or inside a
+pod from the mounted file by the shell's ``read``): never printed, logged or put in argv.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from pulumi import automation as auto
+from redis.cluster import RedisCluster
+
+SLOTS = 16384
+BAD_FLAGS = {"fail", "fail?", "pfail", "noaddr", "handshake"}
+
+
+def wait_for(what: str, probe: Callable[[], str | None], timeout: float, interval: float = 2.0) -> float:
+    """Poll ``probe`` until it returns None (done); it returns why not yet otherwise. Returns seconds waited."""
+    start = time.monotonic()
+    deadline = start + timeout
+    last = "never probed"
+    while True:
+        try:
+            result = probe()
+        except Exception as exc:  # a probe that cannot look yet (pod restarting, API busy) is "not yet"
+            result = f"{type(exc).__name__}: {exc}"
+        if result is None:
+            return time.monotonic() - start
+        last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The cluster's own kubectl with its kubeconfig."""
+
+    kubectl: Path
+    kubeconfig: Path
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        return proc
+
+    def json(self, *args: str, timeout: float = 120) -> dict[str, Any]:
+        out = self.run(*args, "-o", "json", timeout=timeout).stdout
+        data: dict[str, Any] = json.loads(out)
+        return data
+
+    def items(self, *args: str) -> list[dict[str, Any]]:
+        return list(self.json("get", *args).get("items") or [])
+
+    def exists(self, *args: str) -> bool:
+        proc = self.run("get", *args, "--ignore-not-found", "-o", "name", check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"kubectl get {' '.join(args)}: {proc.stderr.strip()}")
+        return bool(proc.stdout.strip())
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """A Secret's value, decoded, for use in this process only (never printed)."""
+        data = self.json("get", "secret", "-n", namespace, name).get("data") or {}
+        if key not in data:
+            raise AssertionError(f"secret {namespace}/{name} has no key {key!r} (keys: {sorted(data)})")
+        return base64.b64decode(data[key]).decode()
+
+
+# Inside a pod, redis-cli logs in with the password file the probes use: read by the shell, exported
+# as REDISCLI_AUTH, never on a command line.
+_POD_CLI = (
+    "if [ -s /etc/redis-auth/password ]; then IFS= read -r REDISCLI_AUTH < /etc/redis-auth/password || true; "
+    "export REDISCLI_AUTH; fi; "
+    'redis-cli -h 127.0.0.1 -p 6379 cluster info && echo "@@@" && redis-cli -h 127.0.0.1 -p 6379 cluster nodes'
+)
+
+
+@dataclass(frozen=True)
+class NodeLine:
+    node_id: str
+    ip: str
+    flags: frozenset[str]
+    master_id: str | None
+    slots: int
+
+    @property
+    def is_master(self) -> bool:
+        return "master" in self.flags
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What one pod says about the cluster (CLUSTER INFO and CLUSTER NODES, asked inside it)."""
+
+    pod: str
+    info: dict[str, str]
+    nodes: tuple[NodeLine, ...]
+
+    @property
+    def myself(self) -> NodeLine:
+        return next(n for n in self.nodes if "myself" in n.flags)
+
+    def by_id(self) -> dict[str, NodeLine]:
+        return {n.node_id: n for n in self.nodes}
+
+
+def _slot_count(fields: Iterable[str]) -> int:
+    total = 0
+    for f in fields:
+        if f.startswith("["):  # a slot being migrated/imported: not an owned range
+            continue
+        lo, _, hi = f.partition("-")
+        total += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return total
+
+
+def parse_nodes(text: str) -> tuple[NodeLine, ...]:
+    lines = []
+    for raw in text.strip().splitlines():
+        parts = raw.split()
+        if len(parts) < 8:
+            continue
+        lines.append(
+            NodeLine(
+                node_id=parts[0],
+                ip=parts[1].split(",", 1)[0].rsplit(":", 1)[0],
+                flags=frozenset(parts[2].split(",")),
+                master_id=None if parts[3] == "-" else parts[3],
+                slots=_slot_count(parts[8:]),
+            )
+        )
+    return tuple(lines)
+
+
+def pod_view(kube: Kube, namespace: str, pod: str) -> PodView:
+    out = kube.run("exec", "-n", namespace, pod, "-c", "redis", "--", "sh", "-c", _POD_CLI, timeout=60).stdout
+    info_text, sep, nodes_text = out.partition("@@@")
+    if not sep:
+        raise AssertionError(f"{pod}: unexpected redis-cli output {out[:300]!r}")
+    info = dict(line.strip().split(":", 1) for line in info_text.splitlines() if ":" in line)
+    return PodView(pod=pod, info=info, nodes=parse_nodes(nodes_text))
+
+
+def view_problems(view: PodView, masters: int, replicas: int) -> list[str]:
+    """Why this pod's view is not a healthy cluster of the given shape (empty: healthy)."""
+    p: list[str] = []
+    pods = masters * (1 + replicas)
+    want = {
+        "cluster_state": "ok",
+        "cluster_slots_assigned": str(SLOTS),
+        "cluster_slots_ok": str(SLOTS),
+        "cluster_known_nodes": str(pods),
+        "cluster_size": str(masters),
+    }
+    for key, value in want.items():
+        if view.info.get(key) != value:
+            p.append(f"{view.pod}: {key}={view.info.get(key)} (want {value})")
+    owners = [n for n in view.nodes if n.is_master and n.slots]
+    if len(owners) != masters or sum(n.slots for n in owners) != SLOTS:
+        p.append(f"{view.pod}: {len(owners)} masters own {sum(n.slots for n in owners)} slots")
+    for m in owners:
+        got = [n for n in view.nodes if n.master_id == m.node_id and not (n.flags & BAD_FLAGS)]
+        if len(got) != replicas:
+            p.append(f"{view.pod}: master {m.node_id[:8]} ({m.ip}) has {len(got)} healthy replica(s), want {replicas}")
+    for n in view.nodes:
+        if n.flags & BAD_FLAGS:
+            p.append(f"{view.pod}: node {n.node_id[:8]} ({n.ip}) flagged {','.join(sorted(n.flags))}")
+    return p
+
+
+def cluster_problems(kube: Kube, namespace: str, pods: list[str], masters: int, replicas: int) -> list[str]:
+    problems: list[str] = []
+    ids: set[str] = set()
+    for pod in pods:
+        view = pod_view(kube, namespace, pod)
+        problems += view_problems(view, masters, replicas)
+        ids.add(view.myself.node_id)
+    if len(ids) != len(pods):
+        problems.append(f"{len(pods)} pods have only {len(ids)} distinct node ids")
+    return problems
+
+
+def wait_healthy(kube: Kube, namespace: str, pods: list[str], masters: int, replicas: int, timeout: float) -> float:
+    """Bounded wait until every pod reports a healthy cluster of this shape."""
+
+    def probe() -> str | None:
+        problems = cluster_problems(kube, namespace, pods, masters, replicas)
+        return "; ".join(problems[:6]) or None
+
+    return wait_for(
+        f"cluster_state:ok with {masters} masters x {replicas} replica(s) and {SLOTS} slots seen inside "
+        f"every pod of {', '.join(pods)}",
+        probe,
+        timeout,
+        interval=3.0,
+    )
+
+
+def pods_of(kube: Kube, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in kube.items("pods", "-n", namespace, "-l", selector)}
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def wait_pods_ready(
+    kube: Kube,
+    namespace: str,
+    selector: str,
+    names: list[str],
+    timeout: float,
+    not_uids: Collection[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """Bounded wait until exactly ``names`` exist, are Ready, not terminating (and are not the old ``not_uids``)."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def probe() -> str | None:
+        pods = pods_of(kube, namespace, selector)
+        seen.clear()
+        seen.update(pods)
+        why = []
+        if sorted(pods) != sorted(names):
+            why.append(f"pods {sorted(pods)} (want {sorted(names)})")
+        for name, pod in sorted(pods.items()):
+            if pod["metadata"].get("deletionTimestamp"):
+                why.append(f"{name} terminating")
+            elif pod["metadata"]["uid"] in not_uids:
+                why.append(f"{name} is still the old pod")
+            elif not is_ready(pod):
+                why.append(f"{name} {pod.get('status', {}).get('phase')} not Ready")
+        return "; ".join(why) or None
+
+    wait_for(f"pods {', '.join(names)} Ready in namespace {namespace}", probe, timeout, interval=2.0)
+    return dict(seen)
+
+
+# --- keys, through the external NodePort ------------------------------------------------------------
+
+
+def cluster_client(host: str, port: int, password: str | None) -> RedisCluster:
+    return RedisCluster(
+        host=host,
+        port=port,
+        password=password,
+        decode_responses=True,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+    )
+
+
+def key(i: int) -> str:
+    return f"e2e:key:{i:05d}"
+
+
+def value(i: int) -> str:
+    return f"value-{i}-{'x' * (i % 17)}"
+
+
+def write_keys(client: RedisCluster, count: int, chunk: int = 1000) -> None:
+    for start in range(0, count, chunk):
+        pipe = client.pipeline()
+        for i in range(start, min(count, start + chunk)):
+            pipe.set(key(i), value(i))
+        results = pipe.execute()
+        bad = [r for r in results if r is not True]
+        if bad:
+            raise AssertionError(f"{len(bad)} SETs of keys {start}..{start + chunk} failed: {bad[:3]}")
+
+
+def missing_keys(client: RedisCluster, count: int, chunk: int = 1000) -> list[int]:
+    """Indexes of keys that are absent or have the wrong value."""
+    wrong: list[int] = []
+    for start in range(0, count, chunk):
+        pipe = client.pipeline()
+        idx = list(range(start, min(count, start + chunk)))
+        for i in idx:
+            pipe.get(key(i))
+        for i, got in zip(idx, pipe.execute(), strict=True):
+            if got != value(i):
+                wrong.append(i)
+    return wrong
+
+
+def total_keys(client: RedisCluster) -> int:
+    """DBSIZE summed over every master (a bare DBSIZE asks one node only)."""
+    total = 0
+    for node in client.get_primaries():
+        total += int(client.get_redis_connection(node).dbsize())
+    return total
+
+
+def check_keys(host: str, port: int, password: str | None, count: int, timeout: float = 120) -> None:
+    """All ``count`` keys readable with their values through a cluster client seeded at host:port (bounded)."""
+
+    def probe() -> str | None:
+        client = cluster_client(host, port, password)
+        try:
+            wrong = missing_keys(client, count)
+            total = total_keys(client)
+        finally:
+            client.close()
+        if wrong:
+            return f"{len(wrong)} of {count} keys missing or wrong (first: {[key(i) for i in wrong[:5]]})"
+        if total < count:
+            return f"DBSIZE over the masters is {total}, want at least {count}"
+        return None
+
+    wait_for(f"all {count} keys readable through {host}:{port}", probe, timeout, interval=3.0)
+
+
+def refuses_without_password(host: str, port: int) -> bool:
+    """True when the endpoint answers but refuses an unauthenticated command."""
+    client = redis.Redis(host=host, port=port, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.get("e2e:probe")
+    except redis.AuthenticationError:
+        return True
+    except redis.ResponseError as exc:
+        return "NOAUTH" in str(exc)
+    finally:
+        client.close()
+    return False
+
+
+# --- the engine --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EngineRun:
+    """Output lines and step events of one engine operation."""
+
+    lines: list[str] = field(default_factory=list)
+    events: list[auto.EngineEvent] = field(default_factory=list)
+
+    def on_output(self, line: str) -> None:
+        self.lines.append(line)
+
+    def on_event(self, event: auto.EngineEvent) -> None:
+        self.events.append(event)
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(line.rstrip() for line in self.lines[-n:])
+
+    def ops(self) -> dict[str, str]:
+        """Resource name (the last URN part) -> planned/performed op, for every resource but `same`."""
+        out: dict[str, str] = {}
+        for e in self.events:
+            if e.resource_pre_event is not None:
+                m = e.resource_pre_event.metadata
+                op = m.op.value if hasattr(m.op, "value") else str(m.op)
+                if op != "same":
+                    out[m.urn.rsplit("::", 1)[1]] = op
+        return out
+
+    def ops_by_type(self, op: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for e in self.events:
+            if e.resource_pre_event is not None:
+                m = e.resource_pre_event.metadata
+                if (m.op.value if hasattr(m.op, "value") else str(m.op)) == op:
+                    counts[m.type] = counts.get(m.type, 0) + 1
+        return counts
+
+    def sequence(self, name: str, kind: str) -> int | None:
+        """Sequence number of the first `pre` (start) or `outputs` (done) event of the resource ``name``."""
+        for e in self.events:
+            ev = e.resource_pre_event if kind == "pre" else e.res_outputs_event
+            if ev is not None and ev.metadata.urn.rsplit("::", 1)[1] == name:
+                return e.sequence
+        return None
+
+
+def changes(result: auto.UpResult | auto.PreviewResult) -> dict[str, int]:
+    summary = result.change_summary if isinstance(result, auto.PreviewResult) else result.summary.resource_changes
+    return {k: v for k, v in (summary or {}).items() if k != "same" and v}
+
+
+def state_resources(stack: auto.Stack) -> dict[str, dict[str, Any]]:
+    """Resources in the stack's state by name (the last URN part)."""
+    deployment = stack.export_stack().deployment or {}
+    return {r["urn"].rsplit("::", 1)[1]: r for r in deployment.get("resources") or []}
+
+
+def _child_pulumi_pids() -> list[int]:
+    me = os.getpid()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == me and comm == "pulumi":
+            pids.append(int(entry.name))
+    return pids
+
+
+def interrupt_engine() -> list[int]:
+    """SIGINT to the pulumi CLI processes this test process started (the engine then cancels cleanly)."""
+    pids = _child_pulumi_pids()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+    return pids
+
+
+def stall_problem(kube: Kube, namespace: str, selector: str, patience: float) -> str | None:
+    """A pod that has been Pending, or Running but not Ready, for longer than ``patience`` seconds."""
+    now = time.time()
+    try:
+        pods = pods_of(kube, namespace, selector)
+    except AssertionError:
+        return None  # the namespace may not exist yet
+    for name, pod in sorted(pods.items()):
+        if pod["metadata"].get("deletionTimestamp") or is_ready(pod):
+            continue
+        status = pod.get("status") or {}
+        since = _age(pod["metadata"]["creationTimestamp"], now)
+        if status.get("phase") == "Pending" and since > patience:
+            conds = "; ".join(
+                f"{c.get('type')}={c.get('status')} {c.get('reason', '')} {c.get('message', '')}".strip()
+                for c in status.get("conditions") or []
+            )
+            return f"pod {name} Pending for {since:.0f}s ({conds})"
+        for cs in status.get("containerStatuses") or []:
+            started = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+            if started and not cs.get("ready") and _age(started, now) > patience:
+                return f"pod {name}: container {cs['name']} running {_age(started, now):.0f}s but never Ready"
+    return None
+
+
+def _age(stamp: str, now: float) -> float:
+    return now - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def up_watched(
+    stack: auto.Stack,
+    run: EngineRun,
+    kube: Kube,
+    namespace: str,
+    selector: str,
+    timeout: float,
+    patience: float = 240,
+) -> auto.UpResult:
+    """`up` with a bounded wait: a pod stuck (Pending / not Ready) for ``patience`` s, or the whole
+    operation over ``timeout`` s, interrupts the engine and fails naming what was awaited."""
+    result: list[auto.UpResult] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(stack.up(on_output=run.on_output, on_event=run.on_event, color="never"))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="pulumi-up", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    problem: str | None = None
+    while thread.is_alive():
+        thread.join(10)
+        if not thread.is_alive():
+            break
+        if time.monotonic() > deadline:
+            problem = f"`pulumi up` still running after {timeout:.0f}s"
+        else:
+            problem = stall_problem(kube, namespace, selector, patience)
+        if problem:
+            interrupt_engine()
+            thread.join(180)
+            break
+    if problem:
+        raise AssertionError(f"{problem}; the engine was interrupted. Engine output:\n{run.tail()}")
+    if error:
+        raise AssertionError(f"`pulumi up` failed: {error[0]}\nEngine output:\n{run.tail()}") from error[0]
+    return result[0]

@@ -1,0 +1,498 @@
+"""The e2e tier: the real program, the real engine, a real single-node Kubernetes (tools/cluster.sh).
+
+One stack (dev shape: 3 masters x 1 replica, 150Mi, shared NodePort 30036; the locally built image,
+never pulled; hostPath volumes under a fresh directory in /tmp; a namespace of its own) goes through
+ordered steps, each asserting on what really happened:
+
+1. preview lists the planned objects; up; every PV bound to its intended claim; pods Ready; every
+   pod reports a healthy cluster (asked inside the pod).
+2. 10k keys written and read back from outside, through 127.0.0.1:<NodePort>, with a cluster client.
+3. a second up changes nothing.
+4. a master pod is deleted and held away (a pods quota in the namespace) until its replica has
+   taken over; it comes back on the same volume with the same node id and rejoins as a replica;
+   refresh shows the role change; up leaves it healthy with every key.
+5. every pod deleted at once: the cluster re-forms by itself with every key.
+6. masters 3 -> 4 -> 3: preview shows in-place updates (no replacement) of the bootstrap and the
+   StatefulSet; up moves slots with every key kept; the drain runs before the StatefulSet shrinks.
+7. destroy removes every object (namespace, PVs); the data directories stay; up brings the cluster
+   back with every key.
+
+A failed step skips the later ones (they build on its state); the stack is destroyed at the end
+either way. Timings of every step are printed at the end (run with ``-s`` to see them).
+
+Environment: REDIS_CLUSTER_E2E_PROJECT (project dir, default the repo: break experiments run a patched
+copy), REDIS_CLUSTER_E2E_CONNECTION (``port-forward`` default, or ``direct``),
+REDIS_CLUSTER_E2E_KEEP_DATA=1 keeps the hostPath data directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi import automation as auto
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.helpers import (
+    EngineRun,
+    Kube,
+    changes,
+    check_keys,
+    cluster_client,
+    missing_keys,
+    pod_view,
+    pods_of,
+    refuses_without_password,
+    state_resources,
+    total_keys,
+    up_watched,
+    wait_for,
+    wait_healthy,
+    wait_pods_ready,
+    write_keys,
+)
+from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "localhost/redis-cluster/redis:7.0-local"
+NAME = "redis-cluster"  # the dev stack's default name: StatefulSet, pods <NAME>-<i>
+SELECTOR = f"app.kubernetes.io/name=redis-cluster,app.kubernetes.io/instance={NAME}"
+NODE_PORT = 30036
+MASTERS, REPLICAS = 3, 1
+KEYS = 10_000
+# Resource names (the last URN part) the steps look at.
+BOOTSTRAP = f"{NAME}-bootstrap"
+DRAIN = f"{NAME}-drain"
+STATEFULSET = f"{NAME}-nodes-statefulset"
+UP_TIMEOUT_S = 900
+STEP_TIMEOUT_S = 1800
+
+
+def pod_names(masters: int, replicas: int = REPLICAS) -> list[str]:
+    return [f"{NAME}-{i}" for i in range(masters * (1 + replicas))]
+
+
+@dataclass
+class E2E:
+    stack: auto.Stack
+    kube: Kube
+    namespace: str
+    host_base: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    broken: str | None = None
+
+    def data_dir(self, ordinal: int) -> Path:
+        return self.host_base / self.namespace / f"{NAME}-{ordinal}"
+
+    def password(self) -> str | None:
+        """The `default` user's password, from the Secret the stack names (None when auth is off)."""
+        secret = self.outputs.get("authSecret")
+        if not secret:
+            return None
+        data = self.kube.json("get", "secret", "-n", self.namespace, str(secret)).get("data") or {}
+        if "password" not in data:
+            return None
+        return self.kube.secret_value(self.namespace, str(secret), "password")
+
+    def up(self, what: str) -> auto.UpResult:
+        run = EngineRun()
+        result = up_watched(self.stack, run, self.kube, self.namespace, SELECTOR, UP_TIMEOUT_S)
+        assert result.summary.result == "succeeded", f"{what}: {result.summary.result}\n{run.tail()}"
+        self.outputs = {k: v.value for k, v in result.outputs.items()}
+        assert self.outputs.get("clusterState") == "ok", f"{what}: clusterState {self.outputs.get('clusterState')}"
+        return result
+
+
+@pytest.fixture(scope="module")
+def e2e(cluster: Cluster, toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:  # noqa: F811
+    run_id = uuid.uuid4().hex[:6]
+    namespace = f"rc-e2e-{run_id}"
+    host_base = Path(tempfile.mkdtemp(prefix=f"rc-e2e-{run_id}-", dir="/tmp"))
+    factory = EngineStackFactory(toolchain=toolchain, tmp_path=tmp_path_factory.mktemp("engine"))
+    project = Path(os.environ.get("REDIS_CLUSTER_E2E_PROJECT") or REPO_ROOT)
+    connection = os.environ.get("REDIS_CLUSTER_E2E_CONNECTION", "port-forward")
+    started = time.monotonic()
+    state: E2E | None = None
+    try:
+        stack = factory(
+            project,
+            config={
+                "namespace": namespace,
+                "createNamespace": True,
+                "masters": MASTERS,
+                "replicasPerMaster": REPLICAS,
+                "storageSize": "150Mi",
+                "externalAccess": "shared",
+                "externalNodePort": NODE_PORT,
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "hostPathBase": str(host_base),
+                # StorageClasses are cluster-wide: one of our own, so nothing collides.
+                "storageClassName": namespace,
+                "bootstrapConnection": connection,
+            },
+            env={"KUBECONFIG": str(cluster.kubeconfig)},
+        )
+        state = E2E(
+            stack=stack,
+            kube=Kube(kubectl=cluster.kubectl_path, kubeconfig=cluster.kubeconfig),
+            namespace=namespace,
+            host_base=host_base,
+        )
+        state.notes.update({"namespace": namespace, "hostPathBase": str(host_base), "connection": connection})
+        yield state
+    finally:
+        t0 = time.monotonic()
+        factory.cleanup()
+        if state is not None:
+            state.timings["teardown (destroy)"] = time.monotonic() - t0
+            state.timings["whole tier"] = time.monotonic() - started
+            report = {"timings_s": {k: round(v, 1) for k, v in state.timings.items()}, "notes": state.notes}
+            print("\n[e2e] " + json.dumps(report, indent=1, default=str))
+        if os.environ.get("REDIS_CLUSTER_E2E_KEEP_DATA") != "1":
+            shutil.rmtree(host_base, ignore_errors=True)
+
+
+def step(fn: Callable[[E2E], None]) -> Callable[[E2E], None]:
+    """Times the step; a failed step makes every later one skip (they build on what it left)."""
+
+    @functools.wraps(fn)
+    def wrapper(e2e: E2E) -> None:
+        if e2e.broken:
+            pytest.skip(f"an earlier step failed: {e2e.broken}")
+        t0 = time.monotonic()
+        try:
+            fn(e2e)
+        except pytest.skip.Exception:
+            raise
+        except BaseException:
+            e2e.broken = fn.__name__
+            raise
+        finally:
+            e2e.timings[fn.__name__] = time.monotonic() - t0
+
+    return wrapper
+
+
+# --- 1 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_1_preview_up_volumes_pods_and_cluster(e2e: E2E) -> None:
+    run = EngineRun()
+    preview = e2e.stack.preview(on_output=run.on_output, on_event=run.on_event, color="never")
+    planned = changes(preview)
+    assert set(planned) == {"create"}, f"an empty stack may only plan creates: {planned}"
+    creates = run.ops_by_type("create")
+    pods = MASTERS * (1 + REPLICAS)
+    expected = {
+        "kubernetes:core/v1:Namespace": 1,
+        "kubernetes:storage.k8s.io/v1:StorageClass": 1,
+        "kubernetes:core/v1:PersistentVolume": pods,
+        "kubernetes:core/v1:PersistentVolumeClaim": pods,
+        "kubernetes:core/v1:Service": 3,  # headless, client, the shared NodePort
+        "kubernetes:core/v1:ConfigMap": 1,
+        "kubernetes:apps/v1:StatefulSet": 1,
+        "kubernetes:policy/v1:PodDisruptionBudget": 1,
+    }
+    for kind, count in expected.items():
+        assert creates.get(kind) == count, f"preview plans {creates.get(kind)} {kind}, want {count}: {creates}"
+    assert creates.get("pulumi-python:dynamic:Resource", 0) >= 2, f"drain and bootstrap not planned: {creates}"
+    e2e.notes["preview creates"] = {"total": planned["create"], **creates}
+
+    t0 = time.monotonic()
+    e2e.up("first up")
+    e2e.timings["1: first up"] = time.monotonic() - t0
+    assert len(e2e.outputs["masters"]) == MASTERS, e2e.outputs["masters"]
+    assert all(len(m["replicas"]) == REPLICAS for m in e2e.outputs["masters"]), e2e.outputs["masters"]
+
+    # Every PV bound to its intended claim: PV i <-> data-<sts>-i <-> pod <sts>-i, on <hostPathBase>/<ns>/<sts>-i.
+    volumes = list(e2e.outputs["volumeNames"])
+    assert len(volumes) == pods, volumes
+    sts = e2e.outputs["statefulSetName"]
+    for i, pv_name in enumerate(volumes):
+        pv = e2e.kube.json("get", "pv", pv_name)
+        claim_name = f"data-{sts}-{i}"
+        ref = pv["spec"].get("claimRef") or {}
+        assert (ref.get("namespace"), ref.get("name")) == (e2e.namespace, claim_name), (
+            f"PV {i} ({pv_name}) has claimRef {ref.get('namespace')}/{ref.get('name')}, "
+            f"intended {e2e.namespace}/{claim_name}"
+        )
+        assert pv["status"]["phase"] == "Bound", f"PV {pv_name} is {pv['status']['phase']}"
+        assert pv["spec"]["hostPath"]["path"] == str(e2e.data_dir(i)), pv["spec"]["hostPath"]
+        claim = e2e.kube.json("get", "pvc", "-n", e2e.namespace, claim_name)
+        assert claim["status"]["phase"] == "Bound", f"claim {claim_name} is {claim['status']['phase']}"
+        assert claim["spec"]["volumeName"] == pv_name, f"claim {claim_name} bound to {claim['spec']['volumeName']}"
+        assert ref.get("uid") == claim["metadata"]["uid"], f"PV {pv_name} bound to another {claim_name}"
+        pod = e2e.kube.json("get", "pod", "-n", e2e.namespace, f"{sts}-{i}")
+        data = next(v for v in pod["spec"]["volumes"] if v["name"] == "data")
+        assert data["persistentVolumeClaim"]["claimName"] == claim_name, data
+        assert (e2e.data_dir(i) / "nodes.conf").is_file(), f"no nodes.conf in {e2e.data_dir(i)} on the host"
+
+    wait_pods_ready(e2e.kube, e2e.namespace, SELECTOR, pod_names(MASTERS), timeout=60)
+    wait_healthy(e2e.kube, e2e.namespace, pod_names(MASTERS), MASTERS, REPLICAS, timeout=180)
+
+
+# --- 2 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_2_keys_through_the_external_node_port(e2e: E2E) -> None:
+    password = e2e.password()
+    e2e.notes["auth"] = password is not None
+    if password is not None:
+        assert refuses_without_password("127.0.0.1", NODE_PORT), "the NodePort answers without a password"
+    client = cluster_client("127.0.0.1", NODE_PORT, password)
+    try:
+        write_keys(client, KEYS)
+        assert missing_keys(client, KEYS) == [], "keys written but not read back"
+        assert total_keys(client) == KEYS, f"DBSIZE over the masters is {total_keys(client)}"
+        e2e.notes["client reached"] = sorted(f"{n.host}:{n.port}" for n in client.get_nodes())
+    finally:
+        client.close()
+
+
+# --- 3 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_3_second_up_changes_nothing(e2e: E2E) -> None:
+    run = EngineRun()
+    result = e2e.stack.up(on_output=run.on_output, on_event=run.on_event, color="never")
+    assert changes(result) == {}, f"a second up changed {changes(result)}: {run.ops()}\n{run.tail()}"
+
+
+# --- 4 ------------------------------------------------------------------------------------------------
+
+
+def _myself_in(nodes_conf: Path) -> str:
+    for line in nodes_conf.read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and "myself" in parts[2].split(","):
+            return parts[0]
+    raise AssertionError(f"{nodes_conf} names no 'myself' node")
+
+
+def _volume_of(e2e: E2E, pod: str) -> tuple[str, str]:
+    spec = e2e.kube.json("get", "pod", "-n", e2e.namespace, pod)["spec"]
+    claim = next(v for v in spec["volumes"] if v["name"] == "data")["persistentVolumeClaim"]["claimName"]
+    pv_name = e2e.kube.json("get", "pvc", "-n", e2e.namespace, claim)["spec"]["volumeName"]
+    return pv_name, e2e.kube.json("get", "pv", pv_name)["metadata"]["uid"]
+
+
+HOLD_QUOTA = "e2e-hold-pods"
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_4_master_pod_deleted_replica_takes_over_pod_rejoins(e2e: E2E) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    pods = pod_names(MASTERS)
+    master = e2e.outputs["masters"][0]
+    master_pod, replica_pod, master_id = master["name"], master["replicas"][0], master["nodeId"]
+    replica_id = pod_view(kube, ns, replica_pod).myself.node_id
+    assert pod_view(kube, ns, replica_pod).myself.master_id == master_id, f"{replica_pod} is not {master_pod}'s replica"
+    ordinal = int(master_pod.rsplit("-", 1)[1])
+    volume_before = _volume_of(e2e, master_pod)
+    assert _myself_in(e2e.data_dir(ordinal) / "nodes.conf") == master_id
+    old_uid = pods_of(kube, ns, SELECTOR)[master_pod]["metadata"]["uid"]
+
+    # Hold the pod away longer than cluster-node-timeout, as a lost node would: a pods quota of one
+    # less than the StatefulSet wants keeps the controller from recreating it (it would be back in
+    # seconds, before the replica may take over).
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": HOLD_QUOTA, "namespace": ns},
+        "spec": {"hard": {"pods": str(len(pods) - 1)}},
+    }
+    kube.run("apply", "-f", "-", input=json.dumps(quota))
+    try:
+        wait_for(
+            f"quota {HOLD_QUOTA} counted by the quota controller",
+            lambda: None
+            if (kube.json("get", "resourcequota", "-n", ns, HOLD_QUOTA).get("status") or {}).get("used")
+            else "no status yet",
+            timeout=60,
+        )
+        t0 = time.monotonic()
+        kube.run("delete", "pod", "-n", ns, master_pod, "--wait=true", "--timeout=120s", timeout=150)
+
+        def promoted() -> str | None:
+            view = pod_view(kube, ns, replica_pod)
+            me, old = view.myself, view.by_id().get(master_id)
+            if not (me.is_master and me.slots):
+                return f"{replica_pod} is {','.join(sorted(me.flags))} with {me.slots} slots"
+            if old is None or "fail" not in old.flags:
+                return f"old master {master_pod} flagged {sorted(old.flags) if old else 'unknown'}"
+            if view.info.get("cluster_state") != "ok":
+                return f"cluster_state {view.info.get('cluster_state')}"
+            return None
+
+        wait_for(f"{replica_pod} to take over from the deleted {master_pod}", promoted, timeout=240)
+        e2e.timings["4: failover after pod delete"] = time.monotonic() - t0
+        assert master_pod not in pods_of(kube, ns, SELECTOR), f"{master_pod} came back while held away"
+        check_keys("127.0.0.1", NODE_PORT, e2e.password(), KEYS, timeout=120)
+    finally:
+        kube.run("delete", "resourcequota", "-n", ns, HOLD_QUOTA, "--ignore-not-found")
+    # The StatefulSet controller backs off after the refused creations: a pod update makes it sync now.
+    kube.run("annotate", "pod", "-n", ns, replica_pod, f"e2e/nudge={time.time():.0f}", "--overwrite")
+    t0 = time.monotonic()
+    wait_pods_ready(kube, ns, SELECTOR, pods, timeout=420, not_uids={old_uid})
+    e2e.timings["4: pod back and Ready"] = time.monotonic() - t0
+
+    assert _volume_of(e2e, master_pod) == volume_before, "the pod came back on another volume"
+    assert _myself_in(e2e.data_dir(ordinal) / "nodes.conf") == master_id, "nodes.conf lost the node id"
+
+    def rejoined() -> str | None:
+        me = pod_view(kube, ns, master_pod).myself
+        if me.node_id != master_id:
+            return f"{master_pod} runs as node {me.node_id}, was {master_id}"
+        if me.is_master or me.master_id != replica_id:
+            return f"{master_pod} is {','.join(sorted(me.flags))} of {me.master_id}"
+        return None
+
+    wait_for(f"{master_pod} to rejoin as the replica of {replica_pod}", rejoined, timeout=240)
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+
+    run = EngineRun()
+    e2e.stack.refresh(on_output=run.on_output, on_event=run.on_event, color="never")
+    boot = state_resources(e2e.stack)[BOOTSTRAP]["outputs"]
+    names = [m["name"] for m in boot["masterNodes"]]
+    assert replica_pod in names and master_pod not in names, f"refresh shows masters {names}"
+    assert boot["replicaOf"].get(master_pod) == replica_pod, f"refresh shows replicaOf {boot['replicaOf']}"
+    e2e.notes["step 4 roles after refresh"] = {"masters": names, "replicaOf": boot["replicaOf"]}
+
+    e2e.up("up after the failover")
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=180)
+    check_keys("127.0.0.1", NODE_PORT, e2e.password(), KEYS)
+
+
+# --- 5 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_5_all_pods_deleted_cluster_reforms_by_itself(e2e: E2E) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    pods = pod_names(MASTERS)
+    before = {n: (p["metadata"]["uid"], p["status"].get("podIP")) for n, p in pods_of(kube, ns, SELECTOR).items()}
+    kube.run("delete", "pods", "-n", ns, "-l", SELECTOR, "--wait=false")
+    t0 = time.monotonic()
+    after = wait_pods_ready(kube, ns, SELECTOR, pods, timeout=480, not_uids={uid for uid, _ in before.values()})
+    e2e.timings["5: all pods back and Ready"] = time.monotonic() - t0
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=300)
+    e2e.timings["5: cluster re-formed"] = time.monotonic() - t0
+    check_keys("127.0.0.1", NODE_PORT, e2e.password(), KEYS)
+    ips = {n: (before[n][1], p["status"].get("podIP")) for n, p in after.items()}
+    e2e.notes["step 5 pod IPs (before, after)"] = ips
+    e2e.notes["step 5 pods with a new IP"] = sum(1 for old, new in ips.values() if old != new)
+
+
+# --- 6 ------------------------------------------------------------------------------------------------
+
+NO_REPLACE = {"replace", "create-replacement", "delete-replaced"}
+
+
+def _scale(e2e: E2E, masters: int, old_masters: int) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    e2e.stack.set_config("redis-cluster:masters", auto.ConfigValue(str(masters)))
+    run = EngineRun()
+    e2e.stack.preview(on_output=run.on_output, on_event=run.on_event, diff=True, color="never")
+    ops = run.ops()
+    for name in (BOOTSTRAP, STATEFULSET, DRAIN):
+        assert ops.get(name) == "update", f"preview plans {ops.get(name)} for {name}, want update: {ops}"
+    assert not NO_REPLACE & set(ops.values()), f"preview replaces something: {ops}"
+    lo, hi = sorted((masters, old_masters))
+    moved = {f"{NAME}-storage-{kind}-{i}" for kind in ("pv", "pvc") for i in range(lo * 2, hi * 2)}
+    verb = "create" if masters > old_masters else "delete"
+    assert {n for n, op in ops.items() if op == verb} == moved, f"preview plans {ops}, want {verb} of {moved}"
+    e2e.notes[f"preview {old_masters}->{masters}"] = ops
+
+    run = EngineRun()
+    result = up_watched(e2e.stack, run, kube, ns, SELECTOR, UP_TIMEOUT_S)
+    assert result.summary.result == "succeeded", run.tail()
+    e2e.outputs = {k: v.value for k, v in result.outputs.items()}
+    assert e2e.outputs["clusterState"] == "ok"
+    assert len(e2e.outputs["masters"]) == masters, e2e.outputs["masters"]
+    if masters < old_masters:
+        drained, sts_start = run.sequence(DRAIN, "outputs"), run.sequence(STATEFULSET, "pre")
+        assert drained is not None and sts_start is not None and drained < sts_start, (
+            f"the drain (done at event {drained}) must finish before the StatefulSet update (event {sts_start})"
+        )
+        draining = state_resources(e2e.stack)[DRAIN]["outputs"].get("draining")
+        assert sorted(draining or []) == pod_names(old_masters)[masters * 2 :], f"drain output {draining}"
+    else:
+        new = set(pod_names(masters)) - set(pod_names(old_masters))
+        assert new & {m["name"] for m in e2e.outputs["masters"]}, f"no new pod became a master: {e2e.outputs}"
+    pods = pod_names(masters)
+    wait_pods_ready(kube, ns, SELECTOR, pods, timeout=300)
+    wait_healthy(kube, ns, pods, masters, REPLICAS, timeout=240)
+    check_keys("127.0.0.1", NODE_PORT, e2e.password(), KEYS)
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_6_scale_masters_out_and_back_in_place(e2e: E2E) -> None:
+    t0 = time.monotonic()
+    _scale(e2e, 4, MASTERS)
+    e2e.timings["6: 3 -> 4"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    _scale(e2e, MASTERS, 4)
+    e2e.timings["6: 4 -> 3"] = time.monotonic() - t0
+
+
+# --- 7 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_7_destroy_keeps_the_data_and_up_brings_it_back(e2e: E2E) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    volumes = list(e2e.outputs["volumeNames"])
+    storage_class = e2e.outputs["storageClassName"]
+    digest_before = _digest(e2e.password())
+    t0 = time.monotonic()
+    run = EngineRun()
+    e2e.stack.destroy(on_output=run.on_output, on_event=run.on_event, color="never")
+    assert state_resources(e2e.stack) == {}, "destroy left resources in the state"
+    wait_for(f"namespace {ns} gone", lambda: f"{ns} still there" if kube.exists("namespace", ns) else None, 300)
+    for pv in (*volumes, *(f"{ns}-{NAME}-{i}" for i in range(8))):
+        assert not kube.exists("pv", pv), f"PV {pv} left behind"
+    assert not kube.exists("storageclass", storage_class), f"StorageClass {storage_class} left behind"
+    e2e.timings["7: destroy"] = time.monotonic() - t0
+    for i in range(len(volumes)):
+        d = e2e.data_dir(i)
+        assert (d / "nodes.conf").is_file() and (d / "appendonlydir").is_dir(), f"data of ordinal {i} gone: {d}"
+
+    t0 = time.monotonic()
+    e2e.up("up after destroy")
+    e2e.timings["7: up after destroy"] = time.monotonic() - t0
+    pods = pod_names(MASTERS)
+    wait_pods_ready(kube, ns, SELECTOR, pods, timeout=120)
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+    check_keys("127.0.0.1", NODE_PORT, e2e.password(), KEYS)
+    assert sum(len(m["replicas"]) for m in e2e.outputs["masters"]) == MASTERS * REPLICAS
+    # Only whether it changed (the generated password is a stack resource, destroyed with the stack).
+    e2e.notes["step 7 password changed by destroy/up"] = _digest(e2e.password()) != digest_before
+
+
+def _digest(secret: str | None) -> str:
+    return hashlib.sha256((secret or "").encode()).hexdigest()
