@@ -6,7 +6,7 @@ what a client sees from Redis, not from our own harness. It is paced (not a
 closed loop) so it does not eat a core that Redis and the tools need on a
 small machine. It stops when its stdin closes or after ``--max-seconds``.
 
-Output: one line per operation, ``<monotonic start s> <latency us> <0|1 ok>``.
+Output: one line per operation, ``<monotonic start s> <latency us> <0|1 ok> [why not ok]``.
 time.monotonic() is CLOCK_MONOTONIC, shared by all processes on Linux, so the
 parent can cut the record into "at rest" and "during the move" windows.
 """
@@ -52,16 +52,17 @@ def main() -> int:
     while not stop.is_set() and time.monotonic() < end:
         i = rng.randrange(args.keys)
         start = time.monotonic()
-        ok = 1
+        ok, why = 1, ""
         try:
             if n % 2:
                 client.set(key(i), value(i))  # the same value: the key-loss check stays exact
             else:
-                ok = int(client.get(key(i)) == value(i))
-        except Exception:  # any failure is a data point, not a crash: counted as not ok
-            ok = 0
+                got = client.get(key(i))
+                ok, why = int(got == value(i)), "" if got == value(i) else f"GET returned {str(got)[:20]!r}"
+        except Exception as exc:  # any failure is a data point, not a crash: counted as not ok
+            ok, why = 0, type(exc).__name__
         latency_us = (time.monotonic() - start) * 1e6
-        records.append(f"{start:.6f} {latency_us:.1f} {ok}")
+        records.append(f"{start:.6f} {latency_us:.1f} {ok} {why}".rstrip())
         n += 1
         next_at += interval
         delay = next_at - time.monotonic()

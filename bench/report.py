@@ -21,6 +21,11 @@ import redis
 Row = dict[str, Any]
 
 
+def loadavg() -> str:
+    """The 1/5/15-minute load averages: the machine may be shared, and the numbers depend on it."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def machine_info() -> dict[str, str]:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -46,6 +51,7 @@ def machine_info() -> dict[str, str]:
         "redis-py": redis.__version__,
         "redis-server": server.strip().split(" sha=")[0],
         "commit": commit.strip(),
+        "load average at start": loadavg(),
     }
 
 
@@ -69,7 +75,18 @@ def _fmt(values: Iterable[float], digits: int = 2, scale: float = 1.0) -> str:
 
 
 def _select(rows: list[Row], **match: Any) -> list[Row]:
-    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+    """Rows matching, without those marked ``excluded`` (kept in the JSON, listed in the Markdown)."""
+    return [r for r in rows if not r.get("excluded") and all(r[k] == v for k, v in match.items())]
+
+
+def excluded(results: dict[str, Any]) -> list[str]:
+    return [
+        f"- {kind} {r['tool']} round {r['round']} ({r.get('masters', r.get('keys'))}, node-timeout "
+        f"{r['node_timeout_ms']} ms): {r['seconds']:.2f} s, excluded: {r['excluded']}"
+        for kind in ("formation", "resharding")
+        for r in results[kind]
+        if r.get("excluded")
+    ]
 
 
 def _med(rows: list[Row], key: str | Callable[[Row], float]) -> float:
@@ -88,8 +105,9 @@ def _form_cells(rows: list[Row]) -> list[tuple[int, float]]:
 def formation_table(rows: list[Row]) -> list[str]:
     out = [
         "| nodes | node-timeout | servers up before clock | Redis rejoin delay | Redis writable floor (s) "
-        "| bootstrap apply (s) | redis-cli create (s) | speed-up | target | failed runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bootstrap apply (s) | redis-cli create (s) | speed-up | target | bootstrap exits (s) "
+        "| redis-cli exits (s) | failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for nt, settle in _form_cells(rows):
         for m in sorted({r["masters"] for r in rows}):
@@ -101,7 +119,10 @@ def formation_table(rows: list[Row]) -> list[str]:
                 f"| {m}x1 ({2 * m}) | {nt} ms | {settle:g} s | {_clamp_rejoin_ms(nt) / 1000:.1f} s "
                 f"| {_fmt(r['writable_floor_s'] for r in ours + cli)} "
                 f"| {_fmt(r['seconds'] for r in ours if r['ok'])} | {_fmt(r['seconds'] for r in cli if r['ok'])} "
-                f"| {_ratio(_med(cli, 'seconds'), _med(ours, 'seconds'))} | {target} | {failed} |"
+                f"| {_ratio(_med(cli, 'seconds'), _med(ours, 'seconds'))} | {target} "
+                f"| {_fmt(r['tool_exit_s'] for r in ours if r['ok'])} "
+                f"| {_fmt(r['tool_exit_s'] for r in cli if r['ok'])} "
+                f"| {failed} |"
             )
     return out
 
@@ -131,7 +152,7 @@ def reshard_table(rows: list[Row]) -> list[str]:
                     f"| {sum(r['client_errors'] for r in ok)} | {lost} "
                     f"| {_fmt((r['peak_rss_mb'] for r in ok), 0)} | {_fmt(r['tool_cpu_s'] for r in ok)} "
                     f"| {_fmt(max(r['redis_cpu_s'].values(), default=math.nan) for r in ok)} "
-                    f"| {fails} in {len(sel)} runs |"
+                    f"| {fails} in {len(sel)} runs; {sum(not r['ok'] for r in sel)} run(s) did not finish |"
                 )
     return out
 
@@ -187,7 +208,9 @@ def markdown(results: dict[str, Any]) -> str:
         results["command"],
         "```",
         "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in m.items()),
+        "Machine: "
+        + "; ".join(f"{k} {v}" for k, v in m.items())
+        + f"; load average at end {results.get('loadavg_end', '?')}",
         "",
         "## Targets, as measured",
         "",
@@ -201,9 +224,11 @@ def markdown(results: dict[str, Any]) -> str:
             "Fresh servers, 127.0.0.1-3 standing in for three Kubernetes nodes. Timed by the benchmark's own "
             'poller from "every node answers PING" to the first sweep in which every node reports '
             "`cluster_state:ok`, 16384 slots assigned, M masters, every node known, and every replica "
-            "`master_link_status:up`. Redis rejoin floor = clamp(cluster-node-timeout, 0.5 s, 5 s): a master "
-            "that has been in the minority (every fresh master, until it has heard from the others) stays "
-            "`cluster_state:fail` that long, whatever the tool does.",
+            "`master_link_status:up`. Two delays of Redis itself bound this from below for both tools: the "
+            "writable floor (CLUSTER_WRITABLE_DELAY: a master reports fail for 2 s after its first cluster cron; "
+            "shown as seconds after the clock started, from each server's start time) and the rejoin delay "
+            "(clamp(cluster-node-timeout, 0.5 s, 5 s), for a master that has been in a minority partition). "
+            '"exits" is when the tool\'s process ended (what a `pulumi up` waits for), also from the clock start.',
             "",
             *formation_table(results["formation"]),
             "",
@@ -226,6 +251,8 @@ def markdown(results: dict[str, Any]) -> str:
             *reshard_table(results["resharding"]),
             "",
         ]
+    if excluded(results):
+        parts += ["## Runs left out of the medians", "", *excluded(results), ""]
     if NOTES.exists():
         parts += [NOTES.read_text().strip(), ""]
     parts += ["![formation and resharding](benchmarks.png)", ""]

@@ -39,6 +39,7 @@ class ReshardRun:
     round: int
     seconds: float = float("nan")
     move_seconds: float = float("nan")  # first key on the new master -> last key there (sampled every 50 ms)
+    move_keys: int = 0  # keys the new master holds at the end
     keys_moved: int = 0
     lost: int = -1
     checked: int = 0
@@ -61,7 +62,7 @@ class ReshardRun:
 
     @property
     def move_keys_per_s(self) -> float:
-        return self.keys_moved / self.move_seconds if self.move_seconds > 0 else float("nan")
+        return self.move_keys / self.move_seconds if self.move_seconds > 0 else float("nan")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "keys_per_s": self.keys_per_s, "move_keys_per_s": self.move_keys_per_s}
@@ -99,11 +100,18 @@ class KeyWatch:
         for c in self._clients:
             c.close()
 
-    def window(self, moved: int) -> float:
-        """Seconds from the first sample with a key to the first with all ``moved`` keys (nan if unseen)."""
-        first = next((t for t, n in self.samples if n > 0), None)
-        last = next((t for t, n in self.samples if n >= moved), None)
-        return last - first if first is not None and last is not None and moved else float("nan")
+    def window(self) -> tuple[float, int]:
+        """(seconds from the first sample with a key to the first with the final count, that count).
+
+        The final count, not "keys moved": redis-cli's rebalance may also move a
+        slot between the old masters, so the new master never holds all of those.
+        """
+        if not self.samples or not self.samples[-1][1]:
+            return float("nan"), 0
+        final = self.samples[-1][1]
+        first = next(t for t, n in self.samples if n > 0)
+        last = next(t for t, n in self.samples if n >= final)
+        return last - first, final
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -139,6 +147,20 @@ def _wait_replicated(masters_and_replicas: list[Server], timeout: float = 120.0)
     raise TimeoutError("replicas did not catch up with the load")
 
 
+def _joined(server: Server, master_id: str | None) -> bool:
+    """Whether add-node's effect is there already: the node knows the cluster (and replicates ``master_id``).
+
+    A redis-cli add-node that printed an error after its MEET went through
+    fails every retry with "node is not empty"; this tells the two apart.
+    """
+    with contextlib.closing(server.client()) as c:
+        lines = str(c.execute_command("CLUSTER", "NODES")).splitlines()
+    me = next((ln.split() for ln in lines if "myself" in ln), [])
+    if len(lines) < 2 or not me:
+        return False
+    return master_id is None or (len(me) > 3 and me[3] == master_id)
+
+
 def _redis_cli_scale(old: list[Server], new: list[Server], work: Path, deadline: float, result: ReshardRun) -> None:
     """add-node the master, add-node --cluster-slave its replica, then rebalance; retry what gossip makes fail."""
     seed = old[0].address
@@ -153,6 +175,8 @@ def _redis_cli_scale(old: list[Server], new: list[Server], work: Path, deadline:
     ]  # fmt: skip
     for n, cmd in enumerate(steps):
         for attempt in range(REBALANCE_TRIES):
+            if attempt and n < 2 and _joined(new[n], master_id if n == 1 else None):
+                break  # an attempt that reported an error did join the node: add-node is done
             done = run(cmd, work / f"cli-{n}-{attempt}.log", max(deadline - time.monotonic(), 1.0))
             if done.returncode == 0 and "[ERR]" not in done.output:
                 break
@@ -176,7 +200,7 @@ def _client_latencies(path: Path, start: float, end: float, rest_from: float) ->
     for line in path.read_text().split("\n"):
         if not line:
             continue
-        t, lat, ok = line.split()
+        t, lat, ok = line.split()[:3]
         ts = float(t)
         if rest_from <= ts < start:
             rest.append(float(lat) / 1000)
@@ -254,7 +278,7 @@ def reshard_once(
         with contextlib.closing(old[0].client(timeout=60)) as seed:
             after = data.slot_owners(seed)
             result.keys_moved = sum(len(slots[s]) for s in range(16384) if before.get(s) != after.get(s))
-            result.move_seconds = watch.window(result.keys_moved)
+            result.move_seconds, result.move_keys = watch.window()
             result.lost, result.checked = data.count_lost(seed, slots)
         result.ok = result.lost == 0 and result.checked == keys
         if not result.ok:

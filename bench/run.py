@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -21,21 +22,24 @@ from typing import Any
 from bench import data, report, servers
 from bench.child import REPO
 from bench.formation import TOOLS, form_once
-from bench.resharding import reshard_once
+from bench.resharding import ReshardRun, reshard_once
 
 DEFAULT_FORM_SIZES = (3, 10, 50)
 DEFAULT_KEYS = (200_000, 1_000_000)
-# 15000: the project's default (components/settings.py); Redis clamps its rejoin delay to 5 s.
-# 1000: the smallest the project allows, to show how much of the time is Redis' own delay.
-DEFAULT_NODE_TIMEOUTS = (15000, 1000)
-SMOKE: dict[str, tuple[float, ...] | int] = {
+# 15000 ms: the project's default (components/settings.py); Redis clamps its rejoin delay to 5 s. Clock at once.
+# 1000 ms, servers up 3 s first (pods Ready before the bootstrap runs): the smallest timeout the project allows
+# and no CLUSTER_WRITABLE_DELAY left, i.e. as little of Redis' own waiting as possible, to show the tools' part.
+DEFAULT_FORM_CELLS = ((15000, 0.0), (1000, 3.0))
+SMOKE: dict[str, tuple[int, ...] | int] = {
     "form_sizes": (3,),
     "keys": (2000,),
     "rounds": 1,
-    "node_timeouts": (1000,),
     "reshard_timeouts": (1000,),
-    "settle": (0.0,),
 }
+
+
+def _cells(text: str) -> tuple[tuple[int, float], ...]:
+    return tuple((int(c.split(":")[0]), float(c.split(":")[1])) for c in text.split(",") if c)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -44,16 +48,17 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--report-only", action="store_true", help="rewrite the Markdown and chart from --out, run nothing")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one round (for the test suite)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--form-sizes", type=_ints, default=DEFAULT_FORM_SIZES, help="masters, e.g. 3,10,50")
     p.add_argument("--keys", type=_ints, default=DEFAULT_KEYS, help="keys for resharding, e.g. 200000,1000000")
-    p.add_argument("--node-timeouts", type=_ints, default=DEFAULT_NODE_TIMEOUTS, help="formation, ms")
     p.add_argument(
-        "--settle",
-        type=lambda t: tuple(float(x) for x in t.split(",")),
-        default=(0.0, 3.0),
-        help="formation: seconds the servers are up before the clock starts (0 = at once, as the issue asks)",
+        "--form-cells",
+        type=_cells,
+        default=DEFAULT_FORM_CELLS,
+        help="formation cells NODE_TIMEOUT_MS:SETTLE_S, e.g. 15000:0,1000:3 (settle: seconds the servers are up "
+        "before the clock starts; 0 = at once, as the issue asks)",
     )
     p.add_argument("--reshard-timeouts", type=_ints, default=(15000, 1000), help="cluster-node-timeout, resharding")
     p.add_argument("--tools", type=lambda t: tuple(t.split(",")), default=TOOLS, help="bootstrap,redis-cli")
@@ -70,12 +75,29 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _write(args: argparse.Namespace, results: dict[str, Any], started: float) -> None:
+    """Rewrite all outputs after every run: an interrupted run still leaves what it measured."""
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["loadavg_end"] = report.loadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(report.markdown(results))
+    report.chart(results, args.chart)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM unwinds like an exception, so every farm's finally stops its redis-servers by PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.report_only:
+        saved = json.loads(args.out.read_text())
+        args.markdown.write_text(report.markdown(saved))
+        report.chart(saved, args.chart)
+        return 0
     if args.smoke:
         args.form_sizes, args.keys, args.rounds = SMOKE["form_sizes"], SMOKE["keys"], SMOKE["rounds"]
-        args.node_timeouts, args.reshard_timeouts = SMOKE["node_timeouts"], SMOKE["reshard_timeouts"]
-        args.settle = SMOKE["settle"]
+        args.reshard_timeouts, args.form_cells = SMOKE["reshard_timeouts"], ((1000, 0.0),)
     results: dict[str, Any] = {
         "command": "venv/bin/python -m bench " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         "machine": report.machine_info(),
@@ -90,24 +112,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.work:
             servers.KEEP_DIRS, work = True, args.work
         if "formation" not in args.skip:
-            for nt in args.node_timeouts:
-                for settle in args.settle:
-                    for masters in args.form_sizes:
-                        for rnd in range(args.rounds):
-                            for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
-                                r = form_once(tool, masters, nt, rnd, work, args.timeout, settle)
-                                _say(
-                                    f"formation {masters}x1 node-timeout {nt} settle {settle} {tool}: "
-                                    f"{r.seconds:.2f}s (writable floor {r.writable_floor_s:.2f}s) {r.error}"
-                                )
-                                results["formation"].append(r.to_json())
+            for nt, settle in args.form_cells:
+                for masters in args.form_sizes:
+                    for rnd in range(args.rounds):
+                        for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
+                            r = form_once(tool, masters, nt, rnd, work, args.timeout, settle)
+                            _say(
+                                f"formation {masters}x1 node-timeout {nt} settle {settle} {tool}: "
+                                f"{r.seconds:.2f}s (writable floor {r.writable_floor_s:.2f}s) {r.error}"
+                            )
+                            results["formation"].append(r.to_json())
+                            _write(args, results, started)
         if "resharding" not in args.skip:
             for keys in args.keys:
                 slots = data.keys_by_slot(keys)
                 for nt in args.reshard_timeouts:
                     for rnd in range(args.rounds):
                         for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
-                            rr = reshard_once(tool, keys, nt, rnd, work, args.timeout, slots)
+                            try:
+                                rr = reshard_once(tool, keys, nt, rnd, work, args.timeout, slots)
+                            except Exception as exc:  # a failed run is a result, not the end of the benchmark
+                                rr = ReshardRun(tool=tool, keys=keys, node_timeout_ms=nt, round=rnd)
+                                rr.error = f"{type(exc).__name__}: {exc}"[:500]
                             _say(
                                 f"resharding {keys} keys node-timeout {nt} {tool}: {rr.seconds:.2f}s "
                                 f"{rr.keys_moved} moved ({rr.keys_per_s:,.0f} keys/s; "
@@ -117,11 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"rss {rr.peak_rss_mb:.0f} MB failures {len(rr.failures)}"
                             )
                             results["resharding"].append(rr.to_json())
-    results["seconds"] = round(time.monotonic() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(report.markdown(results))
-    report.chart(results, args.chart)
+                            _write(args, results, started)
+    _write(args, results, started)
     _say(f"wrote {args.out}, {args.markdown}, {args.chart} in {results['seconds']}s")
     return 0
