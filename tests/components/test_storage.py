@@ -84,3 +84,11 @@ def test_scaling_out_leaves_existing_volumes_and_the_statefulset_template_alone(
     assert after["volumeClaimTemplates"] == before["volumeClaimTemplates"]
     before_template = before["template"]["metadata"]["annotations"]
     assert after["template"]["metadata"]["annotations"] == before_template
+
+
+def test_claims_are_not_awaited_by_the_provider() -> None:
+    """Pre-bound claims are often Bound before pulumi-kubernetes first looks; it only accepts
+    Pending for a WaitForFirstConsumer class and would time out the `up` after 5 minutes."""
+    s = validate({})
+    for i in range(s.pod_count):
+        assert storage.claim_manifest(s, i)["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
