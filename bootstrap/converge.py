@@ -58,7 +58,7 @@ def converge(
     for _ in range(MAX_ROUNDS):
         snap = ops.take_snapshot(inventory, connector)
         ops.refuse_unsafe(snap)
-        if repair_open_slots(snap, connector, progress):
+        if repair_open_slots(snap, connector, progress) + ops.relink_replicas(snap, connector, progress):
             snap = ops.take_snapshot(inventory, connector)
         step = plan(snap.members, shape, snap.ghosts)
         if step.empty and ops.mesh(snap, connector) == 0:

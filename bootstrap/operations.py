@@ -311,6 +311,32 @@ def mesh(snap: Snapshot, connector: Connector) -> int:
     return sent
 
 
+def relink_replicas(snap: Snapshot, connector: Connector, progress: Progress) -> int:
+    """Point replicas whose replication still dials their master's old address at the current one.
+
+    Seen on Kubernetes after every pod restarted with a new IP: the cluster bus
+    learns a master's new address by gossip, but the replication link keeps
+    retrying the old one ("No route to host") until CLUSTER REPLICATE is issued
+    again. Only replicas whose link is down and whose master_host:master_port
+    differs from their own view of their master are touched.
+    """
+    fixed = 0
+    for m in snap.members:
+        if not m.master_id:
+            continue
+        master = next((ln for ln in snap.views[m.node_id] if ln.node_id == m.master_id), None)
+        if master is None or not master.address:
+            continue
+        client = connector.client(m.address)
+        info = client.info("replication")
+        dialed = f"{info.get('master_host')}:{info.get('master_port')}"
+        if info.get("master_link_status") != "up" and dialed != master.address:
+            progress(f"{m.name} replicates from {dialed}, its master is now at {master.address}: relinking")
+            cluster(client, "REPLICATE", m.master_id)
+            fixed += 1
+    return fixed
+
+
 def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], timeout: float) -> None:
     """Promote replicas: a plain FAILOVER when the master is alive, FORCE when it is gone."""
     by_id = snap.by_id
