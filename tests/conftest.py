@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,27 +19,15 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.servers import free_cluster_port as bench_free_cluster_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_cluster_port(host: str = "127.0.0.1") -> int:
-    """A free port whose cluster bus twin (port + 10000) is free too."""
-    for _ in range(500):
-        port = random.randint(20000, 29999)
-        if _port_free(host, port) and _port_free(host, port + 10000):
-            return port
-    raise RuntimeError(f"no free port pair (port, port+10000) found on {host}")
+    """A free port whose cluster bus twin (port + 10000) is free too (one implementation, the bench's)."""
+    return bench_free_cluster_port(host, set())
 
 
 @dataclass
