@@ -9,6 +9,7 @@ interrupted is simply part of what the next round sees.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ def _execute(
     inventory: Inventory,
     connector: Connector,
     progress: ops.Progress,
-    left: Any,
+    left: Callable[[], float],
 ) -> int:
     """Run one plan; returns keys moved. Role changes end the round early so it is re-planned."""
     fresh = ops.is_fresh(snap)

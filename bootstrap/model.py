@@ -6,7 +6,7 @@ can build any cluster state they like without a server.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SLOTS = 16384
@@ -217,7 +217,3 @@ class Plan:
             lost = format_ranges(self.lost_slots)
             out.append(f"WARNING: slots {lost} had no live owner; their keys are lost")
         return out
-
-
-def names_by_id(members: Sequence[Member]) -> dict[str, str]:
-    return {m.node_id: m.name for m in members}

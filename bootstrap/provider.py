@@ -29,7 +29,6 @@ from bootstrap.model import Shape
 
 INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds")
 SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
-OUTPUTS = ("clusterState", "masterNodes", "replicaOf", "nodeIds", "problems")
 
 
 def progress(message: str) -> None:
