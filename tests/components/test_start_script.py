@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -368,9 +369,14 @@ def auth_files(tmp_path: Path, password: str | None, allow_dangerous: bool = Fal
 
 
 def start_node(
-    tmp_path: Path, env: Mapping[str, str], port: int | None = None
+    tmp_path: Path,
+    env: Mapping[str, str],
+    port: int | None = None,
+    settings: Mapping[str, Any] | None = None,
+    certs: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """redis-server started by the script with the generated redis.conf (port and /data moved)."""
+    """redis-server started by the script with the redis.conf generated for ``settings``
+    (default: the defaults), its port, /data and TLS directory moved into the test's space."""
     from components.settings import validate
     from tests.conftest import REDIS_SERVER, free_cluster_port
 
@@ -378,12 +384,14 @@ def start_node(
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     conf = tmp_path / "redis.conf"
-    text = redis_config.redis_conf(validate({}))
+    text = redis_config.redis_conf(validate(dict(settings or {})))
     text = (
         text.replace("/data", str(data))
-        .replace("port 6379", f"port {port}")
-        .replace("port 16379", f"port {port + 10000}")
+        .replace("port 6379", f"port {port}")  # also tls-port
+        .replace("port 16379", f"port {port + 10000}")  # also cluster-port
     )
+    if certs is not None:
+        text = text.replace(redis_config.TLS_DIR, str(certs))
     conf.write_text(text)
     log = tmp_path / "redis.log"
     proc = subprocess.Popen(
@@ -640,41 +648,14 @@ def test_tls_only_config_serves_tls_and_the_probe_uses_it(tmp_path: Path) -> Non
     """The generated TLS lines against a real redis-server (built with TLS): port 0, TLS on the client port."""
     from components import nodes
     from components.settings import validate
-    from tests.conftest import REDIS_SERVER, free_cluster_port
 
-    s = validate({"tls": True, "tlsOnly": True})
+    settings = {"tls": True, "tlsOnly": True}
+    s = validate(settings)
     certs = tmp_path / "tls"
     make_certs(certs)
     env = auth_files(tmp_path, SECRET_PASSWORD)
-    port = free_cluster_port()
-    data = tmp_path / "data"
-    data.mkdir()
-    text = (
-        redis_config.redis_conf(s)
-        .replace("/data", str(data))
-        .replace(redis_config.TLS_DIR, str(certs))
-        .replace("tls-port 6379", f"tls-port {port}")
-        .replace("cluster-port 16379", f"cluster-port {port + 10000}")
-    )
-    assert "port 0" in text.splitlines()
-    conf = tmp_path / "redis.conf"
-    conf.write_text(text)
-    log = tmp_path / "redis.log"
-    proc = subprocess.Popen(
-        ["sh", str(SCRIPT_PATH)],
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "POD_IP": "127.0.0.1",
-            "REDIS_ANNOUNCE_HOSTNAME": "redis-cluster-0.h.ns.svc.cluster.local",
-            "REDIS_CONF": str(conf),
-            "REDIS_NODES_CONF": str(data / "nodes.conf"),
-            "REDIS_SERVER": REDIS_SERVER,
-            "REDIS_NODES_BACKUP_SECONDS": "0",
-            **env,
-        },
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc, port, log = start_node(tmp_path, env, settings=settings, certs=certs)
+    assert "port 0" in (tmp_path / "redis.conf").read_text().splitlines()
     try:
         client = redis.Redis(
             host="127.0.0.1", port=port, password=SECRET_PASSWORD, ssl=True, ssl_ca_certs=str(certs / "ca.crt"),
