@@ -109,18 +109,7 @@ def kubeconfig(cluster: Cluster) -> Path:
 
 @pytest.fixture
 def kubectl(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``kubectl(*args, input=None, check=True)`` with the cluster's kubeconfig."""
+    """``kubectl(*args, input=None, check=True)`` with the cluster's kubeconfig (tests.e2e.helpers.Kube)."""
+    from tests.e2e.helpers import Kube
 
-    def run(
-        *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(cluster.kubectl_path), "--kubeconfig", str(cluster.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=check,
-        )
-
-    return run
+    return Kube(kubectl=cluster.kubectl_path, kubeconfig=cluster.kubeconfig).run
