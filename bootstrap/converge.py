@@ -63,6 +63,7 @@ def converge(
             snap = ops.take_snapshot(inventory, connector)
         step = plan(snap.members, shape, snap.ghosts)
         if step.empty and ops.mesh(snap, connector) == 0:
+            ops.announce(snap, connector)
             break
         for line in step.describe(snap.names()):
             progress(line)
@@ -92,7 +93,13 @@ def _execute(
     if fresh:
         progress(f"forming a new cluster of {len(snap.members)} nodes")
         ops.assign_slots(snap, connector, step.assign, fresh=True)
-    if ops.mesh(snap, connector):
+    if ops.mesh(snap, connector, owners=step.masters):
+        if _only_adds_replicas(step) and (fresh or not step.assign):
+            # A replica only needs to know its master: it syncs while the others still shake hands.
+            ops.wait_known(snap, connector, step.replicate, left())
+            ops.replicate(snap, connector, step.replicate)
+            ops.wait_meshed(inventory, connector, left(), progress)
+            return 0
         ops.wait_meshed(inventory, connector, left(), progress)
         snap = ops.take_snapshot(inventory, connector)
     if step.failovers:
@@ -113,6 +120,11 @@ def _execute(
     if step.lost_slots:
         progress(f"slots {format_ranges(step.lost_slots)} were reassigned empty: their owner is gone")
     return moved
+
+
+def _only_adds_replicas(step: Plan) -> bool:
+    """Nothing but slot assignment and replicas: no move, failover or removal needs the full mesh first."""
+    return not (step.moves or step.failovers or step.detach or step.forget or step.remove)
 
 
 def _adopt_unlisted(inventory: Inventory, snap: ops.Snapshot) -> Inventory:

@@ -63,8 +63,13 @@ def assert_shape(nodes: list[RedisNode], masters: int, replicas: int) -> None:
     sizes = [len(ln.slots) for ln in owners]
     assert max(sizes) - min(sizes) <= 1
     host_of = {ln.node_id: ln.address.split(":")[0] for ln in lines}
+    # A replica's role as it sees it (others learn it with its next ping), with its link up.
+    selves = [next(ln for ln in table(n) if ln.is_myself) for n in nodes]
+    for n, me in zip(nodes, selves, strict=True):
+        if me.master_id:
+            assert n.client().info("replication")["master_link_status"] == "up", f"{n.address} not synced"
     for m in owners:
-        reps = [ln for ln in lines if ln.master_id == m.node_id]
+        reps = [ln for ln in selves if ln.master_id == m.node_id]
         assert len(reps) == replicas, f"{m.address} has {len(reps)} replicas"
         assert all(host_of[r.node_id] != host_of[m.node_id] for r in reps), "replica on its master's host"
     for n in nodes:
@@ -156,6 +161,20 @@ def test_create_3x1_then_apply_again_changes_nothing(six: list[RedisNode]) -> No
     again = apply(six, 3, 1)
     assert again.plans == (), "a converged cluster must not be touched"
     assert again.keys_moved == 0
+
+
+def test_formation_leaves_every_view_in_agreement_without_waiting_for_gossip(redis_farm: RedisFarm) -> None:
+    """With a 60 s node timeout Redis itself would spread slots and roles only at pings 30 s apart."""
+    nodes = redis_farm.spawn(10, hosts=HOSTS, extra={"cluster-node-timeout": "60000"})
+    started = time.monotonic()
+    apply(nodes, 5, 1)
+    took = time.monotonic() - started
+    selves = {ln.node_id: ln for n in nodes for ln in table(n) if ln.is_myself}
+    for n in nodes:
+        for ln in table(n):
+            me = selves[ln.node_id]
+            assert (ln.slots, ln.master_id) == (me.slots, me.master_id), f"{n.address} has an old view of {me.address}"
+    assert took < 10, f"apply took {took:.1f}s: it waited for regular pings instead of announcing"
 
 
 def test_create_5x2(redis_farm: RedisFarm) -> None:
