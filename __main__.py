@@ -21,7 +21,7 @@ pulumi.export("podDnsNames", cluster.pod_dns_names)
 pulumi.export("headlessService", cluster.headless_service_name)
 pulumi.export("clientService", cluster.client_endpoint)
 pulumi.export("externalAccess", settings.external_access)
-# per-pod: "<externalHost or <node-ip>>:<NodePort of pod i>" for every pod; shared: the one NodePort.
+# per-pod: "<externalHost or the pod's node IP>:<NodePort of pod i>" for every pod; shared: the one NodePort.
 pulumi.export("externalSeeds", cluster.external_seeds)
 if settings.external_access == "shared":
     pulumi.export("externalNodePort", cluster.external_node_port)

@@ -153,4 +153,6 @@ def describe(snap: ops.Snapshot) -> dict[str, Any]:
         ],
         "replicaOf": {m.name: names.get(m.master_id or "", m.master_id or "") for m in snap.members if m.master_id},
         "nodeIds": {m.name: m.node_id for m in sorted(snap.members, key=lambda m: m.order)},
+        # Per-pod external access: where outside clients reach each node (what MOVED names).
+        "announced": [m.announced for m in sorted(snap.members, key=lambda m: m.order) if m.announced],
     }

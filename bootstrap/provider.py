@@ -81,6 +81,7 @@ def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:
         "masterNodes": view["masters"],
         "replicaOf": view["replicaOf"],
         "nodeIds": view["nodeIds"],
+        "announcedAddresses": view["announced"],
         "problems": problems,
     }
 

@@ -82,11 +82,21 @@ class ClusterBootstrap(Resource):
     masterNodes: pulumi.Output[list[dict[str, Any]]]
     replicaOf: pulumi.Output[dict[str, str]]
     nodeIds: pulumi.Output[dict[str, str]]
+    announcedAddresses: pulumi.Output[list[str]]
     problems: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: BootstrapArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         props = _props(args, "converge")
-        props.update({"clusterState": None, "masterNodes": None, "replicaOf": None, "nodeIds": None, "problems": None})
+        props.update(
+            {
+                "clusterState": None,
+                "masterNodes": None,
+                "replicaOf": None,
+                "nodeIds": None,
+                "announcedAddresses": None,
+                "problems": None,
+            }
+        )
         super().__init__(RedisClusterProvider(), name, props, _secret_password(opts))
 
 

@@ -112,7 +112,7 @@ class RedisCluster(pulumi.ComponentResource):
             f"{labels.client_service_name(s)}.{s.namespace}.svc.{s.cluster_domain}:{labels.REDIS_PORT}"
         )
         self.external_node_port = s.external_node_port
-        self.external_seeds = external_seeds(s)
+        self.external_seeds: list[str] | pulumi.Output[list[str]] = external_seeds(s)
         self.auth_secret_name = labels.auth_secret_name(s)
 
         # Depends on the StatefulSet, which Pulumi awaits until every pod is Ready
@@ -124,6 +124,9 @@ class RedisCluster(pulumi.ComponentResource):
                 bootstrap_args,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]),
             )
+            if s.external_access == "per-pod" and not s.external_host:
+                # The node IPs are known once the pods run: the bootstrap reads what each pod announces.
+                self.external_seeds = self.bootstrap.announcedAddresses
 
         self.register_outputs(
             {

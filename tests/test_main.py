@@ -14,6 +14,7 @@ import pytest
 
 from components.settings import SettingsError
 from tests.components.harness import (
+    MOCK_ANNOUNCED,
     ProgramRun,
     assert_valid_kubernetes,
     run_failing_program,
@@ -347,7 +348,7 @@ def test_exports(stack: str) -> None:
         assert out["externalSeeds"] == [f"<any-node-address>:{want['nodeport']}"]
     else:
         assert "externalNodePort" not in out and "externalEndpoint" not in out
-        assert out["externalSeeds"] == [f"<node-ip>:{want['nodeport_base'] + i}" for i in range(want["pods"])]
+        assert out["externalSeeds"] == MOCK_ANNOUNCED  # the bootstrap's announcedAddresses output
 
 
 def test_render_mode_sends_every_object_through_the_yaml_provider(tmp_path: Any) -> None:

@@ -76,6 +76,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ == "pulumi-python:dynamic:Resource" and args.name.endswith("password"):
             outputs["value"] = fake_password(args.name)  # bootstrap.password.GeneratedPassword
+        if args.typ == "pulumi-python:dynamic:Resource" and args.name.endswith("-bootstrap"):
+            outputs["announcedAddresses"] = MOCK_ANNOUNCED  # what the live pods would announce
         computed = _COMPUTED.get(args.typ)
         if computed is not None:
             outputs.update(computed(args.name))
@@ -83,6 +85,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
         return {}, None
+
+
+# The bootstrap's announcedAddresses output under the mocks (the real one reads the pods' node IPs).
+MOCK_ANNOUNCED = ["198.51.100.1:31000", "198.51.100.2:31001"]
 
 
 class RecordingMonitor(MockMonitor):
