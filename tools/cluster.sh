@@ -36,7 +36,8 @@
 #     paths must exist on this host), InternalIP 10.218.0.1 = bridge rcbr0 (pod CIDR 10.218.0.0/24, CNI bridge +
 #     host-local + portmap), services 10.219.0.0/24 (kubernetes 10.219.0.1, kube-dns 10.219.0.10).
 #     apiserver https://127.0.0.1:6443, etcd 127.0.0.1:2379, kubelet 10.218.0.1:10250, kube-proxy
-#     iptables mode with NodePorts on 127.0.0.0/8 (route_localnet=1, ip_forward=1).
+#     iptables mode with NodePorts on 127.0.0.0/8 (route_localnet=1, ip_forward=1) and on the node IP
+#     (what pods announce with per-pod external access; reachable from the host and from pods).
 #     Cluster DNS: CoreDNS as a host process bound to 10.218.0.1:53; the kube-dns Service (no
 #     selector) has a hand-made EndpointSlice pointing at 10.218.0.1, kubelet clusterDNS is the
 #     Service IP. Per-pod names <pod>.<svc>.<ns>.svc.cluster.local resolve inside pods.
@@ -535,7 +536,7 @@ bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 clusterCIDR: $POD_CIDR
-nodePortAddresses: ["127.0.0.0/8"]
+nodePortAddresses: ["127.0.0.0/8", "$NODE_IP/32"]
 iptables: {localhostNodePorts: true, masqueradeAll: false, syncPeriod: 10s, minSyncPeriod: 0s}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF

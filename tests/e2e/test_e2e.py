@@ -16,6 +16,9 @@ ordered steps, each asserting on what really happened:
    StatefulSet; up moves slots with every key kept; the drain runs before the StatefulSet shrinks.
 7. destroy removes every object (namespace, PVs); the data directories stay; up brings the cluster
    back with every key.
+8. the live stack switches to per-pod external access (a rolling change): each pod announces the node
+   IP and its own NodePort; MOVED for a key of every master names that master's NodePort; a cluster
+   client outside the cluster, seeded with one address, reads every key and writes new ones.
 
 A failed step skips the later ones (they build on its state); the stack is destroyed at the end
 either way. Timings of every step are printed at the end (run with ``-s`` to see them).
@@ -41,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from pulumi import automation as auto
+from redis.crc import key_slot
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
@@ -50,6 +55,7 @@ from tests.e2e.helpers import (
     changes,
     check_keys,
     cluster_client,
+    key,
     missing_keys,
     pod_view,
     pods_of,
@@ -492,6 +498,61 @@ def test_7_destroy_keeps_the_data_and_up_brings_it_back(e2e: E2E) -> None:
     assert sum(len(m["replicas"]) for m in e2e.outputs["masters"]) == MASTERS * REPLICAS
     # Only whether it changed (the generated password is a stack resource, destroyed with the stack).
     e2e.notes["step 7 password changed by destroy/up"] = _digest(e2e.password()) != digest_before
+
+
+# --- 8 ------------------------------------------------------------------------------------------------
+
+NODE_IP = "10.218.0.1"  # tools/cluster.sh: the node's InternalIP (its bridge), NodePorts served there too
+PORT_BASE = 31000  # externalNodePortBase default
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_8_per_pod_node_ports_take_an_outside_client_to_every_master(e2e: E2E) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    pods = pod_names(MASTERS)
+    e2e.stack.set_config("redis-cluster:externalAccess", auto.ConfigValue("per-pod"))
+    t0 = time.monotonic()
+    e2e.up("switch to per-pod external access")
+    e2e.timings["8: up (shared -> per-pod, rolling)"] = time.monotonic() - t0
+    seeds = list(e2e.outputs["externalSeeds"])
+    assert seeds == [f"{NODE_IP}:{PORT_BASE + i}" for i in range(len(pods))], f"externalSeeds {seeds}"
+    assert not kube.exists("service", "-n", ns, f"{NAME}-external"), "the shared NodePort Service is still there"
+    wait_pods_ready(kube, ns, SELECTOR, pods, timeout=120)
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+    password = e2e.password()
+
+    # The redirect itself: ask the first seed for a key of every master; MOVED must name that master's NodePort.
+    masters = {m["name"]: m for m in e2e.outputs["masters"]}
+    announced = {pod: seeds[int(pod.rsplit("-", 1)[1])] for pod in pods}
+    seed_host, seed_port = seeds[0].rsplit(":", 1)
+    plain = redis.Redis(host=seed_host, port=int(seed_port), password=password, socket_timeout=10)
+    try:
+        redirects = {}
+        for name, master in masters.items():
+            slot = int(str(master["slots"]).split("-")[0].split(",")[0])
+            probe = next(key(i) for i in range(100_000) if key_slot(key(i).encode()) == slot)
+            try:
+                plain.get(probe)
+                redirects[name] = seeds[0]  # the seed owns it: answered directly
+            except redis.exceptions.MovedError as exc:  # the reply "MOVED <slot> <host>:<port>"
+                assert exc.slot_id == slot, f"GET {probe} via {seeds[0]}: MOVED for slot {exc.slot_id}, want {slot}"
+                redirects[name] = f"{exc.host}:{exc.port}"
+    finally:
+        plain.close()
+    assert redirects == {name: announced[name] for name in masters}, f"redirects {redirects}, announced {announced}"
+
+    # A cluster client outside the cluster, seeded with one address only, reads every key and writes new ones.
+    check_keys(seed_host, int(seed_port), password, KEYS)
+    client = cluster_client(seed_host, int(seed_port), password)
+    try:
+        reached = {f"{n.host}:{n.port}" for n in client.get_nodes()}
+        assert reached <= set(seeds), f"the client was sent to addresses besides the NodePorts: {reached - set(seeds)}"
+        write_keys(client, KEYS + 1000)
+        assert missing_keys(client, KEYS + 1000) == []
+    finally:
+        client.close()
+    e2e.notes["step 8 redirects"] = redirects
 
 
 def _digest(secret: str | None) -> str:
