@@ -32,6 +32,8 @@ class FormationRun:
     tool_exit_s: float
     ok: bool
     error: str = ""
+    servers_cpu_s: float = 0.0  # all redis-servers' CPU (user+system) from the tool's start to ready
+    tool_cpu_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +57,7 @@ def form_once(
         last_start = time.monotonic() if not f.started_at else max(f.started_at)
         time.sleep(settle)
         poller = Poller(servers, masters, 1)
+        cpu0 = sum(s.cpu_seconds() for s in servers)
         try:
             child = Child(command(tool, masters, [s.address for s in servers]), f.base / "tool.log")
             try:
@@ -62,6 +65,7 @@ def form_once(
                 error = ""
             except TimeoutError as exc:
                 ready, error = 0.0, str(exc)
+            servers_cpu = sum(s.cpu_seconds() for s in servers) - cpu0
             done = child.wait(timeout)
         finally:
             poller.close()
@@ -78,4 +82,6 @@ def form_once(
             tool_exit_s=done.seconds,
             ok=not error,
             error=error,
+            servers_cpu_s=round(servers_cpu, 2),
+            tool_cpu_s=round(done.cpu_s, 2),
         )

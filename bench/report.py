@@ -106,8 +106,8 @@ def formation_table(rows: list[Row]) -> list[str]:
     out = [
         "| nodes | node-timeout | servers up before clock | Redis rejoin delay | Redis writable floor (s) "
         "| bootstrap apply (s) | redis-cli create (s) | speed-up | target | bootstrap exits (s) "
-        "| redis-cli exits (s) | failed runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| redis-cli exits (s) | servers' CPU, bootstrap / redis-cli (s) | bootstrap CPU (s) | failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for nt, settle in _form_cells(rows):
         for m in sorted({r["masters"] for r in rows}):
@@ -122,6 +122,9 @@ def formation_table(rows: list[Row]) -> list[str]:
                 f"| {_ratio(_med(cli, 'seconds'), _med(ours, 'seconds'))} | {target} "
                 f"| {_fmt(r['tool_exit_s'] for r in ours if r['ok'])} "
                 f"| {_fmt(r['tool_exit_s'] for r in cli if r['ok'])} "
+                f"| {_fmt(r.get('servers_cpu_s', math.nan) for r in ours if r['ok'])} / "
+                f"{_fmt(r.get('servers_cpu_s', math.nan) for r in cli if r['ok'])} "
+                f"| {_fmt(r.get('tool_cpu_s', math.nan) for r in ours if r['ok'])} "
                 f"| {failed} |"
             )
     return out
@@ -228,7 +231,10 @@ def markdown(results: dict[str, Any]) -> str:
             "writable floor (CLUSTER_WRITABLE_DELAY: a master reports fail for 2 s after its first cluster cron; "
             "shown as seconds after the clock started, from each server's start time) and the rejoin delay "
             "(clamp(cluster-node-timeout, 0.5 s, 5 s), for a master that has been in a minority partition). "
-            '"exits" is when the tool\'s process ended (what a `pulumi up` waits for), also from the clock start.',
+            '"exits" is when the tool\'s process ended (what a `pulumi up` waits for), also from the clock start. '
+            '"servers\' CPU" is the user+system CPU of all redis-server processes from the tool\'s start to ready: '
+            "on this machine's cores, a run of W seconds can use at most cores x W, so a value near that means the "
+            "servers' own work (handshakes, gossip), not the tool, set the pace.",
             "",
             *formation_table(results["formation"]),
             "",

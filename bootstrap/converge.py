@@ -102,6 +102,9 @@ def _execute(
             return 0
         ops.wait_meshed(inventory, connector, left(), progress)
         snap = ops.take_snapshot(inventory, connector)
+        # A new master serves (and can take keys) only once it knows the slot owners' slots, and then
+        # only after Redis' rejoin delay: start that clock now rather than at the owners' next ping.
+        ops.announce(snap, connector)
     if step.failovers:
         ops.fail_over(snap, connector, step.failovers, timeout=min(left(), 60.0))
     ops.forget(connector, snap.members, step.forget)
@@ -111,11 +114,13 @@ def _execute(
         return 0  # roles changed: look again before moving anything
     if not fresh:
         ops.assign_slots(snap, connector, step.assign, fresh=False)
+    # Before the moves: a new master's replica then syncs an empty dataset during Redis' rejoin delay
+    # and follows the moved keys as a stream, instead of a full copy of them afterwards.
+    ops.replicate(snap, connector, step.replicate)
     if step.moves:
         ops.wait_serving(snap, connector, {m.target for m in step.moves}, left())
         progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
     moved = move_slots(snap, connector, step.moves, progress)
-    ops.replicate(snap, connector, step.replicate)
     ops.remove(snap, connector, step.remove)
     if step.lost_slots:
         progress(f"slots {format_ranges(step.lost_slots)} were reassigned empty: their owner is gone")
