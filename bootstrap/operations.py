@@ -6,6 +6,7 @@ is bounded and, when it gives up, says which node is not there yet and why.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,12 @@ R = TypeVar("R")
 
 POLL_S = 0.05
 MAX_THREADS = 16
+# A handshake normally completes within a few cluster crons (100 ms each). Redis 7.0 sends the MEET
+# of a handshake once: if that packet is lost (seen when 100 nodes shake hands at once on 2 cores),
+# the node keeps pinging a peer that ignores pings from strangers until the handshake times out
+# (cluster-node-timeout, 15 s by default). After this long, such handshakes are restarted, and
+# after twice as long again, and so on: slow ones on a busy machine are not restarted forever.
+STALL_S = 2.0
 
 
 class ClusterError(Exception):
@@ -234,14 +241,39 @@ def meshed(snap: Snapshot) -> list[str]:
 
 def wait_meshed(inventory: Inventory, connector: Connector, timeout: float, progress: Progress) -> None:
     deadline = time.monotonic() + timeout
+    stall = STALL_S
+    restart_at = time.monotonic() + stall
     while gaps := meshed(snap := take_snapshot(inventory, connector)):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise ConvergenceTimeout(
                 f"nodes did not all meet within {timeout:.0f}s ({len(gaps)} gaps): {'; '.join(gaps[:5])}; "
                 f"check that the cluster bus port (client port + 10000) is reachable between pods"
             )
+        if now > restart_at:
+            if restarted := restart_handshakes(snap, connector):
+                progress(f"restarted {restarted} stalled handshake(s)")
+            stall *= 2
+            restart_at = now + stall
         time.sleep(POLL_S)
-        wait_infos(snap, connector, _knows_all(len(snap.members)), deadline)
+        wait_infos(snap, connector, _knows_all(len(snap.members)), min(deadline, restart_at))
+
+
+def restart_handshakes(snap: Snapshot, connector: Connector) -> int:
+    """FORGET handshakes still open (their ids are random) and MEET again what is still missing."""
+
+    def drop(m: Member) -> int:
+        stuck = [ln.node_id for ln in snap.views[m.node_id] if ln.in_handshake]
+        if stuck:
+            pipe = connector.client(m.address).pipeline(transaction=False)
+            for node_id in stuck:
+                pipe.execute_command("CLUSTER", "FORGET", node_id)
+            pipe.execute(raise_on_error=False)  # one may have completed meanwhile: "Unknown node"
+        return len(stuck)
+
+    if not sum(parallel(drop, snap.members)):
+        return 0
+    return mesh(snap, connector)
 
 
 def is_fresh(snap: Snapshot) -> bool:
@@ -274,7 +306,7 @@ def assign_slots(
 
 
 def mesh(snap: Snapshot, connector: Connector, owners: Iterable[str] = ()) -> int:
-    """MEET every member from every member that does not see it at its current address.
+    """Introduce members that do not see each other at their current address, one MEET per need.
 
     Meeting pairs directly (not one seed) means no node waits for gossip to
     learn the others; it is also how stale addresses are fixed: Redis matches
@@ -324,7 +356,7 @@ def mesh(snap: Snapshot, connector: Connector, owners: Iterable[str] = ()) -> in
 
 
 def announce(snap: Snapshot, connector: Connector) -> int:
-    """Make each node tell the members that hold an old picture of it what it owns and whom it follows.
+    """Make each slot owner tell the members that do not know its slots yet what it owns.
 
     Redis processes a node's slots and role only from a packet of a node it
     already knows by id; the packets of a handshake do not count, so right
@@ -333,7 +365,7 @@ def announce(snap: Snapshot, connector: Connector) -> int:
     cluster-node-timeout / 2, 7.5 s by default). A MEET to a node that
     already knows the sender is such a packet: it is processed at once and
     costs one short-lived connection. Sent only where a view is behind; returns
-    how many were sent.
+    how many were sent. (Roles are left to the regular pings: see ``health``.)
     """
     jobs: dict[str, list[Member]] = {}
     for x in snap.members:
@@ -342,7 +374,7 @@ def announce(snap: Snapshot, connector: Connector) -> int:
             line = seen.get(o.node_id)
             if o is x or line is None or line.in_handshake or line.failed:
                 continue
-            if line.slots != o.slots or line.master_id != o.master_id:
+            if o.slots and line.slots != o.slots:
                 jobs.setdefault(o.node_id, []).append(x)
 
     def meet(item: tuple[str, list[Member]]) -> None:
@@ -368,7 +400,14 @@ def wait_known(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, 
     by_id = snap.by_id
     pending = list(pairs)
     deadline = time.monotonic() + timeout
+    stall = STALL_S
+    restart_at = time.monotonic() + stall
     while pending:
+        if time.monotonic() > restart_at:
+            # The pairs' MEETs (node -> peer, towards the slot owner) may be stalled: restart them.
+            parallel(lambda p: _meet_again(connector, by_id[p[0]], by_id[p[1]]), pending)
+            stall *= 2
+            restart_at = time.monotonic() + stall
 
         def knows(pair: tuple[str, str]) -> bool:
             try:
@@ -388,6 +427,17 @@ def wait_known(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, 
                 f"is reachable between pods"
             )
         time.sleep(POLL_S)
+
+
+def _meet_again(connector: Connector, node: Member, peer: Member) -> None:
+    """FORGET the node's open handshakes (random ids) and MEET the peer once more."""
+    client = connector.client(node.address)
+    for line in parse_cluster_nodes(cluster(client, "NODES")):
+        if line.in_handshake and line.address == peer.address:
+            with contextlib.suppress(redis.ResponseError):  # completed meanwhile
+                cluster(client, "FORGET", line.node_id)
+    host, _, port = peer.address.rpartition(":")
+    cluster(client, "MEET", host, int(port))
 
 
 def relink_replicas(snap: Snapshot, connector: Connector, progress: Progress) -> int:
@@ -513,7 +563,7 @@ def wait_serving(snap: Snapshot, connector: Connector, node_ids: Iterable[str], 
 
     A node that just joined answers every RESTORE-ASKING with CLUSTERDOWN
     until then (Redis holds a master that had no slots in the fail state for
-    up to cluster-node-timeout, at least 500 ms): migrating onto it earlier fails.
+    its rejoin delay, clamp(cluster-node-timeout, 0.5 s, 5 s)): migrating onto it earlier fails.
     """
     by_id = snap.by_id
     pending = {by_id[i].name: by_id[i] for i in node_ids}
@@ -548,9 +598,15 @@ def health(
     expect_replicas: int | None = None,
     expect_masters: int | None = None,
 ) -> Health:
-    """Judge a snapshot: one slot map and one set of roles everywhere, everyone knows everyone,
-    state ok, replicas synced, shape right. (``announce`` is what makes the roles agree in
-    milliseconds rather than at the replicas' next regular ping.)"""
+    """Judge a snapshot: one slot map everywhere, everyone knows everyone, state ok, replicas
+    synced, shape right.
+
+    A replica's role counts as it sees it itself, with its link up; that every other node has
+    heard of it is not required. Redis tells the others with the replica's next regular ping
+    (within cluster-node-timeout / 2), long before a failover could need their votes (after
+    cluster-node-timeout); pushing it to every node at once (a MEET per view) doubled the
+    handshake load of a 100-node formation and, repeated while the nodes were busy, fed on itself.
+    """
     problems: list[str] = list(snap.unreachable)
     ids = {m.node_id for m in snap.members}
     names = snap.names()
@@ -574,10 +630,6 @@ def health(
             reference = owners
         elif owners != reference:
             problems.append(f"{m.name} disagrees with {snap.members[0].name} about slot owners")
-        roles = {ln.node_id: ln.master_id for ln in lines if ln.node_id in ids}
-        for other in snap.members:
-            if other.node_id in roles and roles[other.node_id] != other.master_id:
-                problems.append(f"{m.name} has an outdated role for {other.name}")
         if "cluster_state:ok" not in infos.get(m.node_id, ""):
             problems.append(f"{m.name} reports cluster_state other than ok")
         if m.master_id and "master_link_status:up" not in infos.get(m.node_id, ""):
@@ -684,7 +736,7 @@ def wait_converged(
         if now - last_report > 5:
             progress(f"waiting for the cluster to agree: {verdict.problems[0]}")
             last_report = now
-        if now - last_announce > 1:
+        if now - last_announce > 3:
             announce(snap, connector)  # again, should one have gone unheard
             last_announce = now
         time.sleep(POLL_S)

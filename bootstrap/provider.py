@@ -9,7 +9,9 @@ Properties (inputs): ``masters``, ``replicasPerMaster``, ``phase``
 ("converge" after the StatefulSet, "drain" before it), ``discovery``
 (``{"kind": "static", "endpoints": [...]}`` or ``{"kind": "kubernetes",
 "namespace", "statefulSet", "connection": "direct"|"port-forward",
-"context"?}``), ``timeoutSeconds`` and an optional secret ``password``.
+"context"?, "announce"?}``; ``announce``: per-pod external access), ``timeoutSeconds``
+and the optional secrets ``password`` (the ``default`` user's) and ``operatorPassword``
+(the ACL user the bootstrap logs in as).
 """
 
 from __future__ import annotations

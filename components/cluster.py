@@ -18,7 +18,7 @@ from components import labels
 from components.k8s import Manifest, resource_kwargs
 from components.nodes import RedisNodes, RedisNodesArgs
 from components.security import Passwords, Security, SecurityArgs, passwords
-from components.services import Services, ServicesArgs, external_seeds
+from components.services import Services, ServicesArgs, external_seeds, seed_address
 from components.settings import ClusterSettings
 from components.storage import Storage, StorageArgs
 
@@ -124,9 +124,12 @@ class RedisCluster(pulumi.ComponentResource):
                 bootstrap_args,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]),
             )
-            if s.external_access == "per-pod" and not s.external_host:
+            if bootstrap_args.discovery.announce and not s.external_host:
                 # The node IPs are known once the pods run: the bootstrap reads what each pod announces.
-                self.external_seeds = self.bootstrap.announcedAddresses
+                # (Render mode has no bootstrap and fixed bootstrapEndpoints announce nothing: placeholders.)
+                self.external_seeds = self.bootstrap.announcedAddresses.apply(
+                    lambda addresses: [seed_address(a) for a in addresses or []]
+                )
 
         self.register_outputs(
             {

@@ -106,13 +106,17 @@ def per_pod_manifest(s: ClusterSettings, ordinal: int) -> Manifest:
     return manifest
 
 
+def seed_address(address: str) -> str:
+    """HOST:PORT as clients write it: an IPv6 host in brackets (Redis lists it bare)."""
+    host, _, port = address.rpartition(":")
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else address
+
+
 def external_seeds(s: ClusterSettings) -> list[str]:
     """Where outside clients start: every pod's announced address (per-pod), the shared NodePort, or nothing."""
     if s.external_access == "per-pod":
         host = s.external_host or "<node-ip>"
-        if ":" in host:
-            host = f"[{host}]"
-        return [f"{host}:{s.client_node_port(i)}" for i in range(s.pod_count)]
+        return [seed_address(f"{host}:{s.client_node_port(i)}") for i in range(s.pod_count)]
     if s.external_access == "shared":
         return [f"<any-node-address>:{s.external_node_port}"]
     return []

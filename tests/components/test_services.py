@@ -40,3 +40,10 @@ def test_security_manifests(s: ClusterSettings) -> None:
     assert_valid_kubernetes(security.network_policy_manifest(s))
     assert_valid_kubernetes(security.auth_secret_manifest(s, "pw-placeholder" if s.auth else None, "op-placeholder"))
     assert_valid_kubernetes(security.tls_secret_manifest(s, "crt", "key", "ca"))
+
+
+def test_seed_addresses_bracket_ipv6_hosts_only() -> None:
+    """Redis lists an IPv6 node bare ("fd00::7:31000"); clients need "[fd00::7]:31000"."""
+    assert services.seed_address("10.218.0.1:31000") == "10.218.0.1:31000"
+    assert services.seed_address("fd00::7:31000") == "[fd00::7]:31000"
+    assert services.seed_address("[fd00::7]:31000") == "[fd00::7]:31000"
