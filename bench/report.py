@@ -232,7 +232,7 @@ def markdown(results: dict[str, Any]) -> str:
             "shown as seconds after the clock started, from each server's start time) and the rejoin delay "
             "(clamp(cluster-node-timeout, 0.5 s, 5 s), for a master that has been in a minority partition). "
             '"exits" is when the tool\'s process ended (what a `pulumi up` waits for), also from the clock start. '
-            '"servers\' CPU" is the user+system CPU of all redis-server processes from the tool\'s start to ready: '
+            "\"servers' CPU\" is the user+system CPU of all redis-server processes from the tool's start to ready: "
             "on this machine's cores, a run of W seconds can use at most cores x W, so a value near that means the "
             "servers' own work (handshakes, gossip), not the tool, set the pace.",
             "",
@@ -252,7 +252,8 @@ def markdown(results: dict[str, Any]) -> str:
             "complete. Keys moved = keys of every slot whose owner changed. A paced redis-py `RedisCluster` "
             "client (500 ops/s, GET/SET, own process) measures latency for 3 s at rest and during the move. "
             "Afterwards every key is read back from its slot's owner. Peak RSS is the bootstrap process' "
-            "`ru_maxrss` (wait4).",
+            "high-water RSS (VmHWM of its own image, read from /proc every 10 ms; not ru_maxrss, which Linux "
+            "carries over from the forked benchmark process into the exec'd tool).",
             "",
             *reshard_table(results["resharding"]),
             "",
