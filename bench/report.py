@@ -113,6 +113,8 @@ def formation_table(rows: list[Row]) -> list[str]:
         for m in sorted({r["masters"] for r in rows}):
             ours = _select(rows, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle)
             cli = _select(rows, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle)
+            if not ours and not cli:
+                continue  # a cell not run (e.g. skipped by bench.run)
             target = {3: "≥ 3x", 50: "≥ 5x"}.get(m, "")
             failed = sum(not r["ok"] for r in ours + cli)
             out.append(

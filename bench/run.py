@@ -36,6 +36,9 @@ SMOKE: dict[str, tuple[int, ...] | int] = {
     "rounds": 1,
     "reshard_timeouts": (1000,),
 }
+# 100 nodes with a 1 s node timeout ping every peer every 0.5 s: on 2 cores that saturated the machine
+# (load average 99) and a second round never formed in 5 minutes (bench/NOTES.md). Not a setting to run.
+MAX_MASTERS_SHORT_TIMEOUT = 10
 
 
 def _cells(text: str) -> tuple[tuple[int, float], ...]:
@@ -114,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "formation" not in args.skip:
             for nt, settle in args.form_cells:
                 for masters in args.form_sizes:
+                    if masters > MAX_MASTERS_SHORT_TIMEOUT and nt < 5000:
+                        _say(f"formation {masters}x1 at node-timeout {nt} ms skipped (see MAX_MASTERS_SHORT_TIMEOUT)")
+                        continue
                     for rnd in range(args.rounds):
                         for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
                             r = form_once(tool, masters, nt, rnd, work, args.timeout, settle)
