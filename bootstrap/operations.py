@@ -343,16 +343,17 @@ def mesh(snap: Snapshot, connector: Connector, owners: Iterable[str] = ()) -> in
             jobs.append((m, todo))
             sent += len(todo)
 
-    def meet(job: tuple[Member, list[Member]]) -> None:
-        m, todo = job
-        pipe = connector.client(m.address).pipeline(transaction=False)
-        for o in todo:
-            host, _, port = o.address.rpartition(":")
-            pipe.execute_command("CLUSTER", "MEET", host, int(port))
-        pipe.execute()
-
-    parallel(meet, jobs)
+    parallel(lambda job: _meet(connector, *job), jobs)
     return sent
+
+
+def _meet(connector: Connector, sender: Member, receivers: Sequence[Member]) -> None:
+    """CLUSTER MEET each receiver (at its in-cluster address) from the sender, in one round trip."""
+    pipe = connector.client(sender.address).pipeline(transaction=False)
+    for r in receivers:
+        host, _, port = r.address.rpartition(":")
+        pipe.execute_command("CLUSTER", "MEET", host, int(port))
+    pipe.execute()
 
 
 def announce(snap: Snapshot, connector: Connector) -> int:
@@ -377,15 +378,8 @@ def announce(snap: Snapshot, connector: Connector) -> int:
             if o.slots and line.slots != o.slots:
                 jobs.setdefault(o.node_id, []).append(x)
 
-    def meet(item: tuple[str, list[Member]]) -> None:
-        sender, receivers = item
-        pipe = connector.client(snap.by_id[sender].address).pipeline(transaction=False)
-        for x in receivers:
-            host, _, port = x.address.rpartition(":")
-            pipe.execute_command("CLUSTER", "MEET", host, int(port))
-        pipe.execute()
-
-    parallel(meet, list(jobs.items()))
+    by_id = snap.by_id
+    parallel(lambda job: _meet(connector, by_id[job[0]], job[1]), list(jobs.items()))
     return sum(len(r) for r in jobs.values())
 
 
@@ -402,20 +396,20 @@ def wait_known(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, 
     deadline = time.monotonic() + timeout
     stall = STALL_S
     restart_at = time.monotonic() + stall
+
+    def knows(pair: tuple[str, str]) -> bool:
+        try:
+            cluster(connector.client(by_id[pair[0]].address), "COUNT-FAILURE-REPORTS", pair[1])
+            return True
+        except redis.ResponseError:
+            return False
+
     while pending:
         if time.monotonic() > restart_at:
             # The pairs' MEETs (node -> peer, towards the slot owner) may be stalled: restart them.
             parallel(lambda p: _meet_again(connector, by_id[p[0]], by_id[p[1]]), pending)
             stall *= 2
             restart_at = time.monotonic() + stall
-
-        def knows(pair: tuple[str, str]) -> bool:
-            try:
-                cluster(connector.client(by_id[pair[0]].address), "COUNT-FAILURE-REPORTS", pair[1])
-                return True
-            except redis.ResponseError:
-                return False
-
         pending = [p for p, ok in zip(pending, parallel(knows, pending), strict=True) if not ok]
         if not pending:
             return
@@ -436,8 +430,7 @@ def _meet_again(connector: Connector, node: Member, peer: Member) -> None:
         if line.in_handshake and line.address == peer.address:
             with contextlib.suppress(redis.ResponseError):  # completed meanwhile
                 cluster(client, "FORGET", line.node_id)
-    host, _, port = peer.address.rpartition(":")
-    cluster(client, "MEET", host, int(port))
+    _meet(connector, node, [peer])
 
 
 def relink_replicas(snap: Snapshot, connector: Connector, progress: Progress) -> int:
@@ -689,11 +682,14 @@ def _serving(n: int) -> Callable[[Member, str], bool]:
 
 def cluster_infos(snap: Snapshot, connector: Connector) -> dict[str, str]:
     """CLUSTER INFO plus, for replicas, INFO replication (raw text) by node id."""
+    return _infos(snap.members, connector)
 
+
+def _infos(members: Sequence[Member], connector: Connector) -> dict[str, str]:
     def info(m: Member) -> tuple[str, str]:
         return m.node_id, _info(connector.client(m.address), bool(m.master_id))
 
-    return dict(parallel(info, snap.members))
+    return dict(parallel(info, members))
 
 
 def wait_infos(snap: Snapshot, connector: Connector, ok: Callable[[Member, str], bool], deadline: float) -> None:
@@ -706,7 +702,7 @@ def wait_infos(snap: Snapshot, connector: Connector, ok: Callable[[Member, str],
     """
     pending = list(snap.members)
     while pending and time.monotonic() < deadline:
-        infos = cluster_infos(Snapshot(members=pending, views={}), connector)
+        infos = _infos(pending, connector)
         pending = [m for m in pending if not ok(m, infos[m.node_id])]
         if pending:
             time.sleep(POLL_S)
