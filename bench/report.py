@@ -18,6 +18,8 @@ from typing import Any
 
 import redis
 
+from bench import servers
+
 Row = dict[str, Any]
 
 
@@ -35,7 +37,6 @@ def machine_info() -> dict[str, str]:
     mem_kb = next(
         (int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")), 0
     )
-    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -49,7 +50,7 @@ def machine_info() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "redis-py": redis.__version__,
-        "redis-server": server.strip().split(" sha=")[0],
+        "server": servers.server_version(servers.server_binary()),
         "commit": commit.strip(),
         "load average at start": loadavg(),
     }

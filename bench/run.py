@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -67,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", type=lambda t: tuple(t.split(",")), default=TOOLS, help="bootstrap,redis-cli")
     p.add_argument("--skip", choices=("formation", "resharding"), action="append", default=[])
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per tool run")
+    p.add_argument(
+        "--server",
+        help=f"server binary for every node: a path or one of {', '.join(servers.SERVERS)} "
+        f"(default: ${servers.ENV}, else redis-7)",
+    )
     p.add_argument("--work", type=Path, help="keep servers' dirs and tool logs here (default: a temp dir, removed)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
     p.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -98,6 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.markdown.write_text(report.markdown(saved))
         report.chart(saved, args.chart)
         return 0
+    if args.server:
+        os.environ[servers.ENV] = args.server  # the farms and bench.servers.server_binary() read it
+    try:
+        servers.server_binary()
+    except ValueError as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
     if args.smoke:
         args.form_sizes, args.keys, args.rounds = SMOKE["form_sizes"], SMOKE["keys"], SMOKE["rounds"]
         args.reshard_timeouts, args.form_cells = SMOKE["reshard_timeouts"], ((1000, 0.0),)

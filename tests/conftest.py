@@ -1,4 +1,4 @@
-"""Shared fixtures: real ``redis-server`` processes on loopback.
+"""Shared fixtures: real server processes on loopback (``bench.servers``, the one starter).
 
 Every test that needs Redis gets it from here, so that servers are always
 started on free ports and always stopped (by PID) on success and failure.
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +17,21 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.servers import free_cluster_port as bench_free_cluster_port
+from bench import servers
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+# The binary under test (REDIS_CLUSTER_SERVER: a path or a short name such as valkey-9; default redis-7).
+REDIS_SERVER = servers.server_binary()
 START_TIMEOUT_S = 10.0
 
 
 def free_cluster_port(host: str = "127.0.0.1") -> int:
     """A free port whose cluster bus twin (port + 10000) is free too (one implementation, the bench's)."""
-    return bench_free_cluster_port(host, set())
+    return servers.free_cluster_port(host)
 
 
 @dataclass
 class RedisNode:
-    """One redis-server process; ``restart`` keeps its data dir (and nodes.conf)."""
+    """One server process; ``restart`` keeps its data dir (and nodes.conf)."""
 
     host: str
     port: int
@@ -47,72 +46,25 @@ class RedisNode:
         return f"{self.host}:{self.port}"
 
     def config_text(self) -> str:
-        conf = {
-            "bind": self.host,
-            # Outgoing cluster-bus connections leave from our own loopback address, as from a pod's IP;
-            # without it every node on 127.0.0.x would be seen as 127.0.0.1 by its peers.
-            "bind-source-addr": self.host,
-            "port": str(self.port),
-            "dir": str(self.dir),
-            "daemonize": "no",
-            "save": '""',
-            "appendonly": "yes",
-            "protected-mode": "no",
-            "logfile": str(self.dir / "redis.log"),
-            "pidfile": str(self.dir / "redis.pid"),
-        }
-        if self.cluster:
-            conf.update(
-                {
-                    "cluster-enabled": "yes",
-                    "cluster-config-file": "nodes.conf",
-                    "cluster-node-timeout": "3000",
-                    "cluster-require-full-coverage": "yes",
-                    "repl-diskless-sync-delay": "0",
-                }
-            )
+        extra = {"cluster-require-full-coverage": "yes"} if self.cluster else {}
         if self.password:
-            conf.update({"requirepass": self.password, "masterauth": self.password})
-        conf.update(self.extra)
-        return "".join(f"{k} {v}\n" for k, v in conf.items())
+            extra.update({"requirepass": self.password, "masterauth": self.password})
+        extra.update(self.extra)
+        return servers.config_text(servers.config(self.host, self.port, self.dir, cluster=self.cluster, extra=extra))
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf_path = self.dir / "redis.conf"
         conf_path.write_text(self.config_text())
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, str(conf_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.proc = servers.launch([REDIS_SERVER, str(conf_path)])
+        servers.wait_answering(
+            [(self.host, self.port, self.proc, self.dir / "redis.log")], START_TIMEOUT_S, self.password
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.dir / "redis.log").read_text() if (self.dir / "redis.log").exists() else ""
-                raise RuntimeError(f"redis-server {self.address} exited at start:\n{log[-2000:]}")
-            try:
-                if self.client().ping():
-                    return
-            except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
-                return  # it answered: up, just not for this login
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server {self.address} did not answer PING in {START_TIMEOUT_S}s")
 
     def stop(self, hard: bool = False) -> None:
         """Stop the process we started (SIGKILL when ``hard``, like a crashed pod)."""
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = None
-            return
-        if hard:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            servers.stop(self.proc, hard)
         self.proc = None
 
     def restart(self, host: str | None = None) -> None:

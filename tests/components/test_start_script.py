@@ -21,9 +21,10 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from bench import servers
 from components import redis_config
 from components.redis_config import SCRIPT_PATH
-from tests.conftest import RedisFarm, RedisNode
+from tests.conftest import REDIS_SERVER, RedisFarm, RedisNode
 
 SHELLS = [
     pytest.param(["dash"], id="dash", marks=pytest.mark.skipif(not shutil.which("dash"), reason="no dash")),
@@ -378,9 +379,8 @@ def start_node(
     """redis-server started by the script with the redis.conf generated for ``settings``
     (default: the defaults), its port, /data and TLS directory moved into the test's space."""
     from components.settings import validate
-    from tests.conftest import REDIS_SERVER, free_cluster_port
 
-    port = port or free_cluster_port()
+    port = port or servers.free_cluster_port()
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     conf = tmp_path / "redis.conf"
@@ -394,7 +394,7 @@ def start_node(
         text = text.replace(redis_config.TLS_DIR, str(certs))
     conf.write_text(text)
     log = tmp_path / "redis.log"
-    proc = subprocess.Popen(
+    proc = servers.launch(
         ["sh", str(SCRIPT_PATH)],
         env={
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -407,24 +407,14 @@ def start_node(
             "REDIS_NODES_BACKUP_SECONDS": "0",
             **env,
         },
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+        output=log,
     )
     return proc, port, log
 
 
 def wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping()
-            return
-        except redis.AuthenticationError:
-            return  # answering, and asking for a password
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text()[-2000:]) from None
-            time.sleep(0.05)
+    """Up when it answers (or asks for a password); a script or server that exits fails with its log."""
+    servers.wait_answering([("127.0.0.1", port, proc, log)], timeout=10)
 
 
 @pytest.fixture
