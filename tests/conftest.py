@@ -40,6 +40,7 @@ class RedisNode:
     extra: dict[str, str] = field(default_factory=dict)
     password: str | None = None  # requirepass and masterauth; what client() authenticates with
     proc: subprocess.Popen[bytes] | None = None
+    binary: str = REDIS_SERVER  # another server for this node only (e.g. servers.resolve_server("valkey-9"))
 
     @property
     def address(self) -> str:
@@ -56,7 +57,7 @@ class RedisNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf_path = self.dir / "redis.conf"
         conf_path.write_text(self.config_text())
-        self.proc = servers.launch([REDIS_SERVER, str(conf_path)])
+        self.proc = servers.launch([self.binary, str(conf_path)])
         servers.wait_answering(
             [(self.host, self.port, self.proc, self.dir / "redis.log")], START_TIMEOUT_S, self.password
         )
@@ -103,8 +104,12 @@ class RedisFarm:
         cluster: bool = True,
         extra: dict[str, str] | None = None,
         password: str | None = None,
+        binary: str | None = None,
     ) -> list[RedisNode]:
-        """Start ``count`` servers; node i binds ``hosts[i % len(hosts)]`` (default 127.0.0.1)."""
+        """Start ``count`` servers; node i binds ``hosts[i % len(hosts)]`` (default 127.0.0.1).
+
+        ``binary``: a server other than this run's REDIS_CLUSTER_SERVER, for tests of one server's features.
+        """
         hosts = hosts or ["127.0.0.1"]
         started: list[RedisNode] = []
         for i in range(count):
@@ -117,6 +122,7 @@ class RedisFarm:
                 cluster=cluster,
                 extra=dict(extra or {}),
                 password=password,
+                binary=binary or REDIS_SERVER,
             )
             self.nodes.append(node)
             node.start()
