@@ -2,14 +2,17 @@
 
 The clock starts once every node answers PING and stops at the first poller
 sweep in which every node reports cluster_state:ok, 16384 slots, M masters,
-all nodes known and every replica's link up. The tool's own exit time is
-recorded too but is not the result: a tool that exits early has not finished.
+all nodes known and every replica's link up and, with ``done="replicas"``
+(the default since issue 13), every node lists every replica. The tool's own
+exit time is recorded too but is not the result: a tool that exits early has
+not finished. Up to TIMELINE_MAX_MASTERS the poller also records when each
+formation step became visible (bench.state.STEPS), seconds from the tool's start.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ from bench.servers import farm
 from bench.state import Poller
 
 TOOLS = ("bootstrap", "redis-cli")
+DONE = ("replicas", "ok")  # finish lines: "ok" = the pre-issue-13 one, without "every node sees every replica"
+TIMELINE_MAX_MASTERS = 10  # a full sweep of every node every 20 ms is cheap at 20 nodes, not at 100
 
 
 @dataclass
@@ -34,6 +39,8 @@ class FormationRun:
     error: str = ""
     servers_cpu_s: float = 0.0  # all redis-servers' CPU (user+system) from the tool's start to ready
     tool_cpu_s: float = 0.0
+    done: str = "ok"
+    steps: dict[str, float] = field(default_factory=dict)  # bench.state.STEPS -> s from the tool's start
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,14 +56,23 @@ WRITABLE_DELAY_S = 2.0  # cluster.h CLUSTER_WRITABLE_DELAY: a new master stays f
 
 
 def form_once(
-    tool: str, masters: int, node_timeout_ms: int, rnd: int, work: Path, timeout: float, settle: float = 0.0
+    tool: str,
+    masters: int,
+    node_timeout_ms: int,
+    rnd: int,
+    work: Path,
+    timeout: float,
+    settle: float = 0.0,
+    done_when: str = "replicas",
 ) -> FormationRun:
     """One formation on fresh servers; ``settle`` > 0 models pods that have been Ready for a while."""
     with farm(work / f"form-{tool}-{masters}-{node_timeout_ms}-{settle}-{rnd}", node_timeout_ms) as f:
         servers = f.spawn(masters * 2)  # returns once every node answers PING
         last_start = time.monotonic() if not f.started_at else max(f.started_at)
         time.sleep(settle)
-        poller = Poller(servers, masters, 1)
+        poller = Poller(
+            servers, masters, 1, roles_everywhere=done_when == "replicas", timeline=masters <= TIMELINE_MAX_MASTERS
+        )
         cpu0 = sum(s.cpu_seconds() for s in servers)
         try:
             child = Child(command(tool, masters, [s.address for s in servers]), f.base / "tool.log")
@@ -84,4 +100,6 @@ def form_once(
             error=error,
             servers_cpu_s=round(servers_cpu, 2),
             tool_cpu_s=round(done.cpu_s, 2),
+            done=done_when,
+            steps={k: round(t - child.started, 3) for k, t in poller.steps.items()},
         )

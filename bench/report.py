@@ -99,27 +99,40 @@ def _ratio(a: float, b: float) -> str:
     return "—" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.1f}x"
 
 
-def _form_cells(rows: list[Row]) -> list[tuple[int, float]]:
-    return sorted({(r["node_timeout_ms"], r["settle_s"]) for r in rows}, key=lambda c: (-c[0], c[1]))
+def _done(r: Row) -> str:
+    """The finish line of a formation row; rows from before issue 13 had no field and used "ok"."""
+    return str(r.get("done", "ok"))
+
+
+DONE_LABEL = {"ok": "all ok", "replicas": "all ok + every node sees every replica"}
+
+
+def _form_cells(rows: list[Row]) -> list[tuple[int, float, str]]:
+    return sorted({(r["node_timeout_ms"], r["settle_s"], _done(r)) for r in rows}, key=lambda c: (c[2], -c[0], c[1]))
+
+
+def _select_form(rows: list[Row], done: str, **match: Any) -> list[Row]:
+    return [r for r in _select(rows, **match) if _done(r) == done]
 
 
 def formation_table(rows: list[Row]) -> list[str]:
     out = [
-        "| nodes | node-timeout | servers up before clock | Redis rejoin delay | Redis writable floor (s) "
+        "| nodes | done when | node-timeout | servers up before clock | Redis rejoin delay | Redis writable floor (s) "
         "| bootstrap apply (s) | redis-cli create (s) | speed-up | target | bootstrap exits (s) "
         "| redis-cli exits (s) | servers' CPU, bootstrap / redis-cli (s) | bootstrap CPU (s) | failed runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for nt, settle in _form_cells(rows):
+    for nt, settle, done in _form_cells(rows):
         for m in sorted({r["masters"] for r in rows}):
-            ours = _select(rows, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle)
-            cli = _select(rows, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle)
+            ours = _select_form(rows, done, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle)
+            cli = _select_form(rows, done, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle)
             if not ours and not cli:
                 continue  # a cell not run (e.g. skipped by bench.run)
             target = {3: "≥ 3x", 50: "≥ 5x"}.get(m, "")
             failed = sum(not r["ok"] for r in ours + cli)
             out.append(
-                f"| {m}x1 ({2 * m}) | {nt} ms | {settle:g} s | {_clamp_rejoin_ms(nt) / 1000:.1f} s "
+                f"| {m}x1 ({2 * m}) | {DONE_LABEL.get(done, done)} | {nt} ms | {settle:g} s "
+                f"| {_clamp_rejoin_ms(nt) / 1000:.1f} s "
                 f"| {_fmt(r['writable_floor_s'] for r in ours + cli)} "
                 f"| {_fmt(r['seconds'] for r in ours if r['ok'])} | {_fmt(r['seconds'] for r in cli if r['ok'])} "
                 f"| {_ratio(_med(cli, 'seconds'), _med(ours, 'seconds'))} | {target} "
@@ -130,6 +143,33 @@ def formation_table(rows: list[Row]) -> list[str]:
                 f"| {_fmt(r.get('tool_cpu_s', math.nan) for r in ours if r['ok'])} "
                 f"| {failed} |"
             )
+    return out
+
+
+def steps_table(rows: list[Row]) -> list[str]:
+    """Median seconds from the tool's start to each formation step, as the poller saw it (bench.state.STEPS)."""
+    from bench.state import STEPS
+
+    timed = [r for r in rows if r.get("steps") and r["ok"]]
+    if not timed:
+        return []
+    out = [
+        "| nodes | node-timeout | servers up before clock | tool | runs | " + " | ".join(STEPS) + " | done |",
+        "|---|---|---|---|---|" + "---|" * (len(STEPS) + 1),
+    ]
+    for nt, settle, done in _form_cells(timed):
+        for m in sorted({r["masters"] for r in timed}):
+            for tool in ("bootstrap", "redis-cli"):
+                sel = _select_form(timed, done, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
+                if not sel:
+                    continue
+                cells = [_fmt(r["steps"].get(step, math.nan) for r in sel) for step in STEPS]
+                out.append(
+                    f"| {m}x1 | {nt} ms | {settle:g} s | {tool} | {len(sel)} | "
+                    + " | ".join(cells)
+                    + f" | {_fmt(r['seconds'] for r in sel)} |"
+                )
+    out += ["", "Steps: " + "; ".join(f"**{k}**: {v}" for k, v in STEPS.items()) + "."]
     return out
 
 
@@ -168,13 +208,15 @@ def ratios(results: dict[str, Any]) -> list[str]:
     lines = []
     form = results["formation"]
     for m, want in ((3, 3.0), (50, 5.0)):
-        for nt, settle in _form_cells(form):
-            ours = _med(_select(form, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle), "seconds")
-            cli = _med(_select(form, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle), "seconds")
+        for nt, settle, done in _form_cells(form):
+            match = {"masters": m, "node_timeout_ms": nt, "settle_s": settle}
+            ours = _med(_select_form(form, done, tool="bootstrap", **match), "seconds")
+            cli = _med(_select_form(form, done, tool="redis-cli", **match), "seconds")
             if not math.isnan(ours) and not math.isnan(cli):
                 verdict = "met" if cli / ours >= want else "missed"
                 lines.append(
-                    f"- formation {m}x1, node-timeout {nt} ms, servers up {settle:g} s before the clock: "
+                    f"- formation {m}x1 (done: {DONE_LABEL.get(done, done)}), node-timeout {nt} ms, "
+                    f"servers up {settle:g} s before the clock: "
                     f"{cli / ours:.1f}x (target {want:.0f}x, {verdict})"
                 )
     rs = results["resharding"]
@@ -203,6 +245,24 @@ NOTES = Path(__file__).with_name("NOTES.md")
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    runs = results.get("runs") or []
+    runs_lines = (
+        [
+            "Rows come from several runs (`--append`), each with its own command and load:",
+            "",
+            *(
+                f"- started {r.get('started')}, {r.get('seconds')} s, {r.get('rounds')} round(s): "
+                f"`{r.get('command')}`; "
+                f"server {r.get('machine', {}).get('server', r.get('machine', {}).get('redis-server', '?'))}; "
+                f"load average at start {r.get('machine', {}).get('load average at start', '?')}, "
+                f"at end {r.get('loadavg_end', '?')}"
+                for r in runs
+            ),
+            "",
+        ]
+        if runs
+        else []
+    )
     parts = [
         "# Benchmarks: bootstrap vs redis-cli --cluster",
         "",
@@ -218,6 +278,7 @@ def markdown(results: dict[str, Any]) -> str:
         + "; ".join(f"{k} {v}" for k, v in m.items())
         + f"; load average at end {results.get('loadavg_end', '?')}",
         "",
+        *runs_lines,
         "## Targets, as measured",
         "",
         *ratios(results),
@@ -242,6 +303,18 @@ def markdown(results: dict[str, Any]) -> str:
             *formation_table(results["formation"]),
             "",
         ]
+        steps = steps_table(results["formation"])
+        if steps:
+            parts += [
+                "### Where the seconds go: formation steps as seen from outside",
+                "",
+                "Seconds from the tool's start (median (min-max)) to the first poller sweep (every 20 ms, every node "
+                "asked CLUSTER INFO, INFO replication and CLUSTER NODES) at which each step is visible. The same "
+                "observer for both tools.",
+                "",
+                *steps,
+                "",
+            ]
     if results["resharding"]:
         parts += [
             "## Resharding 3 → 4 masters (x 1 replica)",
@@ -278,21 +351,26 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [2, 1]})
     form = results["formation"]
     cells = sorted(
-        {(r["node_timeout_ms"], r["settle_s"], r["masters"]) for r in form}, key=lambda c: (-c[0], c[1], c[2])
+        {(r["node_timeout_ms"], r["settle_s"], r["masters"], _done(r)) for r in form},
+        key=lambda c: (c[3], -c[0], c[1], c[2]),
     )
     width = 0.38
     for k, tool in enumerate(("bootstrap", "redis-cli")):
         meds: list[float] = []
         errs: list[list[float]] = [[], []]
-        for nt, settle, m in cells:
-            sel = _select(form, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
+        for nt, settle, m, done in cells:
+            sel = _select_form(form, done, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
             med, lo, hi = _stats(r["seconds"] for r in sel if r["ok"])
             meds.append(med)
             errs[0].append(med - lo if not math.isnan(med) else 0)
             errs[1].append(hi - med if not math.isnan(med) else 0)
         xs = [i + (k - 0.5) * width for i in range(len(cells))]
         ax1.bar(xs, meds, width, yerr=errs, label=tool, capsize=3)
-    ax1.set_xticks(range(len(cells)), [f"{m}x1\nnt {nt / 1000:g}s\nup {st:g}s" for nt, st, m in cells], fontsize=7)
+    ax1.set_xticks(
+        range(len(cells)),
+        [f"{m}x1\nnt {nt / 1000:g}s\nup {st:g}s\n{'+replicas' if d == 'replicas' else 'ok'}" for nt, st, m, d in cells],
+        fontsize=7,
+    )
     ax1.set_ylabel("seconds to complete cluster (lower is better)")
     ax1.set_title("Formation")
     ax1.legend()

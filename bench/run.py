@@ -22,11 +22,11 @@ from typing import Any
 
 from bench import data, report, servers
 from bench.child import REPO
-from bench.formation import TOOLS, form_once
+from bench.formation import DONE, TOOLS, form_once
 from bench.resharding import ReshardRun, reshard_once
 
 DEFAULT_FORM_SIZES = (3, 10, 50)
-DEFAULT_KEYS = (200_000, 1_000_000)
+DEFAULT_KEYS = (50_000, 200_000, 1_000_000)
 # 15000 ms: the project's default (components/settings.py); Redis clamps its rejoin delay to 5 s. Clock at once.
 # 1000 ms, servers up 3 s first (pods Ready before the bootstrap runs): the smallest timeout the project allows
 # and no CLUSTER_WRITABLE_DELAY left, i.e. as little of Redis' own waiting as possible, to show the tools' part.
@@ -64,6 +64,19 @@ def parser() -> argparse.ArgumentParser:
         help="formation cells NODE_TIMEOUT_MS:SETTLE_S, e.g. 15000:0,1000:3 (settle: seconds the servers are up "
         "before the clock starts; 0 = at once, as the issue asks)",
     )
+    p.add_argument(
+        "--form-done",
+        choices=DONE,
+        default=DONE[0],
+        help="formation finish line: replicas = every node ok AND every node lists every replica (issue 13); "
+        "ok = without the last part (the earlier runs)",
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run's rows to those already in --out (cells keep apart by node timeout, settle, finish "
+        "line); the Markdown lists every command",
+    )
     p.add_argument("--reshard-timeouts", type=_ints, default=(15000, 1000), help="cluster-node-timeout, resharding")
     p.add_argument("--tools", type=lambda t: tuple(t.split(",")), default=TOOLS, help="bootstrap,redis-cli")
     p.add_argument("--skip", choices=("formation", "resharding"), action="append", default=[])
@@ -88,6 +101,9 @@ def _write(args: argparse.Namespace, results: dict[str, Any], started: float) ->
     """Rewrite all outputs after every run: an interrupted run still leaves what it measured."""
     results["seconds"] = round(time.monotonic() - started, 1)
     results["loadavg_end"] = report.loadavg()
+    if "runs" in results:  # --append: this run's header joins the earlier ones
+        this = {k: results[k] for k in ("command", "machine", "started", "rounds", "seconds", "loadavg_end")}
+        results["runs"] = [r for r in results["runs"] if r.get("started") != results["started"]] + [this]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "formation": [],
         "resharding": [],
     }
+    if args.append and args.out.exists():
+        saved = json.loads(args.out.read_text())
+        earlier = saved.get("runs") or [
+            {k: saved[k] for k in ("command", "machine", "started", "rounds", "seconds", "loadavg_end") if k in saved}
+        ]
+        results["runs"] = earlier
+        results["formation"], results["resharding"] = saved["formation"], saved["resharding"]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
@@ -135,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     for rnd in range(args.rounds):
                         for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
-                            r = form_once(tool, masters, nt, rnd, work, args.timeout, settle)
+                            r = form_once(tool, masters, nt, rnd, work, args.timeout, settle, args.form_done)
                             _say(
                                 f"formation {masters}x1 node-timeout {nt} settle {settle} {tool}: "
                                 f"{r.seconds:.2f}s (writable floor {r.writable_floor_s:.2f}s) {r.error}"

@@ -2,8 +2,14 @@
 
 A cluster is ready when every node reports cluster_state:ok, all 16384 slots
 assigned, the expected number of masters serving slots and of known nodes,
-and every replica reports master_link_status:up. Each tool is timed until
-this poller says so, so both are held to the same finish line.
+every replica reports master_link_status:up and, with ``roles_everywhere``,
+every node's CLUSTER NODES lists every replica as the replica of a master
+(what a client asking any node for the topology gets). Each tool is timed
+until this poller says so, so both are held to the same finish line.
+
+With ``timeline`` every sweep asks every node everything, and the first
+sweep at which each step of a formation is visible from outside is kept
+(``STEPS``): the same observer for both tools, so their steps compare.
 """
 
 from __future__ import annotations
@@ -11,13 +17,25 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
 from bench.servers import Server
+from bootstrap.model import parse_cluster_nodes
 
 POLL_S = 0.02
+
+# What each formation step looks like from outside, in the order a formation goes through them.
+STEPS = {
+    "assigned": "every slot is owned by some node in its own view (ADDSLOTS done)",
+    "met": "every node knows every node, no handshake pending (MEET done)",
+    "replicating": "every replica-to-be names its master in its own view (REPLICATE done)",
+    "first_ok": "the first node reports cluster_state:ok",
+    "all_ok": "every node reports cluster_state:ok",
+    "links_up": "every replica's master_link_status is up",
+    "replicas_seen": "every node lists every replica as the replica of a master",
+}
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -36,13 +54,27 @@ class Poller:
     servers: Sequence[Server]
     masters: int
     replicas_per_master: int
+    roles_everywhere: bool = False
+    timeline: bool = False
+    steps: dict[str, float] = field(default_factory=dict)  # step -> time.monotonic() first seen
 
     def __post_init__(self) -> None:
         self._clients = [s.client(timeout=5) for s in self.servers]
         self._start = 0  # the node that was not ready last time is asked first (stops the sweep early)
         self.last_problem = ""
 
+    @property
+    def _replicas(self) -> int:
+        return self.masters * self.replicas_per_master
+
+    def _sees_every_replica(self, nodes_text: str) -> bool:
+        lines = parse_cluster_nodes(nodes_text)
+        masters = {ln.node_id for ln in lines if ln.is_master}
+        return sum(1 for ln in lines if ln.master_id in masters and not ln.is_master) == self._replicas
+
     def ready(self) -> bool:
+        if self.timeline:
+            return self._sweep_all()
         n = len(self._clients)
         replicas_up = 0
         for k in range(n):
@@ -68,10 +100,61 @@ class Poller:
                 if str(r.get("master_link_status")) != "up":
                     return self._not_yet(i, f"{self.servers[i].address} replica link {r.get('master_link_status')}")
                 replicas_up += 1
-        if replicas_up != self.masters * self.replicas_per_master:
-            self.last_problem = f"{replicas_up} replicas up, {self.masters * self.replicas_per_master} expected"
+            if self.roles_everywhere:
+                try:
+                    text = str(self._clients[i].execute_command("CLUSTER", "NODES"))
+                except redis.RedisError as exc:
+                    return self._not_yet(i, f"{self.servers[i].address}: {exc}")
+                if not self._sees_every_replica(text):
+                    return self._not_yet(i, f"{self.servers[i].address} does not see every replica yet")
+        if replicas_up != self._replicas:
+            self.last_problem = f"{replicas_up} replicas up, {self._replicas} expected"
             return False
         return True
+
+    def _sweep_all(self) -> bool:
+        """Ask every node everything; record each step the first time it holds; ready = every step + shape."""
+        now = time.monotonic()
+        infos, roles, views = [], [], []
+        for i, client in enumerate(self._clients):
+            try:
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("CLUSTER", "INFO")
+                pipe.execute_command("INFO", "replication")
+                pipe.execute_command("CLUSTER", "NODES")
+                cinfo, rinfo, nodes = pipe.execute()
+            except redis.RedisError as exc:
+                self.last_problem = f"{self.servers[i].address}: {exc}"
+                return False
+            infos.append(_fields(str(cinfo)))
+            roles.append(rinfo if isinstance(rinfo, dict) else _fields(str(rinfo)))
+            views.append(parse_cluster_nodes(str(nodes)))
+        n = len(self._clients)
+        selves = [next((ln for ln in v if ln.is_myself), None) for v in views]
+        state = [c.get("cluster_state") == "ok" for c in infos]
+        replicas = [r for r in roles if str(r.get("role")) == "slave"]
+        held = {
+            "assigned": sum(len(s.slots) for s in selves if s) == 16384,
+            "met": all(len(v) == n and not any(ln.in_handshake for ln in v) for v in views),
+            "replicating": sum(1 for s in selves if s and s.master_id) == self._replicas,
+            "first_ok": any(state),
+            "all_ok": all(state),
+            "links_up": len(replicas) == self._replicas
+            and all(str(r.get("master_link_status")) == "up" for r in replicas),
+            "replicas_seen": all(
+                sum(1 for ln in v if ln.master_id and not ln.is_master) == self._replicas for v in views
+            ),
+        }
+        for step, ok in held.items():
+            if ok and step not in self.steps:
+                self.steps[step] = now
+        shape = all(
+            c.get("cluster_slots_assigned") == "16384" and c.get("cluster_size") == str(self.masters) for c in infos
+        )
+        wanted = [s for s in held if s != "replicas_seen" or self.roles_everywhere]
+        missing = [s for s in wanted if not held[s]] + ([] if shape else ["shape"])
+        self.last_problem = "not yet: " + ", ".join(missing)
+        return not missing
 
     def _not_yet(self, i: int, problem: str) -> bool:
         self._start = i

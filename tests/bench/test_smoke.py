@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from bench.run import main
+from bench.state import STEPS
 
 
 def test_smoke_run_writes_results_and_loses_no_key(tmp_path: Path) -> None:
@@ -21,6 +22,11 @@ def test_smoke_run_writes_results_and_loses_no_key(tmp_path: Path) -> None:
     for r in results["formation"]:
         assert r["ok"], r
         assert r["seconds"] > 0 and r["masters"] == 3
+        # The issue-13 finish line, and every step of the formation seen on the way (at most when done).
+        assert r["done"] == "replicas"
+        assert set(r["steps"]) == set(STEPS), r["steps"]
+        assert all(0 <= t <= r["seconds"] + 0.05 for t in r["steps"].values()), r["steps"]
+        assert r["steps"]["first_ok"] <= r["steps"]["all_ok"]
     assert {r["tool"] for r in results["resharding"]} == {"bootstrap", "redis-cli"}
     for r in results["resharding"]:
         assert r["ok"], r
@@ -32,4 +38,5 @@ def test_smoke_run_writes_results_and_loses_no_key(tmp_path: Path) -> None:
             assert r["peak_rss_mb"] > 0  # ru_maxrss of the apply process was collected
     text = md.read_text()
     assert "| 3x1 (6) |" in text and "redis-cli" in text and results["command"] in text
+    assert "Where the seconds go" in text and "| replicas_seen |" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
