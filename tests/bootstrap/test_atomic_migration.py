@@ -20,7 +20,7 @@ from bootstrap.atomic_migration import move_atomic, supports_atomic_migration
 from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, static_inventory
 from bootstrap.model import Member, Shape, parse_cluster_nodes
-from bootstrap.operations import ClusterError, ConvergenceTimeout
+from bootstrap.operations import ClusterError, ConvergenceTimeout, parallel
 from tests.bootstrap.test_converge import HOSTS, cluster_client, load, missing_keys
 from tests.conftest import RedisFarm, RedisNode
 
@@ -120,6 +120,21 @@ def test_slots_move_with_every_key_and_every_node_sees_the_new_owner(
         assert rc.set("k:after", "x") and rc.get("k:after") == "x"  # the cluster serves writes afterwards
     finally:
         rc.close()
+
+
+def test_moves_run_in_parallel_into_one_target_and_out_of_one_source(
+    cluster: list[RedisNode], connector: DirectConnector
+) -> None:
+    """The shapes converge runs in parallel: scale-out (every source to the new master) and a source feeding two."""
+    a, b, c = masters(cluster[0])
+    into_c = [(a, c, sorted(a.slots)[:300]), (b, c, sorted(b.slots)[:300])]
+    out_of_c = [(c, a, sorted(c.slots)[-300:]), (c, b, sorted(c.slots)[-600:-300])]
+    for moves in (into_c, out_of_c):
+        counted = parallel(lambda m: move_atomic(connector, *m, time.monotonic() + 60, lambda _m: None), moves)
+        assert counted == [keys_in(set(slots)) for _, _, slots in moves]
+        for _, dst, slots in moves:
+            assert wait_owner(cluster, set(slots), dst.node_id) == {dst.node_id}
+    assert missing_keys(cluster, KEYS) == []
 
 
 def test_slots_the_source_does_not_own_fail_naming_node_and_slots(
