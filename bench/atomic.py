@@ -63,8 +63,7 @@ def _everyone_sees(farm: list[servers.Server], slots: set[int], owners: set[str]
         time.sleep(0.02)
 
 
-def once(method: str, keys: int, slots_of: list[list[int]], work: Path, rnd: int) -> dict[str, Any]:
-    binary = servers.resolve_server("valkey-9")
+def once(method: str, keys: int, slots_of: list[list[int]], work: Path, rnd: int, binary: str) -> dict[str, Any]:
     with servers.farm(work / f"atomic-{method}-{rnd}", 3000, binary) as f:
         farm = f.spawn(8)
         connector = DirectConnector()
@@ -109,19 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.atomic", description=__doc__)
     p.add_argument("--keys", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--server", default="valkey-9", help="a path or short name (bench.servers.SERVERS); atomic needs valkey-9"
+    )
+    p.add_argument("--methods", type=lambda t: tuple(t.split(",")), default=METHODS, help="migrate,atomic")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "atomic.json")
     args = p.parse_args(argv)
     slots_of = data.keys_by_slot(args.keys)
     results: dict[str, Any] = {
         "command": "venv/bin/python -m bench.atomic " + " ".join(sys.argv[1:] if argv is None else argv),
-        "server": servers.server_version(servers.resolve_server("valkey-9")),
+        "server": servers.server_version(servers.resolve_server(args.server)),
         "load average at start": loadavg(),
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench-atomic-") as tmp:
         for rnd in range(args.rounds):
-            for method in METHODS if rnd % 2 == 0 else METHODS[::-1]:
-                r = once(method, args.keys, slots_of, Path(tmp), rnd)
+            for method in args.methods if rnd % 2 == 0 else args.methods[::-1]:
+                r = once(method, args.keys, slots_of, Path(tmp), rnd, servers.resolve_server(args.server))
                 print(json.dumps(r), file=sys.stderr, flush=True)
                 results["runs"].append(r)
     results["load average at end"] = loadavg()

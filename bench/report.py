@@ -246,23 +246,22 @@ NOTES = Path(__file__).with_name("NOTES.md")
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     runs = results.get("runs") or []
-    runs_lines = (
-        [
-            "Rows come from several runs (`--append`), each with its own command and load:",
-            "",
-            *(
-                f"- started {r.get('started')}, {r.get('seconds')} s, {r.get('rounds')} round(s): "
-                f"`{r.get('command')}`; "
-                f"server {r.get('machine', {}).get('server', r.get('machine', {}).get('redis-server', '?'))}; "
-                f"load average at start {r.get('machine', {}).get('load average at start', '?')}, "
-                f"at end {r.get('loadavg_end', '?')}"
-                for r in runs
-            ),
-            "",
-        ]
-        if runs
-        else []
-    )
+    runs_lines: list[str] = []
+    if runs:
+        runs_lines = ["Rows come from several runs (`--append`), each with its own command and load:", ""]
+        for r in runs:
+            machine = r.get("machine", {})
+            runs_lines += [
+                f"- started {r.get('started')}, {r.get('seconds')} s, {r.get('rounds')} round(s); "
+                f"server {machine.get('server', machine.get('redis-server', '?'))}; "
+                f"commit {machine.get('commit', '?')}; load average at start "
+                f"{machine.get('load average at start', '?')}, at end {r.get('loadavg_end', '?')}:",
+                "",
+                "  ```",
+                *(f"  {line}" for line in str(r.get("command", "")).splitlines()),
+                "  ```",
+            ]
+        runs_lines.append("")
     parts = [
         "# Benchmarks: bootstrap vs redis-cli --cluster",
         "",
