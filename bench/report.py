@@ -387,7 +387,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
             errs[1].append(hi - med if not math.isnan(med) else 0)
         xs = [i + (k - 0.5) * width for i in range(len(rcells))]
         ax2.bar(xs, meds, width, yerr=errs, label=tool, capsize=3)
-    ax2.set_xticks(range(len(rcells)), [f"{keys:,} keys\nnt {nt / 1000:g}s" for keys, nt in rcells])
+    ax2.set_xticks(
+        range(len(rcells)), [f"{keys // 1000:,}k keys\nnt {nt / 1000:g}s" for keys, nt in rcells], fontsize=8
+    )
     ax2.set_ylabel("keys moved per second, wall time (higher is better)")
     ax2.set_title("Resharding 3→4 masters")
     ax2.legend()
