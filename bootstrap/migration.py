@@ -20,7 +20,7 @@ import redis
 
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
 from bootstrap.model import Member, SlotMove, format_ranges
-from bootstrap.operations import ClusterError, Progress, Snapshot, parallel
+from bootstrap.operations import ClusterError, Progress, Snapshot, cluster, fail_over, parallel, wait_serving
 
 # Slots opened at once per source/target pair. Closing a chunk makes the target bump its config epoch,
 # and every node then saves nodes.conf with fsync, stalling its clients (measured: 256 -> 1024 cut the move
@@ -33,6 +33,7 @@ SLOTS_PER_CHUNK = 1024
 SLOTS_PER_BATCH = 2
 KEYS_PER_MIGRATE = 1000
 MIGRATE_TIMEOUT_MS = 60_000
+POLL_S = 0.1
 # SETSLOT IMPORTING/MIGRATING answers that only mean "already past that step" on a resumed move.
 _ALREADY = ("already the owner", "not the owner", "I'm not the owner")
 _REPLICA = ("only with masters",)
@@ -128,21 +129,24 @@ def _stream(
             done(len(closing), keys)
         if not chunk:
             break
-        keys = _migrate_keys(source, src, dst, chunk, connector.auth_args())
+        keys = _migrate_keys(connector, source, src, dst, chunk)
         moved += keys
         closing = chunk
     _tell_others(connector, others, dst, [s for chunk in chunks for s in chunk])
     return moved
 
 
-def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence[int], auth: list[str]) -> int:
+def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: Member, slots: Sequence[int]) -> int:
     """MIGRATE every key of the (open) slots, at most SLOTS_PER_BATCH slots' key names in memory at once.
 
     One MIGRATE per slot (a cluster refuses keys of several slots in one); the
     GETKEYSINSLOT that checks a slot is empty rides in the same pipeline as the
     MIGRATEs, right after them, so each batch costs one round trip per pass.
+    A target that answers CLUSTERDOWN/TRYAGAIN (restarted, in its rejoin delay)
+    is asked again until the run's time is up: REPLACE makes a repeated batch safe.
     """
     host, port = split_address(dst.address)
+    auth = connector.auth_args()
     moved = 0
     for i in range(0, len(slots), SLOTS_PER_BATCH):
         batch = slots[i : i + SLOTS_PER_BATCH]
@@ -154,15 +158,22 @@ def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence
         # A slot with more than KEYS_PER_MIGRATE keys takes several passes; the source never gains
         # keys in a MIGRATING slot (writes to absent keys are redirected), so this ends.
         while pending:
+            time_left = connector.remaining()
+            # The target's own wait for the source never outlasts the run either.
+            timeout_ms = (
+                MIGRATE_TIMEOUT_MS if time_left is None else max(min(MIGRATE_TIMEOUT_MS, int(time_left * 1000)), 100)
+            )
             pipe = source.pipeline(transaction=False)
             for s in pending:
-                pipe.execute_command(
-                    "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth, "KEYS", *found[s]
-                )
+                pipe.execute_command("MIGRATE", host, port, "", 0, timeout_ms, "REPLACE", *auth, "KEYS", *found[s])
             for s in pending:
                 pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
             results = pipe.execute(raise_on_error=False)
+            waiting = False
             for s, result in zip(pending, results, strict=False):
+                if isinstance(result, Exception) and _not_serving(result) and (connector.remaining() or 1.0) > POLL_S:
+                    waiting = True  # its keys stay on the source; GETKEYSINSLOT below lists them again
+                    continue
                 if isinstance(result, Exception):
                     raise ClusterError(
                         f"MIGRATE {src.name} -> {dst.name} (slot {s}) failed: {result}. "
@@ -175,31 +186,29 @@ def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence
                     raise ClusterError(f"CLUSTER GETKEYSINSLOT {s} on {src.name}: {keys}")
                 found[s] = keys
             pending = [s for s in pending if found[s]]
+            if waiting:
+                time.sleep(POLL_S)
     return moved
+
+
+def _not_serving(error: Exception) -> bool:
+    """The target is up but not taking keys yet: ask again shortly."""
+    return "CLUSTERDOWN" in str(error) or "TRYAGAIN" in str(error)
 
 
 def _tell_others(connector: Connector, others: Sequence[Member], dst: Member, slots: Sequence[int]) -> None:
     """SETSLOT NODE on the masters outside the pair, in parallel, so none waits for gossip any longer."""
 
     def tell(node: Member) -> None:
+        # A node that does not know the target yet (a fresh one, still meeting) learns the owner when it meets.
         _pipeline(
-            connector.client(node.address), [("SETSLOT", s, "NODE", dst.node_id) for s in slots], tolerate=_REPLICA
+            connector.client(node.address),
+            [("SETSLOT", s, "NODE", dst.node_id) for s in slots],
+            tolerate=(*_REPLICA, "Unknown node"),
         )
 
     if slots:
         parallel(tell, others)
-
-
-def _move_chunk(
-    connector: Connector,
-    src: Member,
-    dst: Member,
-    others: Sequence[Member],
-    slots: Sequence[int],
-) -> int:
-    """Finish (or do) the move of ``slots`` from ``src`` to ``dst``, SLOTS_PER_CHUNK at a time."""
-    chunks = [slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(slots), SLOTS_PER_CHUNK)]
-    return _stream(connector, src, dst, others, chunks)
 
 
 def _pipeline(client: redis.Redis, commands: Sequence[tuple[object, ...]], tolerate: tuple[str, ...] = ()) -> None:
@@ -218,39 +227,121 @@ def _pipeline_each(client: redis.Redis, commands: Sequence[tuple[tuple[object, .
             raise ClusterError(f"CLUSTER {' '.join(map(str, args))}: {result}")
 
 
-def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress) -> int:
-    """Finish every half-done move towards its target; close states whose other side is gone.
+def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress, timeout: float = 60.0) -> int:
+    """Finish every half-done move towards whoever holds its moved keys now; returns slots handled.
 
     Finishing (rather than rolling back) is always safe: the target already
     holds part of the keys and accepts the rest; the source keeps serving the
-    keys it still has until the very last SETSLOT.
+    keys it still has until the very last SETSLOT. Each slot is paired by what
+    is true now, not by the ids its IMPORTING/MIGRATING marks recorded:
+
+    * the source is the slot's current owner (after a failover that is the old
+      source's replica, which holds the keys not yet moved but no MIGRATING
+      mark: until it gets one, clients read the moved keys as missing);
+    * the target is the master that has the slot IMPORTING, else the MIGRATING
+      mark's target, else, when that target is gone, its heir: its replica
+      (promoted here by TAKEOVER, as Redis elects nobody for a master without
+      slots) or the master Redis already promoted, found by the keys it holds.
+
+    A slot whose owner is gone is left open for the planner, which promotes the
+    owner's replica first; the next round pairs it. Opposite moves between one
+    pair of masters never run at once (two MIGRATE streams in opposite directions
+    block each other's node for the MIGRATE timeout).
     """
     by_id = snap.by_id
-    pairs: dict[int, tuple[str, str]] = {}
-    for member, migrating, importing in snap.open_slots():
-        for slot, target in migrating.items():
-            pairs[slot] = (member.node_id, target)
-        for slot, source in importing.items():
-            pairs.setdefault(slot, (source, member.node_id))
-    if not pairs:
+    masters = {m.node_id: m for m in snap.members if m.is_master}
+    migrating: dict[int, str] = {}  # slot -> target id, as the owner marked it
+    importing: dict[int, str] = {}  # slot -> live master importing it
+    imported_from: dict[int, str] = {}  # slot -> source id, as the importing master marked it
+    marked: dict[int, list[str]] = {}  # slot -> masters with a mark for it
+    for member, out, into in snap.open_slots():
+        if member.node_id not in masters:
+            continue  # a replica's copy of the marks (Valkey 8 replicates them) is not a move
+        migrating.update(out)
+        importing.update(dict.fromkeys(into, member.node_id))
+        imported_from.update(into)
+        for slot in [*out, *into]:
+            marked.setdefault(slot, []).append(member.node_id)
+    slots = sorted(set(migrating) | set(importing))
+    if not slots:
         return 0
-    progress(f"finishing {len(pairs)} slot(s) left open by an interrupted move: {format_ranges(pairs)}")
-    masters = [m for m in snap.members if m.is_master]
+    progress(f"finishing {len(slots)} slot(s) left open by an interrupted move: {format_ranges(slots)}")
+    owner = _slot_owners(snap)
+    promoted: set[str] = set()
     finishable: dict[tuple[str, str], list[int]] = {}
-    for slot, (src_id, dst_id) in sorted(pairs.items()):
-        if src_id in by_id and dst_id in by_id:
-            finishable.setdefault((src_id, dst_id), []).append(slot)
-        else:
-            # The other side is gone: whoever still has the state closes it; slot ownership
-            # is then the planner's business (a lost owner's slots get reassigned).
-            for m in snap.members:
-                _pipeline(connector.client(m.address), [("SETSLOT", slot, "STABLE")])
+    close: dict[str, list[int]] = {}
+    for slot in slots:
+        src = owner.get(slot)
+        if src is not None and src not in by_id:
+            continue  # its owner is gone: the plan promotes the owner's replica, the next round pairs it
+        dst = importing.get(slot)
+        if dst is None or dst == src:
+            dst = _heir(snap, connector, migrating.get(slot), slot, src, promoted)
+        if src is None or dst is None or dst == src:
+            # Nowhere to finish it: no live node took part of its keys. Close what marks are left.
+            for node_id in marked[slot]:
+                close.setdefault(node_id, []).append(slot)
+            continue
+        finishable.setdefault((src, dst), []).append(slot)
+    if promoted:
+        fail_over(snap, connector, sorted(promoted), timeout=timeout)
+        masters.update({i: by_id[i] for i in promoted})
+    for node_id, closing in close.items():
+        _pipeline(connector.client(by_id[node_id].address), [("SETSLOT", s, "STABLE") for s in closing], _REPLICA)
 
     def finish(item: tuple[tuple[str, str], list[int]]) -> None:
-        (src_id, dst_id), slots = item
+        (src_id, dst_id), todo = item
         src, dst = by_id[src_id], by_id[dst_id]
-        others = [m for m in masters if m.node_id not in (src_id, dst_id)]
-        _move_chunk(connector, src, dst, others, slots)
+        # Redis never rebinds a slot it is importing: after the source's failover the target still sees the
+        # dead source own it, so it is down (CLUSTERDOWN) for good. Tell it the current owner (the mark stays).
+        stale = [s for s in todo if imported_from.get(s, src_id) != src_id]
+        _pipeline(connector.client(dst.address), [("SETSLOT", s, "NODE", src_id) for s in stale])
+        wait_serving(snap, connector, [dst_id], timeout)  # a restarted target answers CLUSTERDOWN until then
+        others = [m for m in masters.values() if m.node_id not in (src_id, dst_id)]
+        chunks = [todo[i : i + SLOTS_PER_CHUNK] for i in range(0, len(todo), SLOTS_PER_CHUNK)]
+        _stream(connector, src, dst, others, chunks)
 
-    parallel(finish, list(finishable.items()))
-    return len(pairs)
+    for batch in _one_direction_at_a_time(list(finishable.items())):
+        parallel(finish, batch)
+    return len(slots)
+
+
+def _slot_owners(snap: Snapshot) -> dict[int, str]:
+    """Who owns each slot now: a member's own claim first, else what views say of the gone ones."""
+    owner = {s: m.node_id for m in snap.members if m.is_master for s in m.slots}
+    for lines in snap.views.values():
+        for ln in lines:
+            if ln.is_master and ln.node_id not in snap.by_id:
+                for s in ln.slots:
+                    owner.setdefault(s, ln.node_id)
+    return owner
+
+
+def _heir(
+    snap: Snapshot, connector: Connector, target: str | None, slot: int, src: str | None, promoted: set[str]
+) -> str | None:
+    """The live master that holds (or, once promoted, will hold) the keys moved so far to ``target``."""
+    if target is None:
+        return None
+    if target in snap.by_id:
+        return target if snap.by_id[target].is_master else None
+    replicas = sorted((m for m in snap.members if m.master_id == target), key=lambda m: m.order)
+    if replicas:
+        promoted.add(replicas[0].node_id)
+        return replicas[0].node_id
+    # Redis promoted the gone target's replica already (it owned slots): that master holds keys of a slot
+    # it does not own.
+    for m in snap.members:
+        holds = m.is_master and m.node_id != src and slot not in m.slots
+        if holds and int(cluster(connector.client(m.address), "COUNTKEYSINSLOT", slot)):
+            return m.node_id
+    return None
+
+
+def _one_direction_at_a_time(
+    items: list[tuple[tuple[str, str], list[int]]],
+) -> list[list[tuple[tuple[str, str], list[int]]]]:
+    """Batches to run one after the other, none holding both A -> B and B -> A."""
+    first = [item for item in items if item[0][::-1] not in dict(items) or item[0] < item[0][::-1]]
+    rest = [item for item in items if item not in first]
+    return [batch for batch in (first, rest) if batch]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from bootstrap.endpoints import Connector, Endpoint, Inventory
+from bootstrap.endpoints import Connector, DeadlineExceeded, Endpoint, Inventory
 from bootstrap.model import SLOTS, Member, NodeLine, format_ranges, parse_cluster_nodes, to_ranges
 
 Progress = Callable[[str], None]
@@ -99,6 +99,12 @@ def wait_reachable(inventory: Inventory, connector: Connector, timeout: float, p
             try:
                 connector.client(e.address, timeout=2).ping()
                 return e, None
+            except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+                # A wrong password or user does not fix itself by waiting: say so now, not at the timeout.
+                raise ClusterError(
+                    f"{e.name} ({e.address}) refused the login: {exc}; check the password "
+                    f"(REDISCLI_AUTH for the command line) and the user"
+                ) from exc
             except (redis.RedisError, OSError) as exc:
                 return e, f"{type(exc).__name__}: {exc}"
 
@@ -187,7 +193,45 @@ def take_snapshot(inventory: Inventory, connector: Connector, tolerate_unreachab
     for node_id in list(snap.strangers):
         if node_id in snap.ghosts:  # failed in someone's view: gone, not foreign
             del snap.strangers[node_id]
+    _bury_silent_strangers(snap, connector, owned_by_members)
     return snap
+
+
+def _bury_silent_strangers(snap: Snapshot, connector: Connector, owned_by_members: set[int]) -> None:
+    """Unlisted members that do not answer are ghosts, not foreign nodes.
+
+    Within cluster-node-timeout of its death a killed node is not flagged
+    ``fail`` by anyone yet, only disconnected: treating it as a live stranger
+    made every run until then end in "does not answer". So is an id whose
+    address a member answers under another id (a node that lost its volume and
+    came back empty). A stranger we cannot dial at all (a port-forward reaches
+    pods only) stays a stranger.
+    """
+
+    taken = {m.seen_as for m in snap.members} | {m.address for m in snap.members}
+
+    def silent(item: tuple[str, str]) -> bool:
+        _, address = item
+        if not address or address in taken:
+            return True  # no address, or another id answers there now (a pod that came back with no data)
+        try:
+            connector.client(address, timeout=2).ping()
+        except DeadlineExceeded:
+            raise  # out of time is no verdict on the node
+        except ValueError:
+            return False
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+            return False  # it answered
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return True
+        return False
+
+    items = list(snap.strangers.items())
+    for (node_id, _), dead in zip(items, parallel(silent, items), strict=True):
+        if dead:
+            del snap.strangers[node_id]
+            slots = {s for lines in snap.views.values() for ln in lines if ln.node_id == node_id for s in ln.slots}
+            snap.ghosts[node_id] = frozenset(slots - owned_by_members)
 
 
 def refuse_unsafe(snap: Snapshot) -> None:
@@ -443,9 +487,10 @@ def relink_replicas(snap: Snapshot, connector: Connector, progress: Progress) ->
     differs from their own view of their master are touched.
     """
     fixed = 0
+    by_id = snap.by_id
     for m in snap.members:
-        if not m.master_id:
-            continue
+        if not m.master_id or m.master_id not in by_id:
+            continue  # a gone master's replicas are the plan's business (promoted or re-pointed)
         master = next((ln for ln in snap.views[m.node_id] if ln.node_id == m.master_id), None)
         if master is None or not master.address:
             continue
@@ -465,10 +510,13 @@ def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], 
     for rid in replica_ids:
         replica = by_id[rid]
         master_alive = replica.master_id in by_id
-        mode = [] if master_alive else ["FORCE"]
+        # Redis holds no election for a replica of a master without slots (a migration target that died
+        # before its first slot closed): only TAKEOVER promotes it.
+        slotless = not master_alive and not snap.ghosts.get(replica.master_id or "")
+        mode = [] if master_alive else ["TAKEOVER"] if slotless else ["FORCE"]
         client = connector.client(replica.address)
         deadline = time.monotonic() + timeout
-        tried_takeover = False
+        tried_takeover = slotless
         cluster(client, "FAILOVER", *mode)
         while True:
             me = next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
@@ -494,7 +542,9 @@ def forget(connector: Connector, members: Sequence[Member], node_ids: Sequence[s
 
     def run(m: Member) -> None:
         pipe = connector.client(m.address).pipeline(transaction=False)
-        targets = [i for i in node_ids if i != m.node_id]
+        # A replica refuses to forget its own master ("Can't forget my master!"): the plan points it at
+        # another master in the same round, and the next round's forget reaches it.
+        targets = [i for i in node_ids if i not in (m.node_id, m.master_id)]
         for node_id in targets:
             pipe.execute_command("CLUSTER", "FORGET", node_id)
         for result in pipe.execute(raise_on_error=False):
@@ -511,15 +561,26 @@ def detach(snap: Snapshot, connector: Connector, replica_ids: Sequence[str]) -> 
         cluster(connector.client(by_id[rid].address), "RESET", "SOFT")
 
 
+# REPLICATE answers that only mean the replica's view is behind: its master was just promoted (it still
+# sees a replica) or just met (unknown). Gossip fixes both within a few pings.
+_VIEW_BEHIND = ("only replicate a master", "Unknown node")
+VIEW_WAIT_S = 15.0
+
+
 def replicate(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, str]]) -> None:
     by_id = snap.by_id
 
     def run(pair: tuple[str, str]) -> None:
         replica, master = by_id[pair[0]], pair[1]
-        try:
-            cluster(connector.client(replica.address), "REPLICATE", master)
-        except redis.ResponseError as exc:
-            raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
+        deadline = time.monotonic() + VIEW_WAIT_S
+        while True:
+            try:
+                cluster(connector.client(replica.address), "REPLICATE", master)
+                return
+            except redis.ResponseError as exc:
+                if not any(t in str(exc) for t in _VIEW_BEHIND) or time.monotonic() > deadline:
+                    raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
+            time.sleep(POLL_S)
 
     parallel(run, pairs)
 
