@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import redis
 
 from bootstrap import operations as ops
+from bootstrap import rules
 from bootstrap.converge import adopt, converge, describe, require_enough_nodes
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import PlanError, Shape, parse_cluster_nodes
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check(args: argparse.Namespace, connector: Connector) -> int:
     inventory = _members_of(args.seed, connector)
     snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
-    verdict = ops.health(snap, ops.cluster_infos(snap, connector), args.replicas, args.masters)
+    verdict = rules.health(snap, ops.cluster_infos(snap, connector), args.replicas, args.masters)
     if verdict.ok:
         masters = sum(1 for m in snap.members if m.is_master and m.slots)
         print(f"OK: {len(snap.members)} nodes, {masters} masters, all 16384 slots covered, no open slot")

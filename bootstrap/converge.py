@@ -15,11 +15,11 @@ from typing import Any
 
 import redis
 
-from bootstrap import lease
+from bootstrap import lease, rules
 from bootstrap import operations as ops
 from bootstrap.endpoints import Connector, DeadlineExceeded, Endpoint, Inventory
 from bootstrap.migration import move_slots, repair_open_slots
-from bootstrap.model import Plan, PlanError, Shape, format_ranges
+from bootstrap.model import Plan, PlanError, Shape, Snapshot, format_ranges
 from bootstrap.planner import plan
 
 MAX_ROUNDS = 5
@@ -27,7 +27,7 @@ MAX_ROUNDS = 5
 
 @dataclass(frozen=True)
 class Outcome:
-    snapshot: ops.Snapshot
+    snapshot: Snapshot
     plans: tuple[Plan, ...]
     keys_moved: int
     seconds: float
@@ -134,14 +134,14 @@ def _rounds(
 
 def _execute(
     step: Plan,
-    snap: ops.Snapshot,
+    snap: Snapshot,
     inventory: Inventory,
     connector: Connector,
     progress: ops.Progress,
     left: Callable[[], float],
 ) -> int:
     """Run one plan; returns keys moved. Role changes end the round early so it is re-planned."""
-    fresh = ops.is_fresh(snap)
+    fresh = rules.is_fresh(snap)
     if fresh:
         progress(f"forming a new cluster of {len(snap.members)} nodes")
         ops.assign_slots(snap, connector, step.assign, fresh=True)
@@ -188,7 +188,7 @@ def _only_adds_replicas(step: Plan) -> bool:
     return not (step.moves or step.failovers or step.detach or step.forget or step.remove)
 
 
-def adopt(inventory: Inventory, snap: ops.Snapshot) -> Inventory:
+def adopt(inventory: Inventory, snap: Snapshot) -> Inventory:
     """The inventory plus every live cluster member it does not list, marked to be drained and removed."""
     known = len(inventory.endpoints)
     extra = [
@@ -198,7 +198,7 @@ def adopt(inventory: Inventory, snap: ops.Snapshot) -> Inventory:
     return Inventory(inventory.endpoints + tuple(extra))
 
 
-def describe(snap: ops.Snapshot) -> dict[str, Any]:
+def describe(snap: Snapshot) -> dict[str, Any]:
     """The cluster as stack outputs: masters with slot ranges, replica map, node ids."""
     names = snap.names()
     masters = sorted((m for m in snap.members if m.is_master and m.slots), key=lambda m: min(m.slots))

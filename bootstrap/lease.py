@@ -30,7 +30,8 @@ import redis
 from redis.crc import key_slot
 
 from bootstrap.endpoints import Connector
-from bootstrap.operations import ClusterError, Progress, Snapshot
+from bootstrap.model import Snapshot
+from bootstrap.operations import ClusterError, Progress
 
 KEY = "redis-cluster:bootstrap-lease"
 SLOT = key_slot(KEY.encode())

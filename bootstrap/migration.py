@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import redis
 
+from bootstrap import rules
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
-from bootstrap.model import Member, SlotMove, format_ranges
-from bootstrap.operations import ClusterError, Progress, Snapshot, cluster, fail_over, parallel, wait_serving
+from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
+from bootstrap.operations import ClusterError, Progress, cluster, fail_over, parallel, wait_serving
 
 # Slots opened at once per source/target pair. Closing a chunk makes the target bump its config epoch,
 # and every node then saves nodes.conf with fsync, stalling its clients (measured: 256 -> 1024 cut the move
@@ -232,116 +233,46 @@ def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress, 
 
     Finishing (rather than rolling back) is always safe: the target already
     holds part of the keys and accepts the rest; the source keeps serving the
-    keys it still has until the very last SETSLOT. Each slot is paired by what
-    is true now, not by the ids its IMPORTING/MIGRATING marks recorded:
-
-    * the source is the slot's current owner (after a failover that is the old
-      source's replica, which holds the keys not yet moved but no MIGRATING
-      mark: until it gets one, clients read the moved keys as missing);
-    * the target is the master that has the slot IMPORTING, else the MIGRATING
-      mark's target, else, when that target is gone, its heir: its replica
-      (promoted here by TAKEOVER, as Redis elects nobody for a master without
-      slots) or the master Redis already promoted, found by the keys it holds.
-
-    A slot whose owner is gone is left open for the planner, which promotes the
-    owner's replica first; the next round pairs it. Opposite moves between one
-    pair of masters never run at once (two MIGRATE streams in opposite directions
-    block each other's node for the MIGRATE timeout).
+    keys it still has until the very last SETSLOT. ``rules.pair_open_slots``
+    decides who is source and target after a fault; here the heirs are
+    promoted (TAKEOVER), the importers told their slot's current owner, and
+    the moves finished, one direction between a pair of masters at a time.
     """
-    by_id = snap.by_id
-    masters = {m.node_id: m for m in snap.members if m.is_master}
-    migrating: dict[int, str] = {}  # slot -> target id, as the owner marked it
-    importing: dict[int, str] = {}  # slot -> live master importing it
-    imported_from: dict[int, str] = {}  # slot -> source id, as the importing master marked it
-    marked: dict[int, list[str]] = {}  # slot -> masters with a mark for it
-    for member, out, into in snap.open_slots():
-        if member.node_id not in masters:
-            continue  # a replica's copy of the marks (Valkey 8 replicates them) is not a move
-        migrating.update(out)
-        importing.update(dict.fromkeys(into, member.node_id))
-        imported_from.update(into)
-        for slot in [*out, *into]:
-            marked.setdefault(slot, []).append(member.node_id)
-    slots = sorted(set(migrating) | set(importing))
-    if not slots:
+    repair = rules.pair_open_slots(snap)
+    if not repair.slots:
         return 0
-    progress(f"finishing {len(slots)} slot(s) left open by an interrupted move: {format_ranges(slots)}")
-    owner = _slot_owners(snap)
-    promoted: set[str] = set()
-    finishable: dict[tuple[str, str], list[int]] = {}
-    close: dict[str, list[int]] = {}
-    for slot in slots:
-        src = owner.get(slot)
-        if src is not None and src not in by_id:
-            continue  # its owner is gone: the plan promotes the owner's replica, the next round pairs it
-        dst = importing.get(slot)
-        if dst is None or dst == src:
-            dst = _heir(snap, connector, migrating.get(slot), slot, src, promoted)
-        if src is None or dst is None or dst == src:
-            # Nowhere to finish it: no live node took part of its keys. Close what marks are left.
-            for node_id in marked[slot]:
-                close.setdefault(node_id, []).append(slot)
-            continue
-        finishable.setdefault((src, dst), []).append(slot)
-    if promoted:
-        fail_over(snap, connector, sorted(promoted), timeout=timeout)
-        masters.update({i: by_id[i] for i in promoted})
-    for node_id, closing in close.items():
-        _pipeline(connector.client(by_id[node_id].address), [("SETSLOT", s, "STABLE") for s in closing], _REPLICA)
+    progress(f"finishing {len(repair.slots)} slot(s) left open by an interrupted move: {format_ranges(repair.slots)}")
+    by_id = snap.by_id
+    for slot, src in repair.probe.items():
+        # Redis promoted the gone target's replica already (it owned slots): that master holds keys of a slot
+        # it does not own.
+        heir = next((m for m in snap.members if _holds_keys(connector, m, slot, src)), None)
+        if heir is None:
+            repair.close.setdefault(src, []).append(slot)
+        else:
+            repair.finish.setdefault((src, heir.node_id), []).append(slot)
+    if repair.promote:
+        fail_over(snap, connector, sorted(repair.promote), timeout=timeout)
+    for node_id, slots in repair.close.items():
+        _pipeline(connector.client(by_id[node_id].address), [("SETSLOT", s, "STABLE") for s in slots], _REPLICA)
+    masters = [m for m in snap.members if m.is_master or m.node_id in repair.promote]
 
-    def finish(item: tuple[tuple[str, str], list[int]]) -> None:
-        (src_id, dst_id), todo = item
-        src, dst = by_id[src_id], by_id[dst_id]
-        # Redis never rebinds a slot it is importing: after the source's failover the target still sees the
-        # dead source own it, so it is down (CLUSTERDOWN) for good. Tell it the current owner (the mark stays).
-        stale = [s for s in todo if imported_from.get(s, src_id) != src_id]
-        _pipeline(connector.client(dst.address), [("SETSLOT", s, "NODE", src_id) for s in stale])
-        wait_serving(snap, connector, [dst_id], timeout)  # a restarted target answers CLUSTERDOWN until then
-        others = [m for m in masters.values() if m.node_id not in (src_id, dst_id)]
+    def finish(pair: tuple[str, str]) -> None:
+        src, dst = by_id[pair[0]], by_id[pair[1]]
+        todo = repair.finish[pair]
+        stale = [("SETSLOT", s, "NODE", repair.stale[s]) for s in todo if s in repair.stale]
+        _pipeline(connector.client(dst.address), stale)
+        wait_serving(snap, connector, [dst.node_id], timeout)  # a restarted target answers CLUSTERDOWN until then
+        others = [m for m in masters if m.node_id not in pair]
         chunks = [todo[i : i + SLOTS_PER_CHUNK] for i in range(0, len(todo), SLOTS_PER_CHUNK)]
         _stream(connector, src, dst, others, chunks)
 
-    for batch in _one_direction_at_a_time(list(finishable.items())):
+    for batch in rules.one_direction_at_a_time(repair.finish):
         parallel(finish, batch)
-    return len(slots)
+    return len(repair.slots)
 
 
-def _slot_owners(snap: Snapshot) -> dict[int, str]:
-    """Who owns each slot now: a member's own claim first, else what views say of the gone ones."""
-    owner = {s: m.node_id for m in snap.members if m.is_master for s in m.slots}
-    for lines in snap.views.values():
-        for ln in lines:
-            if ln.is_master and ln.node_id not in snap.by_id:
-                for s in ln.slots:
-                    owner.setdefault(s, ln.node_id)
-    return owner
-
-
-def _heir(
-    snap: Snapshot, connector: Connector, target: str | None, slot: int, src: str | None, promoted: set[str]
-) -> str | None:
-    """The live master that holds (or, once promoted, will hold) the keys moved so far to ``target``."""
-    if target is None:
-        return None
-    if target in snap.by_id:
-        return target if snap.by_id[target].is_master else None
-    replicas = sorted((m for m in snap.members if m.master_id == target), key=lambda m: m.order)
-    if replicas:
-        promoted.add(replicas[0].node_id)
-        return replicas[0].node_id
-    # Redis promoted the gone target's replica already (it owned slots): that master holds keys of a slot
-    # it does not own.
-    for m in snap.members:
-        holds = m.is_master and m.node_id != src and slot not in m.slots
-        if holds and int(cluster(connector.client(m.address), "COUNTKEYSINSLOT", slot)):
-            return m.node_id
-    return None
-
-
-def _one_direction_at_a_time(
-    items: list[tuple[tuple[str, str], list[int]]],
-) -> list[list[tuple[tuple[str, str], list[int]]]]:
-    """Batches to run one after the other, none holding both A -> B and B -> A."""
-    first = [item for item in items if item[0][::-1] not in dict(items) or item[0] < item[0][::-1]]
-    rest = [item for item in items if item not in first]
-    return [batch for batch in (first, rest) if batch]
+def _holds_keys(connector: Connector, m: Member, slot: int, owner: str) -> bool:
+    if not m.is_master or m.node_id == owner or slot in m.slots:
+        return False
+    return bool(int(cluster(connector.client(m.address), "COUNTKEYSINSLOT", slot)))

@@ -24,10 +24,11 @@ from typing import Any
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from bootstrap import operations as ops
+from bootstrap import rules
 from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
-from bootstrap.model import Shape
+from bootstrap.model import Shape, Snapshot
 
 INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds")
 SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
@@ -76,7 +77,7 @@ def _connector(props: dict[str, Any], inventory: Inventory) -> Connector:
     return DirectConnector(password, username, fallback)
 
 
-def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:
+def _observed(snap: Snapshot, problems: list[str]) -> dict[str, Any]:
     view = describe(snap)
     return {
         "clusterState": "ok" if not problems else "degraded",
@@ -136,7 +137,7 @@ def observe(props: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
             infos = ops.cluster_infos(snap, connector)
     except (ops.ClusterError, OSError) as exc:
         return {**_public(props), "clusterState": "unreachable", "problems": [str(exc)]}
-    verdict = ops.health(snap, infos, shape.replicas_per_master, shape.masters)
+    verdict = rules.health(snap, infos, shape.replicas_per_master, shape.masters)
     return {**_public(props), **_observed(snap, list(verdict.problems))}
 
 

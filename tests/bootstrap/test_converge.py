@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from bootstrap import operations as ops
+from bootstrap import rules
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, static_inventory
 from bootstrap.model import SLOTS, Shape
@@ -98,7 +99,7 @@ def test_killed_master_fails_over_and_apply_restores_the_replica(redis_farm: Red
     # refresh: the provider's observe reports the drift (a master without replica, a failed node)
     survivors = six[1:]
     snap = ops.take_snapshot(static_inventory([n.address for n in survivors]), DirectConnector())
-    verdict = ops.health(snap, {}, expect_replicas=1, expect_masters=3)
+    verdict = rules.health(snap, {}, expect_replicas=1, expect_masters=3)
     assert any("0 replica" in p for p in verdict.problems)
     # heal with a fresh node in place of the dead one
     spare = redis_farm.spawn(1, hosts=[victim.host])[0]
