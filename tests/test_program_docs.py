@@ -1,17 +1,23 @@
-"""docs/config.md's reference table must say what Pulumi.yaml declares."""
+"""docs/config.md's reference and Pulumi.yaml's config block are what components/settings.py declares."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
 from typing import Any
 
+import pytest
 import yaml
 
+from components import settings
 from tests.components.harness import ROOT, project_file
 
-ROW = re.compile(r"^\| `(?P<key>[A-Za-z]+)` \| (?P<type>\w+) \| `(?P<default>[^`]*)` \| (?P<desc>.+) \|$")
+ROW = re.compile(
+    r"^\| `(?P<key>[A-Za-z]+)` \| (?P<type>\w+) \| `(?P<default>[^`]*)` \| (?P<allowed>.+) \| (?P<desc>.+) \|$"
+)
+REGENERATE = "regenerate with `venv/bin/python -m components.settings`"
 
 
 def documented() -> dict[str, tuple[str, Any]]:
@@ -42,6 +48,26 @@ def test_config_reference_matches_pulumi_yaml() -> None:
         key.split(":", 1)[1]: (spec["type"], as_doc(spec["default"])) for key, spec in project_file()["config"].items()
     }
     assert documented() == declared
+
+
+def test_config_reference_is_generated_from_the_declarations() -> None:
+    doc = (ROOT / "docs" / "config.md").read_text()
+    assert settings.with_reference(doc) == doc, REGENERATE
+    assert list(documented()) == [key.name for key in settings.KEYS]
+
+
+def test_pulumi_yaml_config_is_generated_from_the_declarations() -> None:
+    text = (ROOT / "Pulumi.yaml").read_text()
+    assert project_file()["config"] == settings.pulumi_config(), REGENERATE
+    assert settings.with_config_block(text) == text, REGENERATE
+
+
+def test_a_changed_declaration_shows_up_in_both_generated_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generators really read the declarations: a changed one changes both outputs."""
+    changed = dataclasses.replace(settings.KEYS[0], doc="A doc that no file holds yet.")
+    monkeypatch.setattr(settings, "KEYS", (changed, *settings.KEYS[1:]))
+    assert "A doc that no file holds yet." in settings.with_reference((ROOT / "docs" / "config.md").read_text())
+    assert "A doc that no file holds yet." in settings.with_config_block((ROOT / "Pulumi.yaml").read_text())
 
 
 def load_workflow(name: str) -> dict[Any, Any]:
