@@ -34,15 +34,22 @@ OPERATOR_PASSWORD = "operator-password-for-tests"
 OPERATOR_ACL = f"operator on >{OPERATOR_PASSWORD} ~* &* +@all"
 
 
-@pytest.fixture
-def secured(redis_farm: RedisFarm, tmp_path: Path) -> Iterator[tuple[list[RedisNode], Path]]:
-    """A 3x1 cluster with auth (default and operator users, as the pods have) and the Secret's files."""
-    cluster = redis_farm.spawn(6, hosts=HOSTS, password=PASSWORD, extra={"user": OPERATOR_ACL})
+def secured_cluster(redis_farm: RedisFarm, masters: int, replicas: int) -> list[RedisNode]:
+    """A cluster with auth as the pods have it (default and operator users), formed as the operator."""
+    cluster = redis_farm.spawn(masters * (1 + replicas), hosts=HOSTS, password=PASSWORD, extra={"user": OPERATOR_ACL})
     connector = DirectConnector(OPERATOR_PASSWORD, "operator")
     try:
-        converge(static_inventory([n.address for n in cluster]), connector, Shape(3, 1), 120, lambda m: None)
+        inventory = static_inventory([n.address for n in cluster])
+        converge(inventory, connector, Shape(masters, replicas), 120, lambda m: None)
     finally:
         connector.close()
+    return cluster
+
+
+@pytest.fixture
+def secured(redis_farm: RedisFarm, tmp_path: Path) -> Iterator[tuple[list[RedisNode], Path]]:
+    """A 3x1 secured cluster and the Secret's files."""
+    cluster = secured_cluster(redis_farm, 3, 1)
     auth = tmp_path / "auth"
     auth.mkdir()
     (auth / redis_config.PASSWORD_KEY).write_text(PASSWORD)
@@ -136,12 +143,7 @@ def test_a_replica_and_a_master_without_replica_stop_as_they_are(
     out = handover(replica, auth, ["sh"])
     assert out.returncode == 0 and "not a master (slave)" in out.stderr, out.stderr
     assert myself(replica).master_id, "still a replica"
-    lone = redis_farm.spawn(3, hosts=HOSTS, password=PASSWORD, extra={"user": OPERATOR_ACL})
-    connector = DirectConnector(OPERATOR_PASSWORD, "operator")
-    try:
-        converge(static_inventory([n.address for n in lone]), connector, Shape(3, 0), 120, lambda m: None)
-    finally:
-        connector.close()
+    lone = secured_cluster(redis_farm, 3, 0)
     started = time.monotonic()
     out = handover(lone[0], auth, ["sh"])
     assert out.returncode == 0 and "no online replica" in out.stderr, out.stderr
