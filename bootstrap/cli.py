@@ -13,8 +13,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+import redis
+
 from bootstrap import operations as ops
-from bootstrap.converge import converge, describe
+from bootstrap import rules
+from bootstrap.converge import adopt, converge, describe, require_enough_nodes
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import PlanError, Shape, parse_cluster_nodes
 from bootstrap.planner import plan
@@ -54,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _members_of(seed: str, connector: Connector) -> Inventory:
     """All nodes a seed knows, failed ones included, so that check reports them."""
-    lines = parse_cluster_nodes(ops.cluster(connector.client(seed), "NODES"))
+    try:
+        lines = parse_cluster_nodes(ops.cluster(connector.client(seed), "NODES"))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ops.ClusterError(f"the seed {seed} does not answer ({exc}); name another node of the cluster") from exc
     addresses = sorted({ln.address for ln in lines if ln.address and not ln.is_myself} | {seed})
     return static_inventory(addresses)
 
@@ -69,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             shape = Shape(args.masters, args.replicas)
             inventory = static_inventory(args.nodes)
             if args.command == "plan":
-                snap = ops.take_snapshot(inventory, connector)
+                require_enough_nodes(inventory, shape)
+                # What apply would see: unlisted members are to be drained, not a foreign cluster.
+                snap = ops.take_snapshot(adopt(inventory, ops.take_snapshot(inventory, connector)), connector)
                 ops.refuse_unsafe(snap)
                 lines = plan(snap.members, shape, snap.ghosts).describe(snap.names())
                 print("\n".join(lines) if lines else "nothing to do: the cluster has the declared shape")
@@ -84,12 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ops.ClusterError, PlanError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except (redis.RedisError, OSError) as exc:  # a node failed outside a converge (plan, check)
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
 
 
 def _check(args: argparse.Namespace, connector: Connector) -> int:
     inventory = _members_of(args.seed, connector)
     snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
-    verdict = ops.health(snap, ops.cluster_infos(snap, connector), args.replicas, args.masters)
+    verdict = rules.health(snap, ops.cluster_infos(snap, connector), args.replicas, args.masters)
     if verdict.ok:
         masters = sum(1 for m in snap.members if m.is_master and m.slots)
         print(f"OK: {len(snap.members)} nodes, {masters} masters, all 16384 slots covered, no open slot")

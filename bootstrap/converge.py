@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
+from bootstrap import lease, rules
 from bootstrap import operations as ops
-from bootstrap.endpoints import Connector, Endpoint, Inventory
+from bootstrap.endpoints import Connector, DeadlineExceeded, Endpoint, Inventory
 from bootstrap.migration import move_slots, repair_open_slots
-from bootstrap.model import Plan, Shape, format_ranges
+from bootstrap.model import Plan, PlanError, Shape, Snapshot, format_ranges
 from bootstrap.planner import plan
 
 MAX_ROUNDS = 5
@@ -24,7 +27,7 @@ MAX_ROUNDS = 5
 
 @dataclass(frozen=True)
 class Outcome:
-    snapshot: ops.Snapshot
+    snapshot: Snapshot
     plans: tuple[Plan, ...]
     keys_moved: int
     seconds: float
@@ -46,20 +49,69 @@ def converge(
     unlisted live member means a foreign cluster and is refused.
     """
     started = time.monotonic()
+    require_enough_nodes(inventory, shape)
+    # Every socket read and connect ends by the deadline too: a frozen node cannot hold the run past it.
+    connector.set_deadline(started + timeout)
+    try:
+        return _converge(inventory, connector, shape, timeout, progress, adopt_unlisted, started)
+    except DeadlineExceeded as exc:
+        raise ops.ConvergenceTimeout(f"the run's {timeout:.0f}s are up: {exc}") from exc
+    except (redis.RedisError, OSError) as exc:
+        # A node that died or hung up mid-run: say which and what, not a traceback.
+        raise ops.ClusterError(f"{type(exc).__name__}: {exc}; run again once the node is back or replaced") from exc
+    finally:
+        connector.set_deadline(None)
+
+
+def require_enough_nodes(inventory: Inventory, shape: Shape) -> None:
+    """Refuse, before anything changes, a shape the listed nodes cannot fill."""
+    staying = [e for e in inventory.endpoints if not e.retire]
+    if len(staying) < shape.nodes:
+        raise PlanError(
+            f"{shape.masters} masters x {shape.replicas_per_master} replicas need {shape.nodes} nodes, "
+            f"{len(staying)} are listed ({', '.join(e.name for e in staying)}): add nodes or declare fewer"
+        )
+
+
+def _converge(
+    inventory: Inventory,
+    connector: Connector,
+    shape: Shape,
+    timeout: float,
+    progress: ops.Progress,
+    adopt_unlisted: bool,
+    started: float,
+) -> Outcome:
     deadline = started + timeout
 
     def left() -> float:
         return max(deadline - time.monotonic(), 1.0)
 
     ops.wait_reachable(inventory, connector, left(), progress)
-    if adopt_unlisted:
-        inventory = _adopt_unlisted(inventory, ops.take_snapshot(inventory, connector))
+    first = ops.take_snapshot(inventory, connector)
+    if adopt_unlisted and (adopted := adopt(inventory, first)) != inventory:
+        inventory, first = adopted, ops.take_snapshot(adopted, connector)
+    with lease.hold(first, connector, progress):
+        return _rounds(inventory, connector, shape, progress, left, started)
+
+
+def _rounds(
+    inventory: Inventory,
+    connector: Connector,
+    shape: Shape,
+    progress: ops.Progress,
+    left: Callable[[], float],
+    started: float,
+) -> Outcome:
     executed: list[Plan] = []
     keys_moved = 0
     for _ in range(MAX_ROUNDS):
         snap = ops.take_snapshot(inventory, connector)
         ops.refuse_unsafe(snap)
-        if repair_open_slots(snap, connector, progress) + ops.relink_replicas(snap, connector, progress):
+        # Each on a fresh look: the repair may promote a replica, which must then not be relinked.
+        if repair_open_slots(snap, connector, progress, min(left(), 60.0)):
+            snap = ops.take_snapshot(inventory, connector)
+        if ops.relink_replicas(snap, connector, progress):
             snap = ops.take_snapshot(inventory, connector)
         step = plan(snap.members, shape, snap.ghosts)
         if step.empty and ops.mesh(snap, connector) == 0:
@@ -82,14 +134,14 @@ def converge(
 
 def _execute(
     step: Plan,
-    snap: ops.Snapshot,
+    snap: Snapshot,
     inventory: Inventory,
     connector: Connector,
     progress: ops.Progress,
     left: Callable[[], float],
 ) -> int:
     """Run one plan; returns keys moved. Role changes end the round early so it is re-planned."""
-    fresh = ops.is_fresh(snap)
+    fresh = rules.is_fresh(snap)
     if fresh:
         progress(f"forming a new cluster of {len(snap.members)} nodes")
         ops.assign_slots(snap, connector, step.assign, fresh=True)
@@ -115,12 +167,16 @@ def _execute(
     if not fresh:
         ops.assign_slots(snap, connector, step.assign, fresh=False)
     # Before the moves: a new master's replica then syncs an empty dataset during Redis' rejoin delay
-    # and follows the moved keys as a stream, instead of a full copy of them afterwards.
-    ops.replicate(snap, connector, step.replicate)
+    # and follows the moved keys as a stream, instead of a full copy of them afterwards. A master that
+    # still owns slots can become a replica only once they have moved off it.
+    by_id = snap.by_id
+    now = [pair for pair in step.replicate if not by_id[pair[0]].slots]
+    ops.replicate(snap, connector, now)
     if step.moves:
         ops.wait_serving(snap, connector, {m.target for m in step.moves}, left())
         progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
     moved = move_slots(snap, connector, step.moves, progress)
+    ops.replicate(snap, connector, [pair for pair in step.replicate if pair not in now])
     ops.remove(snap, connector, step.remove)
     if step.lost_slots:
         progress(f"slots {format_ranges(step.lost_slots)} were reassigned empty: their owner is gone")
@@ -132,7 +188,8 @@ def _only_adds_replicas(step: Plan) -> bool:
     return not (step.moves or step.failovers or step.detach or step.forget or step.remove)
 
 
-def _adopt_unlisted(inventory: Inventory, snap: ops.Snapshot) -> Inventory:
+def adopt(inventory: Inventory, snap: Snapshot) -> Inventory:
+    """The inventory plus every live cluster member it does not list, marked to be drained and removed."""
     known = len(inventory.endpoints)
     extra = [
         Endpoint(name=address, address=address, domain=address.rpartition(":")[0], order=known + i, retire=True)
@@ -141,7 +198,7 @@ def _adopt_unlisted(inventory: Inventory, snap: ops.Snapshot) -> Inventory:
     return Inventory(inventory.endpoints + tuple(extra))
 
 
-def describe(snap: ops.Snapshot) -> dict[str, Any]:
+def describe(snap: Snapshot) -> dict[str, Any]:
     """The cluster as stack outputs: masters with slot ranges, replica map, node ids."""
     names = snap.names()
     masters = sorted((m for m in snap.members if m.is_master and m.slots), key=lambda m: min(m.slots))

@@ -10,14 +10,67 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
 SOCKET_TIMEOUT_S = 10.0
 MIGRATE_SOCKET_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+class DeadlineExceeded(redis.TimeoutError):
+    """A node did not answer before the run's deadline; the message names it."""
+
+
+@dataclass
+class Deadline:
+    """The run's end (time.monotonic()), shared by every connection a connector opens.
+
+    Without it one call to a frozen node waits its own socket timeout (120 s for
+    MIGRATE) no matter how little of the run is left; with it, every read and
+    connect ends by the deadline and the error says which node kept it waiting.
+    """
+
+    at: float | None = None
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else self.at - time.monotonic()
+
+
+class DeadlineConnection(redis.Connection):
+    """A redis connection whose connects and reads never outlast the shared ``Deadline``."""
+
+    def __init__(self, *args: Any, deadline: Deadline | None = None, label: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._deadline = deadline or Deadline()
+        self._label = label or f"{self.host}:{self.port}"  # the cluster address, also behind a tunnel
+
+    def _left(self) -> float | None:
+        left = self._deadline.remaining()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded(f"{self._label}: the run's time is up before it could be asked")
+        return left
+
+    def connect(self) -> None:
+        left = self._left()
+        if left is not None:
+            self.socket_connect_timeout = min(CONNECT_TIMEOUT_S, left)
+        super().connect()  # type: ignore[no-untyped-call]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        left = self._left()
+        if left is None or (self.socket_timeout is not None and self.socket_timeout <= left):
+            return super().read_response(*args, **kwargs)
+        try:
+            return super().read_response(*args, timeout=max(left, 0.01), **kwargs)
+        except redis.TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"{self._label} did not answer before the run's time was up (it may be frozen or overloaded): {exc}"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -57,6 +110,14 @@ class Connector(Protocol):
         """MIGRATE's AUTH/AUTH2 arguments: the source node logs in to the target as we do."""
         ...
 
+    def set_deadline(self, at: float | None) -> None:
+        """Bound every later read and connect by ``at`` (time.monotonic()); None lifts the bound."""
+        ...
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline, None without one."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +125,8 @@ def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"address {address!r} is not HOST:PORT")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"address {address!r}: port {port} is not in 1-65535")
     return host.strip("[]"), int(port)
 
 
@@ -83,6 +146,13 @@ class DirectConnector:
         self._fallback = fallback
         self._clients: dict[tuple[str, float], redis.Redis] = {}
         self._lock = threading.Lock()
+        self._deadline = Deadline()
+
+    def set_deadline(self, at: float | None) -> None:
+        self._deadline.at = at
+
+    def remaining(self) -> float | None:
+        return self._deadline.remaining()
 
     def dial(self, address: str) -> tuple[str, int]:
         return split_address(address)
@@ -98,15 +168,21 @@ class DirectConnector:
 
     def _new_client(self, address: str, timeout: float) -> redis.Redis:
         host, port = self.dial(address)
-        return redis.Redis(
+        # No retries (a pool built here has none): every wait above is a bounded loop of its own, and a
+        # retried MIGRATE to a frozen node multiplied its socket timeout by the retry count.
+        pool = redis.ConnectionPool(
+            connection_class=DeadlineConnection,
+            deadline=self._deadline,
+            label=address,
             host=host,
             port=port,
             username=self._username,
             password=self._password,
             socket_timeout=timeout,
-            socket_connect_timeout=5,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
             decode_responses=True,
         )
+        return redis.Redis.from_pool(pool)  # closing the client closes its pool
 
     def _probe_login(self, key: tuple[str, float]) -> None:
         """Switch every client to the fallback login when the first one is refused."""
@@ -140,7 +216,10 @@ class DirectConnector:
 def static_inventory(addresses: Sequence[str], retire: Sequence[str] = ()) -> Inventory:
     """Endpoints from plain HOST:PORT lists; the host stands in for the failure domain."""
     endpoints = []
-    for i, address in enumerate([*addresses, *retire]):
+    listed = [*addresses, *retire]
+    if twice := sorted({a for a in listed if listed.count(a) > 1}):
+        raise ValueError(f"node address(es) listed more than once: {', '.join(twice)}")
+    for i, address in enumerate(listed):
         host, _ = split_address(address)
         endpoints.append(Endpoint(name=address, address=address, domain=host, order=i, retire=i >= len(addresses)))
     return Inventory(tuple(endpoints))

@@ -16,6 +16,7 @@ from typing import Any
 
 from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, split_address
 from bootstrap.operations import ConvergenceTimeout, Progress
+from bootstrap.props import Announce
 
 REDIS_PORT = 6379
 
@@ -39,15 +40,14 @@ def pod_inventory(
     context: str | None = None,
     port: int = REDIS_PORT,
     wait: bool = True,
-    announce: dict[str, Any] | None = None,
+    announce: Announce | None = None,
 ) -> Inventory:
     """The StatefulSet's pods by ordinal; those at or beyond ``pod_count`` are marked to retire.
 
     With ``wait``, waits (bounded) until every declared ordinal has a pod with
     an IP; the error names the ordinals that never got one. Without it (the
     drain, which runs before the StatefulSet exists or grows), takes what is there.
-    ``announce`` (per-pod external access): ``{"host": fixed or "" for the
-    Kubernetes node's IP, "basePort": client NodePort of ordinal 0}``.
+    ``announce`` (per-pod external access): the address each pod announces.
     """
     api = _core_api(context)
     deadline = time.monotonic() + timeout
@@ -68,11 +68,7 @@ def pod_inventory(
                 domain=pod.spec.node_name or "",
                 order=ordinal,
                 retire=ordinal >= pod_count,
-                announced=(
-                    f"{announce.get('host') or pod.status.host_ip}:{int(announce['basePort']) + ordinal}"
-                    if announce
-                    else ""
-                ),
+                announced=announce.address(ordinal, pod.status.host_ip) if announce else "",
             )
         missing = [i for i in range(pod_count) if i not in endpoints]
         if not missing or not wait:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import redis
 
+from bootstrap import rules
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
-from bootstrap.model import Member, SlotMove, format_ranges
-from bootstrap.operations import ClusterError, Progress, Snapshot, parallel
+from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
+from bootstrap.operations import ClusterError, Progress, cluster, fail_over, parallel, wait_serving
 
 # Slots opened at once per source/target pair. Closing a chunk makes the target bump its config epoch,
 # and every node then saves nodes.conf with fsync, stalling its clients (measured: 256 -> 1024 cut the move
@@ -33,6 +34,7 @@ SLOTS_PER_CHUNK = 1024
 SLOTS_PER_BATCH = 2
 KEYS_PER_MIGRATE = 1000
 MIGRATE_TIMEOUT_MS = 60_000
+POLL_S = 0.1
 # SETSLOT IMPORTING/MIGRATING answers that only mean "already past that step" on a resumed move.
 _ALREADY = ("already the owner", "not the owner", "I'm not the owner")
 _REPLICA = ("only with masters",)
@@ -128,21 +130,24 @@ def _stream(
             done(len(closing), keys)
         if not chunk:
             break
-        keys = _migrate_keys(source, src, dst, chunk, connector.auth_args())
+        keys = _migrate_keys(connector, source, src, dst, chunk)
         moved += keys
         closing = chunk
     _tell_others(connector, others, dst, [s for chunk in chunks for s in chunk])
     return moved
 
 
-def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence[int], auth: list[str]) -> int:
+def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: Member, slots: Sequence[int]) -> int:
     """MIGRATE every key of the (open) slots, at most SLOTS_PER_BATCH slots' key names in memory at once.
 
     One MIGRATE per slot (a cluster refuses keys of several slots in one); the
     GETKEYSINSLOT that checks a slot is empty rides in the same pipeline as the
     MIGRATEs, right after them, so each batch costs one round trip per pass.
+    A target that answers CLUSTERDOWN/TRYAGAIN (restarted, in its rejoin delay)
+    is asked again until the run's time is up: REPLACE makes a repeated batch safe.
     """
     host, port = split_address(dst.address)
+    auth = connector.auth_args()
     moved = 0
     for i in range(0, len(slots), SLOTS_PER_BATCH):
         batch = slots[i : i + SLOTS_PER_BATCH]
@@ -154,15 +159,22 @@ def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence
         # A slot with more than KEYS_PER_MIGRATE keys takes several passes; the source never gains
         # keys in a MIGRATING slot (writes to absent keys are redirected), so this ends.
         while pending:
+            time_left = connector.remaining()
+            # The target's own wait for the source never outlasts the run either.
+            timeout_ms = (
+                MIGRATE_TIMEOUT_MS if time_left is None else max(min(MIGRATE_TIMEOUT_MS, int(time_left * 1000)), 100)
+            )
             pipe = source.pipeline(transaction=False)
             for s in pending:
-                pipe.execute_command(
-                    "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, "REPLACE", *auth, "KEYS", *found[s]
-                )
+                pipe.execute_command("MIGRATE", host, port, "", 0, timeout_ms, "REPLACE", *auth, "KEYS", *found[s])
             for s in pending:
                 pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
             results = pipe.execute(raise_on_error=False)
+            waiting = False
             for s, result in zip(pending, results, strict=False):
+                if isinstance(result, Exception) and _not_serving(result) and (connector.remaining() or 1.0) > POLL_S:
+                    waiting = True  # its keys stay on the source; GETKEYSINSLOT below lists them again
+                    continue
                 if isinstance(result, Exception):
                     raise ClusterError(
                         f"MIGRATE {src.name} -> {dst.name} (slot {s}) failed: {result}. "
@@ -175,31 +187,29 @@ def _migrate_keys(source: redis.Redis, src: Member, dst: Member, slots: Sequence
                     raise ClusterError(f"CLUSTER GETKEYSINSLOT {s} on {src.name}: {keys}")
                 found[s] = keys
             pending = [s for s in pending if found[s]]
+            if waiting:
+                time.sleep(POLL_S)
     return moved
+
+
+def _not_serving(error: Exception) -> bool:
+    """The target is up but not taking keys yet: ask again shortly."""
+    return "CLUSTERDOWN" in str(error) or "TRYAGAIN" in str(error)
 
 
 def _tell_others(connector: Connector, others: Sequence[Member], dst: Member, slots: Sequence[int]) -> None:
     """SETSLOT NODE on the masters outside the pair, in parallel, so none waits for gossip any longer."""
 
     def tell(node: Member) -> None:
+        # A node that does not know the target yet (a fresh one, still meeting) learns the owner when it meets.
         _pipeline(
-            connector.client(node.address), [("SETSLOT", s, "NODE", dst.node_id) for s in slots], tolerate=_REPLICA
+            connector.client(node.address),
+            [("SETSLOT", s, "NODE", dst.node_id) for s in slots],
+            tolerate=(*_REPLICA, "Unknown node"),
         )
 
     if slots:
         parallel(tell, others)
-
-
-def _move_chunk(
-    connector: Connector,
-    src: Member,
-    dst: Member,
-    others: Sequence[Member],
-    slots: Sequence[int],
-) -> int:
-    """Finish (or do) the move of ``slots`` from ``src`` to ``dst``, SLOTS_PER_CHUNK at a time."""
-    chunks = [slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(slots), SLOTS_PER_CHUNK)]
-    return _stream(connector, src, dst, others, chunks)
 
 
 def _pipeline(client: redis.Redis, commands: Sequence[tuple[object, ...]], tolerate: tuple[str, ...] = ()) -> None:
@@ -218,39 +228,51 @@ def _pipeline_each(client: redis.Redis, commands: Sequence[tuple[tuple[object, .
             raise ClusterError(f"CLUSTER {' '.join(map(str, args))}: {result}")
 
 
-def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress) -> int:
-    """Finish every half-done move towards its target; close states whose other side is gone.
+def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress, timeout: float = 60.0) -> int:
+    """Finish every half-done move towards whoever holds its moved keys now; returns slots handled.
 
     Finishing (rather than rolling back) is always safe: the target already
     holds part of the keys and accepts the rest; the source keeps serving the
-    keys it still has until the very last SETSLOT.
+    keys it still has until the very last SETSLOT. ``rules.pair_open_slots``
+    decides who is source and target after a fault; here the heirs are
+    promoted (TAKEOVER), the importers told their slot's current owner, and
+    the moves finished, one direction between a pair of masters at a time.
     """
-    by_id = snap.by_id
-    pairs: dict[int, tuple[str, str]] = {}
-    for member, migrating, importing in snap.open_slots():
-        for slot, target in migrating.items():
-            pairs[slot] = (member.node_id, target)
-        for slot, source in importing.items():
-            pairs.setdefault(slot, (source, member.node_id))
-    if not pairs:
+    repair = rules.pair_open_slots(snap)
+    if not repair.slots:
         return 0
-    progress(f"finishing {len(pairs)} slot(s) left open by an interrupted move: {format_ranges(pairs)}")
-    masters = [m for m in snap.members if m.is_master]
-    finishable: dict[tuple[str, str], list[int]] = {}
-    for slot, (src_id, dst_id) in sorted(pairs.items()):
-        if src_id in by_id and dst_id in by_id:
-            finishable.setdefault((src_id, dst_id), []).append(slot)
+    progress(f"finishing {len(repair.slots)} slot(s) left open by an interrupted move: {format_ranges(repair.slots)}")
+    by_id = snap.by_id
+    for slot, src in repair.probe.items():
+        # Redis promoted the gone target's replica already (it owned slots): that master holds keys of a slot
+        # it does not own.
+        heir = next((m for m in snap.members if _holds_keys(connector, m, slot, src)), None)
+        if heir is None:
+            repair.close.setdefault(src, []).append(slot)
         else:
-            # The other side is gone: whoever still has the state closes it; slot ownership
-            # is then the planner's business (a lost owner's slots get reassigned).
-            for m in snap.members:
-                _pipeline(connector.client(m.address), [("SETSLOT", slot, "STABLE")])
+            repair.finish.setdefault((src, heir.node_id), []).append(slot)
+    if repair.promote:
+        fail_over(snap, connector, sorted(repair.promote), timeout=timeout)
+    for node_id, slots in repair.close.items():
+        _pipeline(connector.client(by_id[node_id].address), [("SETSLOT", s, "STABLE") for s in slots], _REPLICA)
+    masters = [m for m in snap.members if m.is_master or m.node_id in repair.promote]
 
-    def finish(item: tuple[tuple[str, str], list[int]]) -> None:
-        (src_id, dst_id), slots = item
-        src, dst = by_id[src_id], by_id[dst_id]
-        others = [m for m in masters if m.node_id not in (src_id, dst_id)]
-        _move_chunk(connector, src, dst, others, slots)
+    def finish(pair: tuple[str, str]) -> None:
+        src, dst = by_id[pair[0]], by_id[pair[1]]
+        todo = repair.finish[pair]
+        stale = [("SETSLOT", s, "NODE", repair.stale[s]) for s in todo if s in repair.stale]
+        _pipeline(connector.client(dst.address), stale)
+        wait_serving(snap, connector, [dst.node_id], timeout)  # a restarted target answers CLUSTERDOWN until then
+        others = [m for m in masters if m.node_id not in pair]
+        chunks = [todo[i : i + SLOTS_PER_CHUNK] for i in range(0, len(todo), SLOTS_PER_CHUNK)]
+        _stream(connector, src, dst, others, chunks)
 
-    parallel(finish, list(finishable.items()))
-    return len(pairs)
+    for batch in rules.one_direction_at_a_time(repair.finish):
+        parallel(finish, batch)
+    return len(repair.slots)
+
+
+def _holds_keys(connector: Connector, m: Member, slot: int, owner: str) -> bool:
+    if not m.is_master or m.node_id == owner or slot in m.slots:
+        return False
+    return bool(int(cluster(connector.client(m.address), "COUNTKEYSINSLOT", slot)))

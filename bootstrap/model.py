@@ -171,7 +171,16 @@ class SlotMove:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything that has to happen, in the order the executor does it."""
+    """Everything that has to happen to reach the shape.
+
+    The fields are what, not when. ``converge._execute`` runs them in this
+    order, each for a reason: a fresh cluster's slots first (as redis-cli
+    does: no master is ever a slotless minority), then the MEETs, failovers,
+    forget and detach (a role change ends the round: it is planned again from
+    a fresh look), the other slot assignments, REPLICATE for nodes without
+    slots (a new master's replica syncs during Redis' rejoin delay), the moves,
+    REPLICATE for masters the moves emptied (Redis refuses it before), remove.
+    """
 
     forget: tuple[str, ...] = ()  # ghost node ids: in some table, served by no reachable node
     failovers: tuple[str, ...] = ()  # replica ids to promote (their master retires or vanished)
@@ -217,3 +226,30 @@ class Plan:
             lost = format_ranges(self.lost_slots)
             out.append(f"WARNING: slots {lost} had no live owner; their keys are lost")
         return out
+
+
+@dataclass
+class Snapshot:
+    """Every endpoint's view of the cluster at one moment."""
+
+    members: list[Member]
+    views: dict[str, list[NodeLine]]  # node id -> that node's CLUSTER NODES
+    ghosts: dict[str, frozenset[int]] = field(default_factory=dict)  # unserved ids -> slots
+    strangers: dict[str, str] = field(default_factory=dict)  # live ids not declared -> address
+    unreachable: list[str] = field(default_factory=list)  # "name (address): error", when tolerated
+
+    @property
+    def by_id(self) -> dict[str, Member]:
+        return {m.node_id: m for m in self.members}
+
+    def open_slots(self) -> list[tuple[Member, dict[int, str], dict[int, str]]]:
+        """(member, migrating, importing) for every member with a slot left half moved."""
+        out = []
+        for m in self.members:
+            me = next(line for line in self.views[m.node_id] if line.is_myself)
+            if me.migrating or me.importing:
+                out.append((m, me.migrating, me.importing))
+        return out
+
+    def names(self) -> dict[str, str]:
+        return {m.node_id: m.name for m in self.members}

@@ -1,7 +1,8 @@
 """Cluster operations over the ``redis`` package: look, refuse, mesh, promote, forget, wait.
 
-I/O lives here and in ``migration``; decisions live in ``planner``. Every wait
-is bounded and, when it gives up, says which node is not there yet and why.
+I/O lives here and in ``migration``; decisions live in ``planner`` (the shape)
+and ``rules`` (everything else). Every wait is one ``poll``: bounded, and when
+it gives up it says which node is not there yet and why.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
 
-from bootstrap.endpoints import Connector, Endpoint, Inventory
-from bootstrap.model import SLOTS, Member, NodeLine, format_ranges, parse_cluster_nodes, to_ranges
+from bootstrap import rules
+from bootstrap.endpoints import Connector, DeadlineExceeded, Endpoint, Inventory
+from bootstrap.model import Member, NodeLine, Snapshot, format_ranges, parse_cluster_nodes, to_ranges
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
@@ -57,65 +58,57 @@ def cluster(client: redis.Redis, *args: Any) -> Any:
     return client.execute_command("CLUSTER", *args)
 
 
+def poll(what: str, probe: Callable[[], str | None], timeout: float, interval: float = POLL_S) -> None:
+    """Call ``probe`` until it reports nothing missing (None).
+
+    Past ``timeout`` raise ConvergenceTimeout: "<what> within <timeout>s: <the
+    probe's last word on what is missing>". Every wait of the bootstrap is one
+    of these, so each is bounded and each failure names what it waited for.
+    """
+    deadline = time.monotonic() + timeout
+    while (missing := probe()) is not None:
+        if time.monotonic() > deadline:
+            raise ConvergenceTimeout(f"{what} within {timeout:.0f}s: {missing}")
+        time.sleep(interval)
+
+
 # --- looking at the cluster ---------------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    """Every endpoint's view of the cluster at one moment."""
-
-    members: list[Member]
-    views: dict[str, list[NodeLine]]  # node id -> that node's CLUSTER NODES
-    ghosts: dict[str, frozenset[int]] = field(default_factory=dict)  # unserved ids -> slots
-    strangers: dict[str, str] = field(default_factory=dict)  # live ids not declared -> address
-    unreachable: list[str] = field(default_factory=list)  # "name (address): error", when tolerated
-
-    @property
-    def by_id(self) -> dict[str, Member]:
-        return {m.node_id: m for m in self.members}
-
-    def open_slots(self) -> list[tuple[Member, dict[int, str], dict[int, str]]]:
-        """(member, migrating, importing) for every member with a slot left half moved."""
-        out = []
-        for m in self.members:
-            me = next(line for line in self.views[m.node_id] if line.is_myself)
-            if me.migrating or me.importing:
-                out.append((m, me.migrating, me.importing))
-        return out
-
-    def names(self) -> dict[str, str]:
-        return {m.node_id: m.name for m in self.members}
 
 
 def wait_reachable(inventory: Inventory, connector: Connector, timeout: float, progress: Progress) -> None:
     """Bounded wait until every endpoint answers PING; the error names those that never did."""
     pending = {e.address: e for e in inventory.endpoints}
-    deadline = time.monotonic() + timeout
     last_error: dict[str, str] = {}
     announced = False
-    while pending:
 
-        def ping(e: Endpoint) -> tuple[Endpoint, str | None]:
-            try:
-                connector.client(e.address, timeout=2).ping()
-                return e, None
-            except (redis.RedisError, OSError) as exc:
-                return e, f"{type(exc).__name__}: {exc}"
+    def ping(e: Endpoint) -> tuple[Endpoint, str | None]:
+        try:
+            connector.client(e.address, timeout=2).ping()
+            return e, None
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            # A wrong password or user does not fix itself by waiting: say so now, not at the timeout.
+            raise ClusterError(
+                f"{e.name} ({e.address}) refused the login: {exc}; check the password "
+                f"(REDISCLI_AUTH for the command line) and the user"
+            ) from exc
+        except (redis.RedisError, OSError) as exc:
+            return e, f"{type(exc).__name__}: {exc}"
 
+    def silent() -> str | None:
+        nonlocal announced
         for e, err in parallel(ping, list(pending.values())):
             if err is None:
                 pending.pop(e.address, None)
             else:
                 last_error[e.address] = err
         if not pending:
-            return
-        if time.monotonic() > deadline:
-            detail = "; ".join(f"{e.name} ({e.address}): {last_error.get(a, '?')}" for a, e in pending.items())
-            raise ConvergenceTimeout(f"{len(pending)} node(s) did not answer PING within {timeout:.0f}s: {detail}")
+            return None
         if not announced:
             progress(f"waiting for {len(pending)} node(s) to answer: {', '.join(e.name for e in pending.values())}")
             announced = True
-        time.sleep(0.2)
+        return "; ".join(f"{e.name} ({e.address}): {last_error.get(a, '?')}" for a, e in pending.items())
+
+    poll(f"{len(pending)} node(s) did not answer PING", silent, timeout, interval=0.2)
 
 
 def take_snapshot(inventory: Inventory, connector: Connector, tolerate_unreachable: bool = False) -> Snapshot:
@@ -171,92 +164,76 @@ def take_snapshot(inventory: Inventory, connector: Connector, tolerate_unreachab
             )
         )
         views[me.node_id] = lines
-    snap = Snapshot(members=members, views=views, unreachable=unreachable)
-    ours = set(views)
-    # Slot ownership of nodes nobody serves: believe the view that claims them, unless a member does.
-    owned_by_members = set().union(*(m.slots for m in members)) if members else set()
-    for lines in views.values():
-        for line in lines:
-            if line.node_id in ours or line.in_handshake:
-                continue  # a handshake entry carries a random id until the peer answers
-            if line.failed:
-                slots = frozenset(line.slots - owned_by_members)
-                snap.ghosts[line.node_id] = snap.ghosts.get(line.node_id, frozenset()) | slots
-            else:
-                snap.strangers[line.node_id] = line.address
-    for node_id in list(snap.strangers):
-        if node_id in snap.ghosts:  # failed in someone's view: gone, not foreign
-            del snap.strangers[node_id]
+    ghosts, strangers = rules.unserved(members, views)
+    snap = Snapshot(members=members, views=views, ghosts=ghosts, strangers=strangers, unreachable=unreachable)
+    _bury_silent_strangers(snap, connector)
     return snap
+
+
+def _bury_silent_strangers(snap: Snapshot, connector: Connector) -> None:
+    """Unlisted members that do not answer are ghosts, not foreign nodes.
+
+    Within cluster-node-timeout of its death a killed node is not flagged
+    ``fail`` by anyone yet, only disconnected: treating it as a live stranger
+    made every run until then end in "does not answer". So is an id whose
+    address a member answers under another id (a node that lost its volume and
+    came back empty). A stranger we cannot dial at all (a port-forward reaches
+    pods only) stays a stranger.
+    """
+
+    taken = rules.taken_addresses(snap)
+
+    def silent(item: tuple[str, str]) -> bool:
+        _, address = item
+        if not address or address in taken:
+            return True  # no address, or another id answers there now (a pod that came back with no data)
+        try:
+            connector.client(address, timeout=2).ping()
+        except DeadlineExceeded:
+            raise  # out of time is no verdict on the node
+        except ValueError:
+            return False
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+            return False  # it answered
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return True
+        return False
+
+    items = list(snap.strangers.items())
+    rules.bury(snap, [node_id for (node_id, _), dead in zip(items, parallel(silent, items), strict=True) if dead])
 
 
 def refuse_unsafe(snap: Snapshot) -> None:
     """Stop before touching nodes whose data or membership is not ours to change."""
-    problems: list[str] = []
-    loners = {m.node_id for m in snap.members if m.is_master and m.keys and len(snap.views[m.node_id]) == 1}
-    for m in snap.members:
-        if m.node_id in loners and len(snap.members) > 1:
-            # E.g. its nodes.conf was lost but its AOF kept: Redis then even claims the slots of its keys.
-            problems.append(
-                f"{m.name} ({m.address}) holds {m.keys} keys but is in no cluster: refusing to join it, "
-                f"which would drop its data (restore its nodes.conf, or empty it after checking its keys)"
-            )
-    for node_id, address in snap.strangers.items():
-        seen_by = [m.name for m in snap.members if any(ln.node_id == node_id for ln in snap.views[m.node_id])]
-        problems.append(
-            f"node {node_id[:8]} at {address or 'no address'} is a live member of the cluster that "
-            f"{', '.join(seen_by)} belong(s) to, but is not part of this deployment: refusing to "
-            f"change a cluster shared with nodes we do not manage"
-        )
-    # Two groups that each own slots and do not know each other are two clusters.
-    owners = [m for m in snap.members if m.slots and m.node_id not in loners]
-    for i, a in enumerate(owners):
-        for b in owners[i + 1 :]:
-            if not any(line.node_id == b.node_id for line in snap.views[a.node_id]):
-                problems.append(
-                    f"{a.name} and {b.name} both own slots but do not know each other: they belong to "
-                    f"different clusters; refusing to merge them"
-                )
-    if problems:
+    if problems := rules.unsafe(snap):
         raise RefusedError("; ".join(problems))
 
 
 # --- changing the cluster -----------------------------------------------------
 
 
-def meshed(snap: Snapshot) -> list[str]:
-    """What keeps the members from all seeing each other, connected, at their current address."""
-    names = snap.names()
-    gaps = []
-    for m in snap.members:
-        seen = {line.node_id: line for line in snap.views[m.node_id]}
-        for o in snap.members:
-            line = seen.get(o.node_id)
-            if o.node_id == m.node_id:
-                continue
-            if line is None or line.address != o.seen_as or line.in_handshake or line.failed:
-                gaps.append(f"{m.name} does not see {names[o.node_id]} at {o.seen_as}")
-    return gaps
-
-
 def wait_meshed(inventory: Inventory, connector: Connector, timeout: float, progress: Progress) -> None:
+    """Until every member sees every other at its current address; stalled handshakes are restarted."""
     deadline = time.monotonic() + timeout
     stall = STALL_S
     restart_at = time.monotonic() + stall
-    while gaps := meshed(snap := take_snapshot(inventory, connector)):
-        now = time.monotonic()
-        if now > deadline:
-            raise ConvergenceTimeout(
-                f"nodes did not all meet within {timeout:.0f}s ({len(gaps)} gaps): {'; '.join(gaps[:5])}; "
-                f"check that the cluster bus port (client port + 10000) is reachable between pods"
-            )
-        if now > restart_at:
+
+    def gaps() -> str | None:
+        nonlocal stall, restart_at
+        if not (missing := rules.meshed(snap := take_snapshot(inventory, connector))):
+            return None
+        if (now := time.monotonic()) > restart_at:
             if restarted := restart_handshakes(snap, connector):
                 progress(f"restarted {restarted} stalled handshake(s)")
             stall *= 2
             restart_at = now + stall
-        time.sleep(POLL_S)
-        wait_infos(snap, connector, _knows_all(len(snap.members)), min(deadline, restart_at))
+        wait_infos(snap, connector, rules.knows_all(len(snap.members)), min(deadline, restart_at))
+        return (
+            f"{len(missing)} gaps: {'; '.join(missing[:5])}; check that the cluster bus port (client port + 10000) "
+            f"is reachable between pods"
+        )
+
+    poll("nodes did not all meet", gaps, timeout)
 
 
 def restart_handshakes(snap: Snapshot, connector: Connector) -> int:
@@ -274,10 +251,6 @@ def restart_handshakes(snap: Snapshot, connector: Connector) -> int:
     if not sum(parallel(drop, snap.members)):
         return 0
     return mesh(snap, connector)
-
-
-def is_fresh(snap: Snapshot) -> bool:
-    return all(len(snap.views[m.node_id]) == 1 and not m.slots for m in snap.members)
 
 
 def assign_slots(
@@ -306,45 +279,16 @@ def assign_slots(
 
 
 def mesh(snap: Snapshot, connector: Connector, owners: Iterable[str] = ()) -> int:
-    """Introduce members that do not see each other at their current address, one MEET per need.
+    """Introduce members that do not see each other at their current address (``rules.meetings``).
 
     Meeting pairs directly (not one seed) means no node waits for gossip to
     learn the others; it is also how stale addresses are fixed: Redis matches
     the node id in the answer and moves the known node to the new address.
-
-    Direction matters: a MEET makes the receiver ping back, and that ping is
-    what tells the sender the receiver's slots (the receiver learns only that
-    the sender exists; its slots and role follow with the sender's next
-    regular ping, up to cluster-node-timeout / 2 later). So every node meets
-    every slot owner (``owners``, plus members that own slots already), and
-    of two strangers that will own none only one meets the other: at 50x1
-    that is 6,175 handshakes instead of 9,900. Returns the number of MEETs sent.
+    Returns the number of MEETs sent.
     """
-    owner_ids = set(owners) | {m.node_id for m in snap.members if m.slots}
-    sent = 0
-    jobs: list[tuple[Member, list[Member]]] = []
-    known = {m.node_id: {line.node_id: line for line in snap.views[m.node_id]} for m in snap.members}
-    for m in snap.members:
-        seen = known[m.node_id]
-        todo = []
-        for o in snap.members:
-            if o.node_id == m.node_id:
-                continue
-            line = seen.get(o.node_id)
-            if line is None:
-                if not (o.node_id in owner_ids or m.node_id in known[o.node_id]) and (
-                    m.node_id in owner_ids or (o.order, o.node_id) < (m.order, m.node_id)
-                ):
-                    continue  # o meets m: m learns that o exists, which is all a non-owner needs
-                todo.append(o)
-            elif line.address != o.seen_as or line.failed or line.in_handshake:
-                todo.append(o)
-        if todo:
-            jobs.append((m, todo))
-            sent += len(todo)
-
+    jobs = rules.meetings(snap, owners)
     parallel(lambda job: _meet(connector, *job), jobs)
-    return sent
+    return sum(len(receivers) for _, receivers in jobs)
 
 
 def _meet(connector: Connector, sender: Member, receivers: Sequence[Member]) -> None:
@@ -368,16 +312,7 @@ def announce(snap: Snapshot, connector: Connector) -> int:
     costs one short-lived connection. Sent only where a view is behind; returns
     how many were sent. (Roles are left to the regular pings: see ``health``.)
     """
-    jobs: dict[str, list[Member]] = {}
-    for x in snap.members:
-        seen = {line.node_id: line for line in snap.views[x.node_id]}
-        for o in snap.members:
-            line = seen.get(o.node_id)
-            if o is x or line is None or line.in_handshake or line.failed:
-                continue
-            if o.slots and line.slots != o.slots:
-                jobs.setdefault(o.node_id, []).append(x)
-
+    jobs = rules.announcements(snap)
     by_id = snap.by_id
     parallel(lambda job: _meet(connector, by_id[job[0]], job[1]), list(jobs.items()))
     return sum(len(r) for r in jobs.values())
@@ -393,7 +328,6 @@ def wait_known(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, 
     """
     by_id = snap.by_id
     pending = list(pairs)
-    deadline = time.monotonic() + timeout
     stall = STALL_S
     restart_at = time.monotonic() + stall
 
@@ -404,7 +338,8 @@ def wait_known(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, 
         except redis.ResponseError:
             return False
 
-    while pending:
+    def unknown() -> str | None:
+        nonlocal pending, stall, restart_at
         if time.monotonic() > restart_at:
             # The pairs' MEETs (node -> peer, towards the slot owner) may be stalled: restart them.
             parallel(lambda p: _meet_again(connector, by_id[p[0]], by_id[p[1]]), pending)
@@ -412,15 +347,14 @@ def wait_known(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, 
             restart_at = time.monotonic() + stall
         pending = [p for p, ok in zip(pending, parallel(knows, pending), strict=True) if not ok]
         if not pending:
-            return
-        if time.monotonic() > deadline:
-            a, b = pending[0]
-            raise ConvergenceTimeout(
-                f"{by_id[a].name} did not learn {by_id[b].name} within {timeout:.0f}s "
-                f"({len(pending)} such pairs); check that the cluster bus port (client port + 10000) "
-                f"is reachable between pods"
-            )
-        time.sleep(POLL_S)
+            return None
+        a, b = pending[0]
+        return (
+            f"{by_id[a].name} did not learn {by_id[b].name} ({len(pending)} such pairs); check that the cluster "
+            f"bus port (client port + 10000) is reachable between pods"
+        )
+
+    poll("handshakes did not complete", unknown, timeout)
 
 
 def _meet_again(connector: Connector, node: Member, peer: Member) -> None:
@@ -443,9 +377,10 @@ def relink_replicas(snap: Snapshot, connector: Connector, progress: Progress) ->
     differs from their own view of their master are touched.
     """
     fixed = 0
+    by_id = snap.by_id
     for m in snap.members:
-        if not m.master_id:
-            continue
+        if not m.master_id or m.master_id not in by_id:
+            continue  # a gone master's replicas are the plan's business (promoted or re-pointed)
         master = next((ln for ln in snap.views[m.node_id] if ln.node_id == m.master_id), None)
         if master is None or not master.address:
             continue
@@ -460,31 +395,26 @@ def relink_replicas(snap: Snapshot, connector: Connector, progress: Progress) ->
 
 
 def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], timeout: float) -> None:
-    """Promote replicas: a plain FAILOVER when the master is alive, FORCE when it is gone."""
+    """Promote replicas with the option ``rules.failover_mode`` picks; FORCE falls back to TAKEOVER."""
     by_id = snap.by_id
     for rid in replica_ids:
         replica = by_id[rid]
-        master_alive = replica.master_id in by_id
-        mode = [] if master_alive else ["FORCE"]
         client = connector.client(replica.address)
-        deadline = time.monotonic() + timeout
-        tried_takeover = False
-        cluster(client, "FAILOVER", *mode)
-        while True:
+
+        def promoted(client: redis.Redis = client) -> str | None:
             me = next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
-            if me.is_master:
-                break
-            if time.monotonic() > deadline:
-                if not tried_takeover and not master_alive:
-                    # FORCE needs a majority of masters to vote; TAKEOVER does not.
-                    cluster(client, "FAILOVER", "TAKEOVER")
-                    tried_takeover, deadline = True, time.monotonic() + timeout
-                    continue
-                raise ConvergenceTimeout(
-                    f"replica {replica.name} was not promoted within {timeout:.0f}s "
-                    f"(CLUSTER FAILOVER {' '.join(mode)}); check its replication link (INFO replication)"
-                )
-            time.sleep(POLL_S)
+            return None if me.is_master else "check its replication link (INFO replication)"
+
+        mode = rules.failover_mode(snap, replica)
+        cluster(client, "FAILOVER", *mode)
+        try:
+            poll(f"replica {replica.name} was not promoted (CLUSTER FAILOVER {' '.join(mode)})", promoted, timeout)
+        except ConvergenceTimeout:
+            if mode != ("FORCE",):
+                raise
+            # FORCE needs a majority of masters to vote; TAKEOVER does not.
+            cluster(client, "FAILOVER", "TAKEOVER")
+            poll(f"replica {replica.name} was not promoted (CLUSTER FAILOVER TAKEOVER)", promoted, timeout)
 
 
 def forget(connector: Connector, members: Sequence[Member], node_ids: Sequence[str]) -> None:
@@ -494,7 +424,9 @@ def forget(connector: Connector, members: Sequence[Member], node_ids: Sequence[s
 
     def run(m: Member) -> None:
         pipe = connector.client(m.address).pipeline(transaction=False)
-        targets = [i for i in node_ids if i != m.node_id]
+        # A replica refuses to forget its own master ("Can't forget my master!"): the plan points it at
+        # another master in the same round, and the next round's forget reaches it.
+        targets = [i for i in node_ids if i not in (m.node_id, m.master_id)]
         for node_id in targets:
             pipe.execute_command("CLUSTER", "FORGET", node_id)
         for result in pipe.execute(raise_on_error=False):
@@ -511,15 +443,28 @@ def detach(snap: Snapshot, connector: Connector, replica_ids: Sequence[str]) -> 
         cluster(connector.client(by_id[rid].address), "RESET", "SOFT")
 
 
+# REPLICATE answers that only mean the replica's view is behind: its master was just promoted (it still
+# sees a replica) or just met (unknown). Gossip fixes both within a few pings.
+_VIEW_BEHIND = ("only replicate a master", "Unknown node")
+VIEW_WAIT_S = 15.0
+
+
 def replicate(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, str]]) -> None:
     by_id = snap.by_id
 
     def run(pair: tuple[str, str]) -> None:
         replica, master = by_id[pair[0]], pair[1]
-        try:
-            cluster(connector.client(replica.address), "REPLICATE", master)
-        except redis.ResponseError as exc:
-            raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
+
+        def replicating() -> str | None:
+            try:
+                cluster(connector.client(replica.address), "REPLICATE", master)
+                return None
+            except redis.ResponseError as exc:
+                if not any(t in str(exc) for t in _VIEW_BEHIND):
+                    raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
+                return str(exc)
+
+        poll(f"CLUSTER REPLICATE on {replica.name} kept failing", replicating, VIEW_WAIT_S)
 
     parallel(run, pairs)
 
@@ -560,84 +505,14 @@ def wait_serving(snap: Snapshot, connector: Connector, node_ids: Iterable[str], 
     """
     by_id = snap.by_id
     pending = {by_id[i].name: by_id[i] for i in node_ids}
-    deadline = time.monotonic() + timeout
-    while pending:
+
+    def down() -> str | None:
         for name, m in list(pending.items()):
             if "cluster_state:ok" in str(cluster(connector.client(m.address), "INFO")):
                 del pending[name]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise ConvergenceTimeout(
-                f"{', '.join(pending)} did not report cluster_state:ok within {timeout:.0f}s; see CLUSTER INFO on them"
-            )
-        time.sleep(POLL_S)
+        return f"{', '.join(pending)}; see CLUSTER INFO on them" if pending else None
 
-
-@dataclass(frozen=True)
-class Health:
-    """What a converged cluster looks like from every node, and what is off when it is not."""
-
-    problems: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def health(
-    snap: Snapshot,
-    infos: dict[str, str],
-    expect_replicas: int | None = None,
-    expect_masters: int | None = None,
-) -> Health:
-    """Judge a snapshot: one slot map everywhere, everyone knows everyone, state ok, replicas
-    synced, shape right.
-
-    A replica's role counts as it sees it itself, with its link up; that every other node has
-    heard of it is not required. Redis tells the others with the replica's next regular ping
-    (within cluster-node-timeout / 2), long before a failover could need their votes (after
-    cluster-node-timeout); pushing it to every node at once (a MEET per view) doubled the
-    handshake load of a 100-node formation and, repeated while the nodes were busy, fed on itself.
-    """
-    problems: list[str] = list(snap.unreachable)
-    ids = {m.node_id for m in snap.members}
-    names = snap.names()
-    reference: dict[int, str] | None = None
-    for m in snap.members:
-        lines = snap.views[m.node_id]
-        known = {ln.node_id for ln in lines}
-        if missing := ids - known:
-            problems.append(f"{m.name} does not know {', '.join(names[i] for i in sorted(missing))}")
-        if extra := known - ids:
-            problems.append(f"{m.name} still lists {len(extra)} node(s) not in the deployment")
-        for ln in lines:
-            if ln.node_id in ids and not ln.is_myself and (ln.failed or ln.in_handshake):
-                problems.append(f"{m.name} sees {names[ln.node_id]} as {','.join(sorted(ln.flags))}")
-            if ln.is_myself and (ln.migrating or ln.importing):
-                problems.append(f"{m.name} has open slots {format_ranges([*ln.migrating, *ln.importing])}")
-        owners = {s: ln.node_id for ln in lines if ln.is_master for s in ln.slots}
-        if len(owners) != SLOTS:
-            problems.append(f"{m.name} sees {len(owners)} of {SLOTS} slots assigned")
-        if reference is None:
-            reference = owners
-        elif owners != reference:
-            problems.append(f"{m.name} disagrees with {snap.members[0].name} about slot owners")
-        if "cluster_state:ok" not in infos.get(m.node_id, ""):
-            problems.append(f"{m.name} reports cluster_state other than ok")
-        if m.master_id and "master_link_status:up" not in infos.get(m.node_id, ""):
-            # Not synced yet: such a replica holds no data and could not take over from its master.
-            problems.append(f"replica {m.name} has no live replication link to its master")
-    if expect_masters is not None or expect_replicas is not None:
-        masters = [m for m in snap.members if m.is_master and m.slots]
-        if expect_masters is not None and len(masters) != expect_masters:
-            problems.append(f"{len(masters)} masters own slots, {expect_masters} declared")
-        if expect_replicas is not None:
-            for master in masters:
-                count = sum(1 for m in snap.members if m.master_id == master.node_id)
-                if count < expect_replicas:
-                    problems.append(f"master {master.name} has {count} replica(s), {expect_replicas} declared")
-    return Health(tuple(problems))
+    poll("nodes did not report cluster_state:ok", down, timeout)
 
 
 def _info(client: redis.Redis, replica: bool) -> str:
@@ -651,33 +526,6 @@ def _info(client: redis.Redis, replica: bool) -> str:
     if replica:
         text += f"\nmaster_link_status:{results[1].get('master_link_status')}"
     return text
-
-
-def _field(info: str, name: str) -> str:
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        if key == name:
-            return value.strip()
-    return ""
-
-
-def _knows_all(n: int) -> Callable[[Member, str], bool]:
-    """Exactly n: a handshake in progress counts as one more node."""
-    return lambda m, info: _field(info, "cluster_known_nodes") == str(n)
-
-
-def _serving(n: int) -> Callable[[Member, str], bool]:
-    """What every node of a converged cluster of ``n`` says about itself in CLUSTER INFO."""
-
-    def ok(m: Member, info: str) -> bool:
-        return (
-            _field(info, "cluster_state") == "ok"
-            and _field(info, "cluster_slots_assigned") == str(SLOTS)
-            and _knows_all(n)(m, info)
-            and (not m.master_id or _field(info, "master_link_status") == "up")
-        )
-
-    return ok
 
 
 def cluster_infos(snap: Snapshot, connector: Connector) -> dict[str, str]:
@@ -716,24 +564,27 @@ def wait_converged(
     expect_masters: int | None = None,
     expect_replicas: int | None = None,
 ) -> Snapshot:
-    """Poll until ``health`` is clean on every node; the timeout error lists what is still off."""
+    """Poll until ``rules.health`` is clean on every node; the timeout error lists what is still off."""
     deadline = time.monotonic() + timeout
     last_report = last_announce = time.monotonic()
-    while True:
+    final: list[Snapshot] = []
+
+    def off() -> str | None:
+        nonlocal last_report, last_announce
         snap = take_snapshot(inventory, connector)
-        verdict = health(snap, cluster_infos(snap, connector), expect_replicas, expect_masters)
+        verdict = rules.health(snap, cluster_infos(snap, connector), expect_replicas, expect_masters)
         if verdict.ok:
-            return snap
+            final.append(snap)
+            return None
         now = time.monotonic()
-        if now > deadline:
-            raise ConvergenceTimeout(
-                f"cluster did not converge within {timeout:.0f}s: " + "; ".join(verdict.problems[:10])
-            )
         if now - last_report > 5:
             progress(f"waiting for the cluster to agree: {verdict.problems[0]}")
             last_report = now
         if now - last_announce > 3:
             announce(snap, connector)  # again, should one have gone unheard
             last_announce = now
-        time.sleep(POLL_S)
-        wait_infos(snap, connector, _serving(len(snap.members)), min(deadline, time.monotonic() + 5))
+        wait_infos(snap, connector, rules.serving(len(snap.members)), min(deadline, time.monotonic() + 5))
+        return "; ".join(verdict.problems[:10])
+
+    poll("cluster did not converge", off, timeout)
+    return final[-1]

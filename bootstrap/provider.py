@@ -4,33 +4,29 @@ The engine pickles an instance of this class (by reference: this module must
 stay importable at this path — renaming it breaks existing stacks) and runs
 it in its own ``python -m pulumi.dynamic`` process. So it holds no state at
 all: every method builds its clients from the properties and closes them.
-
-Properties (inputs): ``masters``, ``replicasPerMaster``, ``phase``
-("converge" after the StatefulSet, "drain" before it), ``discovery``
-(``{"kind": "static", "endpoints": [...]}`` or ``{"kind": "kubernetes",
-"namespace", "statefulSet", "connection": "direct"|"port-forward",
-"context"?, "announce"?}``; ``announce``: per-pod external access), ``timeoutSeconds``
-and the optional secrets ``password`` (the ``default`` user's) and ``operatorPassword``
-(the ACL user the bootstrap logs in as).
+The properties (inputs, echoed as outputs) are read once per call, by
+:meth:`bootstrap.props.Props.from_props`; their keys are listed there.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from bootstrap import operations as ops
+from bootstrap import rules
 from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
-from bootstrap.model import Shape
+from bootstrap.model import Snapshot
+from bootstrap.props import PodDiscovery, Props, PropsError, StaticDiscovery
 
-INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds")
-SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
+OPERATOR_USER = "operator"
 
 
 def progress(message: str) -> None:
@@ -38,45 +34,34 @@ def progress(message: str) -> None:
     print(f"[redis-cluster {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _inventory(props: dict[str, Any], timeout: float, wait: bool = True) -> Inventory:
-    d = props["discovery"]
-    shape = Shape(int(props["masters"]), int(props["replicasPerMaster"]))
-    if d["kind"] == "static":
-        return static_inventory(list(d["endpoints"]))
+def _inventory(p: Props[str], timeout: float, wait: bool = True) -> Inventory:
+    d = p.discovery
+    if isinstance(d, StaticDiscovery):
+        return static_inventory(list(d.endpoints))
     from bootstrap.kube import pod_inventory
 
     return pod_inventory(
-        d["namespace"],
-        d["statefulSet"],
-        shape.nodes,
-        timeout,
-        progress,
-        d.get("context"),
-        wait=wait,
-        announce=d.get("announce"),
+        d.namespace, d.stateful_set, p.shape.nodes, timeout, progress, d.context, wait=wait, announce=d.announce
     )
 
 
-OPERATOR_USER = "operator"
-
-
-def _connector(props: dict[str, Any], inventory: Inventory) -> Connector:
+def _connector(p: Props[str], inventory: Inventory) -> Connector:
     """Log in as the ``operator`` ACL user when the program made one (the ``default`` user may not
     run CONFIG or ACL, see docs/security.md), else as ``default`` with its password."""
-    d = props["discovery"]
-    username, password = None, props.get("password") or None
+    username, password = None, p.password
     fallback = None
-    if props.get("operatorPassword"):
-        username, password = OPERATOR_USER, props["operatorPassword"]
-        fallback = (None, props.get("password") or None)  # pods not rolled since `operator` was added
-    if d["kind"] == "kubernetes" and d.get("connection", "port-forward") == "port-forward":
+    if p.operator_password:
+        username, password = OPERATOR_USER, p.operator_password
+        fallback = (None, p.password)  # pods not rolled since `operator` was added
+    d = p.discovery
+    if isinstance(d, PodDiscovery) and d.connection == "port-forward":
         from bootstrap.kube import PortForwardConnector
 
-        return PortForwardConnector(inventory, d["namespace"], d.get("context"), password, username, fallback)
+        return PortForwardConnector(inventory, d.namespace, d.context, password, username, fallback)
     return DirectConnector(password, username, fallback)
 
 
-def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:
+def _observed(snap: Snapshot, problems: list[str]) -> dict[str, Any]:
     view = describe(snap)
     return {
         "clusterState": "ok" if not problems else "degraded",
@@ -88,71 +73,71 @@ def _observed(snap: ops.Snapshot, problems: list[str]) -> dict[str, Any]:
     }
 
 
-def _public(props: dict[str, Any]) -> dict[str, Any]:
+def _public(p: Props[str]) -> dict[str, Any]:
     """Inputs echoed as outputs. The password is among them (read needs it and gets only outputs);
     the resource declares it an additional secret output, so the state holds it encrypted."""
-    return {k: props[k] for k in (*INPUTS, *SECRETS) if k in props}
+    return p.to_props()
 
 
-def apply(props: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Converge the cluster to the declared shape and return the outputs.
 
     ``previous`` (the old state, on update) tells whether the password changes:
     the drain adds the new one live, the converge after the StatefulSet drops the old.
     """
-    timeout = float(props.get("timeoutSeconds", 600))
-    shape = Shape(int(props["masters"]), int(props["replicasPerMaster"]))
-    drain = props.get("phase") == "drain"
-    static = props["discovery"]["kind"] == "static"
-    new = props.get("password") or None
-    old = (previous.get("password") or None) if previous is not None else new
-    inventory = _inventory(props, timeout, wait=not drain)
+    p = Props.from_props(props)
+    timeout = float(p.timeout_seconds)
+    drain = p.phase == "drain"
+    static = isinstance(p.discovery, StaticDiscovery)
+    new = p.password
+    old = Props.from_props(previous).password if previous is not None else new
+    inventory = _inventory(p, timeout, wait=not drain)
     leaving = [e.name for e in inventory.endpoints if e.retire]
     if drain:
         if old != new and inventory.endpoints:
-            with connected(_connector({**props, "password": old}, inventory)) as connector:
+            with connected(_connector(dataclasses.replace(p, password=old), inventory)) as connector:
                 add_password(inventory, connector, new, progress)
         if static or not leaving:
             # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
-            return {**_public(props), "clusterState": "unchanged", "draining": []}
+            return {**_public(p), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
-    with connected(_connector(props, inventory)) as connector:
-        outcome = converge(inventory, connector, shape, timeout, progress, adopt_unlisted=static)
+    with connected(_connector(p, inventory)) as connector:
+        outcome = converge(inventory, connector, p.shape, timeout, progress, adopt_unlisted=static)
         if not drain and old and new and old != new:
             drop_password(inventory, connector, old, progress)
-    progress(f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
+    progress(f"cluster ok: {p.masters} masters x {p.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
     if drain:
-        return {**_public(props), "clusterState": "drained", "draining": leaving}
-    return {**_public(props), **_observed(outcome.snapshot, [])}
+        return {**_public(p), "clusterState": "drained", "draining": leaving}
+    return {**_public(p), **_observed(outcome.snapshot, [])}
 
 
-def observe(props: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+def observe(props: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
     """What the cluster really is, changing nothing: roles after failovers, gaps, failed nodes."""
-    shape = Shape(int(props["masters"]), int(props["replicasPerMaster"]))
+    p = Props.from_props(props)
     try:
-        inventory = _inventory(props, timeout)
-        with connected(_connector(props, inventory)) as connector:
+        inventory = _inventory(p, timeout)
+        with connected(_connector(p, inventory)) as connector:
             snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
             infos = ops.cluster_infos(snap, connector)
     except (ops.ClusterError, OSError) as exc:
-        return {**_public(props), "clusterState": "unreachable", "problems": [str(exc)]}
-    verdict = ops.health(snap, infos, shape.replicas_per_master, shape.masters)
-    return {**_public(props), **_observed(snap, list(verdict.problems))}
+        return {**_public(p), "clusterState": "unreachable", "problems": [str(exc)]}
+    verdict = rules.health(snap, infos, p.replicas_per_master, p.masters)
+    return {**_public(p), **_observed(snap, list(verdict.problems))}
 
 
-def resource_id(props: dict[str, Any]) -> str:
-    d = props["discovery"]
-    if d["kind"] == "kubernetes":
-        return f"{d['namespace']}/{d['statefulSet']}/{props.get('phase', 'converge')}"
-    digest = hashlib.sha256(",".join(d["endpoints"]).encode()).hexdigest()[:12]
-    return f"static-{digest}/{props.get('phase', 'converge')}"
+def _declared_changed(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:
+    """Whether the declaration (inputs and secrets) differs; news a preview cannot read yet counts as a change."""
+    try:
+        return Props.from_props(olds) != Props.from_props(news)
+    except PropsError:
+        return True
 
 
 class RedisClusterProvider(ResourceProvider):
     """Stateless: safe to pickle, safe to run in another process."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=resource_id(props), outs=apply(props))
+        return CreateResult(id_=Props.from_props(props).resource_id, outs=apply(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Shape changes are in-place updates, never replacements.
@@ -163,9 +148,9 @@ class RedisClusterProvider(ResourceProvider):
         `pulumi up` converges. A cluster that cannot be reached right now is
         not reported as a change (preview must not fail because of it).
         """
-        if any(olds.get(k) != news.get(k) for k in (*INPUTS, *SECRETS)):
+        if _declared_changed(olds, news):
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
-        if news.get("phase") == "drain":
+        if Props.from_props(news).phase == "drain":
             return DiffResult(changes=False, replaces=[], delete_before_replace=False)
         if olds.get("problems"):
             # A refresh recorded drift: update, even if the cluster mended itself since, so the state
@@ -181,7 +166,7 @@ class RedisClusterProvider(ResourceProvider):
         return UpdateResult(outs=apply(news, previous=olds))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        if props.get("phase") == "drain":
+        if Props.from_props(props).phase == "drain":
             return ReadResult(id_=id_, outs=props)
         return ReadResult(id_=id_, outs=observe(props))
 

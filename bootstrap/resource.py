@@ -10,65 +10,26 @@ pods beyond the declared count are still there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import Resource
 
-from bootstrap.provider import SECRETS, RedisClusterProvider
+from bootstrap.props import SECRETS, Phase, Props
+from bootstrap.provider import RedisClusterProvider
+
+# What the program declares: the props contract, with the passwords still pulumi Inputs (secret Outputs).
+BootstrapArgs = Props[pulumi.Input[str]]
 
 
-@dataclass
-class Discovery:
-    """Where the nodes are: the StatefulSet's pods, or fixed endpoints (tests, outside Kubernetes)."""
+def _props(args: BootstrapArgs, phase: Phase) -> dict[str, Any]:
+    def secret(value: pulumi.Input[str] | None) -> pulumi.Input[str] | None:
+        return pulumi.Output.secret(value) if value is not None else None
 
-    namespace: str = ""
-    stateful_set: str = ""
-    connection: str = "port-forward"  # or "direct"
-    context: str | None = None
-    endpoints: list[str] | None = None
-    # Per-pod external access: {"host": announced host or "" for the node IP, "basePort": NodePort of pod 0}.
-    announce: dict[str, Any] | None = None
-
-    def to_props(self) -> dict[str, Any]:
-        if self.endpoints:
-            return {"kind": "static", "endpoints": list(self.endpoints)}
-        props: dict[str, Any] = {
-            "kind": "kubernetes",
-            "namespace": self.namespace,
-            "statefulSet": self.stateful_set,
-            "connection": self.connection,
-        }
-        if self.context:
-            props["context"] = self.context
-        if self.announce:
-            props["announce"] = dict(self.announce)
-        return props
-
-
-@dataclass
-class BootstrapArgs:
-    masters: pulumi.Input[int]
-    replicas_per_master: pulumi.Input[int]
-    discovery: Discovery
-    timeout_seconds: int = 600
-    password: pulumi.Input[str] | None = None  # the default user's: clients and replication
-    operator_password: pulumi.Input[str] | None = None  # the ACL user the bootstrap logs in as
-
-
-def _props(args: BootstrapArgs, phase: str) -> dict[str, Any]:
-    return {
-        "masters": args.masters,
-        "replicasPerMaster": args.replicas_per_master,
-        "phase": phase,
-        "discovery": args.discovery.to_props(),
-        "timeoutSeconds": args.timeout_seconds,
-        "password": pulumi.Output.secret(args.password) if args.password is not None else None,
-        "operatorPassword": (
-            pulumi.Output.secret(args.operator_password) if args.operator_password is not None else None
-        ),
-    }
+    return dataclasses.replace(
+        args, phase=phase, password=secret(args.password), operator_password=secret(args.operator_password)
+    ).to_props()
 
 
 def _secret_password(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:

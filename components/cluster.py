@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain, Discovery
+from bootstrap.props import Announce, Discovery, PodDiscovery, StaticDiscovery
+from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain
 from components import labels
 from components.k8s import Manifest, resource_kwargs
 from components.nodes import RedisNodes, RedisNodesArgs
@@ -154,17 +155,17 @@ def bootstrap_args_for(s: ClusterSettings, pw: Passwords | None = None) -> Boots
         # Servers this program did not configure (tests, Redis outside Kubernetes): they have
         # neither our Secret's password nor the `operator` user, so the bootstrap logs in plainly.
         pw = None
-        discovery = Discovery(endpoints=list(s.bootstrap_endpoints))
+        discovery: Discovery = StaticDiscovery(s.bootstrap_endpoints)
     elif s.render_yaml_to:
         return None
     else:
-        discovery = Discovery(
-            namespace=s.namespace, stateful_set=labels.statefulset_name(s), connection=s.bootstrap_connection
+        discovery = PodDiscovery(
+            namespace=s.namespace,
+            stateful_set=labels.statefulset_name(s),
+            connection=s.bootstrap_connection,
+            # Nodes announce <host or their node's IP>:<base + ordinal> (bootstrap.props.Announce).
+            announce=Announce(s.external_host, s.external_node_port_base) if s.external_access == "per-pod" else None,
         )
-        if s.external_access == "per-pod":
-            # Nodes announce <host or their node's IP>:<basePort + ordinal>; the bootstrap must know,
-            # or it would keep re-MEETing pods it sees listed under another address.
-            discovery.announce = {"host": s.external_host, "basePort": s.external_node_port_base}
     return BootstrapArgs(
         masters=s.masters,
         replicas_per_master=s.replicas_per_master,

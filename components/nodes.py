@@ -31,17 +31,50 @@ _PROBE_AUTH = (
 _AUTH_ANSWERS = "*NOAUTH*|*WRONGPASS*"
 
 
+def _tls_cli_env(s: ClusterSettings) -> list[Manifest]:
+    """redis-cli's TLS options for the preStop hook when the plain port is closed."""
+    return [{"name": "REDIS_CLI_TLS", "value": f"--tls --cacert {redis_config.TLS_DIR}/ca.crt"}] if s.tls_only else []
+
+
 def _cli(s: ClusterSettings) -> str:
     tls = f"--tls --cacert {redis_config.TLS_DIR}/ca.crt " if s.tls_only else ""
     return f"redis-cli {tls}-h 127.0.0.1 -p {labels.REDIS_PORT}"
 
 
+# How long a replica whose link to its master is down stays not Ready: long enough for a restarted
+# replica to connect and start its sync (which then keeps it not Ready by itself), short enough that
+# a replica whose master is gone for good cannot hold the StatefulSet (and so the bootstrap that
+# mends it) back for long.
+READY_HOLD_SECONDS = 60
+
+
 def readiness_command(s: ClusterSettings) -> list[str]:
-    """Ready when Redis answers PING, whatever the cluster state."""
+    """Ready when Redis answers PING, whatever the cluster state — except a replica that is still
+    copying its master's data.
+
+    Cluster state must not count (formation would deadlock: the bootstrap waits
+    for Ready pods, and before it every node is a master, so this cannot block
+    it). A replica in a full sync (``master_sync_in_progress:1``; the load
+    after it answers LOADING) or whose link went down less than
+    ``READY_HOLD_SECONDS`` ago (or, never up, that started less than that ago)
+    is not Ready, so a rolling update or a drain (PodDisruptionBudget) waits
+    for it instead of taking its master next.
+    """
+    replica_check = (
+        f'info=$({_cli(s)} info 2>/dev/null | tr -d "\\r"); '
+        'case "$info" in *role:slave*) ;; *) exit 0 ;; esac; '
+        'v() { printf "%s\\n" "$info" | sed -n "s/^$1://p"; }; '
+        '[ "$(v master_sync_in_progress)" = 1 ] && exit 1; '
+        '[ "$(v master_link_status)" = up ] && exit 0; '
+        f"hold=${{REDIS_READY_HOLD_SECONDS:-{READY_HOLD_SECONDS}}}; "
+        'down=$(v master_link_down_since_seconds); [ "$down" = -1 ] && down=$(v uptime_in_seconds); '
+        '[ "${down:-0}" -ge "$hold" ]'
+    )
     return [
         "sh",
         "-c",
-        f'{_PROBE_AUTH}case "$({_cli(s)} ping 2>&1)" in PONG|{_AUTH_ANSWERS}) exit 0 ;; *) exit 1 ;; esac',
+        f'{_PROBE_AUTH}case "$({_cli(s)} ping 2>&1)" in PONG) ;; {_AUTH_ANSWERS}) exit 0 ;; *) exit 1 ;; esac; '
+        + replica_check,
     ]
 
 
@@ -58,6 +91,8 @@ def liveness_command(s: ClusterSettings) -> list[str]:
 # AOF with appendfsync everysec needs at most a second to flush; the rest is slack for
 # a busy node to finish writes and for a replica to take over.
 TERMINATION_GRACE_SECONDS = 60
+# The preStop handover's own bound: what is left of the grace period is for Redis to stop.
+HANDOVER_TIMEOUT_SECONDS = TERMINATION_GRACE_SECONDS - 15
 
 
 def config_map_manifest(s: ClusterSettings) -> Manifest:
@@ -172,9 +207,16 @@ def _redis_container(s: ClusterSettings) -> Manifest:
             {"name": "REDIS_USERS_ACL", "value": f"{redis_config.CONFIG_DIR}/{redis_config.USERS_KEY}"},
             {"name": "REDIS_AUTH_DIR", "value": redis_config.AUTH_DIR},
             {"name": "REDIS_RUN_DIR", "value": redis_config.RUN_DIR},
+            {"name": "REDIS_HANDOVER_TIMEOUT", "value": str(HANDOVER_TIMEOUT_SECONDS)},
+            *_tls_cli_env(s),
             *_announce_env(s),
         ],
         "ports": ports,
+        # Every graceful stop (delete, drain, eviction, rolling update) hands a master's slots to its
+        # most caught-up replica first (components/scripts/handover.sh).
+        "lifecycle": {
+            "preStop": {"exec": {"command": ["sh", f"{redis_config.CONFIG_DIR}/{redis_config.HANDOVER_KEY}"]}}
+        },
         "readinessProbe": {
             "exec": {"command": readiness_command(s)},
             "initialDelaySeconds": 5,

@@ -17,10 +17,12 @@ from components import labels
 from components.settings import ClusterSettings
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "start-redis.sh"
+HANDOVER_PATH = Path(__file__).parent / "scripts" / "handover.sh"
 CONFIG_DIR = "/etc/redis-cluster"
 DATA_DIR = "/data"
 CONF_KEY = "redis.conf"
 SCRIPT_KEY = "start-redis.sh"
+HANDOVER_KEY = "handover.sh"  # the preStop hook: a master hands its slots over before it stops
 USERS_KEY = "users.acl"
 # The auth Secret, mounted read-only: one file per user holding its password.
 AUTH_DIR = "/etc/redis-auth"
@@ -121,7 +123,12 @@ def start_script() -> str:
 
 
 def config_data(s: ClusterSettings) -> dict[str, str]:
-    return {CONF_KEY: redis_conf(s), SCRIPT_KEY: start_script(), USERS_KEY: users_acl(s)}
+    return {
+        CONF_KEY: redis_conf(s),
+        SCRIPT_KEY: start_script(),
+        HANDOVER_KEY: HANDOVER_PATH.read_text(),
+        USERS_KEY: users_acl(s),
+    }
 
 
 def config_checksum(data: dict[str, str]) -> str:

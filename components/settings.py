@@ -1,72 +1,38 @@
-"""The one place where stack configuration is checked.
+"""The one place where stack configuration is declared and checked.
 
 Bad config must never reach a cluster: a wrong value found half-way through a
 ``pulumi up`` leaves objects behind, so every key is parsed and checked here,
 all problems are collected, and a single :class:`SettingsError` naming each key,
 its value and what is allowed is raised before any resource is registered.
 ``validate`` is pure (no Pulumi) so tests can call it directly.
+
+Each key is declared once, as a field of :class:`ClusterSettings`: its config
+name, default, rule (parser and allowed values) and documentation. Everything
+else is derived from those declarations: :data:`DEFAULTS`, the checks, the
+config block of ``Pulumi.yaml`` and the reference table in ``docs/config.md``
+(``venv/bin/python -m components.settings`` rewrites both; a test fails while
+they differ).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import pulumi
 
 NAMESPACE = "redis-cluster"
 
-# Code-side defaults. Pulumi.yaml declares the same defaults for `pulumi config`
-# users; tests/components/test_settings.py keeps the two in sync.
-DEFAULTS: dict[str, Any] = {
-    "name": "redis-cluster",
-    "namespace": "default",
-    "createNamespace": False,
-    "masters": 3,
-    "replicasPerMaster": 1,
-    "image": "redis:7.0.15",
-    "imagePullPolicy": "IfNotPresent",
-    "storageSize": "150Mi",
-    "storageClassName": "redis-cluster-local",
-    "defaultStorageClass": False,
-    "hostPathBase": "/mnt/redis-cluster",
-    "volumePermissionsInit": True,
-    "nodes": [],
-    "antiAffinity": "preferred",
-    "externalNodePort": 30036,
-    "nodeTimeoutMs": 15000,
-    "clusterDomain": "cluster.local",
-    "cpuRequest": "100m",
-    "memoryRequest": "128Mi",
-    "cpuLimit": "",
-    "memoryLimit": "256Mi",
-    "renderYamlTo": "",
-    "bootstrapConnection": "port-forward",
-    "bootstrapTimeoutSeconds": 600,
-    "bootstrapEndpoints": [],
-    "auth": True,
-    "allowDangerousCommands": False,
-    "externalAccess": "none",
-    "externalHost": "",
-    "externalNodePortBase": 31000,
-    "externalBusNodePortBase": 32000,
-    "networkPolicy": True,
-    "allowedClientNamespaces": [],
-    "allowedClientCidrs": [],
-    "nodeCidrs": [],
-    "tls": False,
-    "tlsOnly": False,
-    "tlsSecretName": "",
-    "aclUsers": [],
-}
-
-# Keys read with cfg.get_secret: not in DEFAULTS (no default, never in Pulumi.yaml) and never
-# shown in a message. `pulumi config set --secret password ...`.
+# Keys read with cfg.get_secret: no default, never in Pulumi.yaml and never shown in a message.
+# `pulumi config set --secret password ...`.
 SECRET_KEYS = ("password", "aclPasswords")
 PASSWORD_LENGTH = (8, 512)
 # Printable ASCII without space, quotes and backslash: the password is written into a
@@ -74,10 +40,14 @@ PASSWORD_LENGTH = (8, 512)
 # characters would start quoting or escaping.
 _PASSWORD = re.compile(r"^[!#-&(-\[\]-~]+$")
 
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-ANTI_AFFINITIES = ("preferred", "required")
-BOOTSTRAP_CONNECTIONS = ("port-forward", "direct")
-EXTERNAL_ACCESS = ("none", "shared", "per-pod")
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+AntiAffinity = Literal["preferred", "required"]
+BootstrapConnection = Literal["port-forward", "direct"]
+ExternalAccess = Literal["none", "shared", "per-pod"]
+PULL_POLICIES: tuple[PullPolicy, ...] = get_args(PullPolicy)
+ANTI_AFFINITIES: tuple[AntiAffinity, ...] = get_args(AntiAffinity)
+BOOTSTRAP_CONNECTIONS: tuple[BootstrapConnection, ...] = get_args(BootstrapConnection)
+EXTERNAL_ACCESS: tuple[ExternalAccess, ...] = get_args(ExternalAccess)
 NODE_PORT_RANGE = (30000, 32767)
 MAX_NAME_LEN = 40  # pod names `<name>-<ordinal>` and claim names `data-<name>-<ordinal>` stay short
 
@@ -104,6 +74,13 @@ _SUFFIX_FACTORS: dict[str, Decimal] = {
     "Ei": Decimal(2) ** 60,
 }
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):(?P<port>[0-9]+)$")
+_ACL_USER = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+RESERVED_USERS = ("default", "operator")
+# Rule tokens that set passwords or open a user to anyone: passwords come from aclPasswords only.
+_PASSWORD_RULES = re.compile(r"^(>|<|#|!|nopass$|resetpass$|reset$)")
+
+T = TypeVar("T")
+C = TypeVar("C", bound=str)
 
 
 class SecretValue:
@@ -142,152 +119,162 @@ class SettingsError(pulumi.RunError, ValueError):
         super().__init__(f"invalid {NAMESPACE} configuration ({len(problems)} problem(s)):\n{lines}")
 
 
+# ------------------------------------------------------------------ rules: one key's value on its own
+
+_RAW: Any = object()  # "show the value as given"
+
+
+class Invalid(ValueError):
+    """A refused value. Each problem is (what to show instead of the value, or _RAW; what is wrong)."""
+
+    def __init__(self, *problems: tuple[Any, str]) -> None:
+        super().__init__("; ".join(p for _s, p in problems))
+        self.problems = problems
+
+
 @dataclass(frozen=True)
-class ClusterSettings:
-    """Validated settings; field names mirror the config keys in snake_case."""
+class Rule(Generic[T]):
+    """How a raw value (a string as the engine hands it, or a native value) becomes a setting.
 
-    name: str
-    namespace: str
-    create_namespace: bool
-    masters: int
-    replicas_per_master: int
-    image: str
-    image_pull_policy: str
-    storage_size: str
-    storage_class_name: str
-    default_storage_class: bool
-    host_path_base: str
-    volume_permissions_init: bool
-    nodes: tuple[str, ...]
-    anti_affinity: str
-    external_node_port: int
-    node_timeout_ms: int
-    cluster_domain: str
-    cpu_request: str
-    memory_request: str
-    cpu_limit: str
-    memory_limit: str
-    render_yaml_to: str
-    bootstrap_connection: str
-    bootstrap_timeout_seconds: int
-    bootstrap_endpoints: tuple[str, ...]
-    auth: bool = True
-    # The configured client password (None: generated by the program when auth is on).
-    password: SecretValue | None = field(default=None, repr=False)
-    allow_dangerous_commands: bool = False
-    external_access: str = "none"
-    external_host: str = ""
-    external_node_port_base: int = 31000
-    external_bus_node_port_base: int = 32000
-    network_policy: bool = True
-    allowed_client_namespaces: tuple[str, ...] = ()
-    allowed_client_cidrs: tuple[str, ...] = ()
-    node_cidrs: tuple[str, ...] = ()
-    tls: bool = False
-    tls_only: bool = False
-    tls_secret_name: str = ""
-    # (name, rules) of extra ACL users, and their passwords (secret config aclPasswords).
-    acl_users: tuple[tuple[str, str], ...] = ()
-    acl_passwords: tuple[tuple[str, SecretValue], ...] = field(default=(), repr=False)
+    ``allowed`` completes "must be ..." in messages and is the reference's "Allowed" column;
+    ``convert`` returns the value or raises :class:`Invalid` (a bare ``Invalid()`` means "must be
+    <allowed>").
+    """
 
-    @property
-    def pod_count(self) -> int:
-        return self.masters * (1 + self.replicas_per_master)
+    allowed: str
+    convert: Callable[[Any], T]
 
-    def client_node_port(self, ordinal: int) -> int:
-        """Per-pod external access: the NodePort of pod ``ordinal``'s client (or TLS) port."""
-        return self.external_node_port_base + ordinal
-
-    def bus_node_port(self, ordinal: int) -> int:
-        """Per-pod external access: the NodePort of pod ``ordinal``'s cluster bus port."""
-        return self.external_bus_node_port_base + ordinal
+    def parse(self, value: Any) -> T:
+        try:
+            return self.convert(value)
+        except Invalid as exc:
+            if not exc.problems:
+                raise Invalid((_RAW, f"must be {self.allowed}")) from None
+            raise
 
 
-def parse_quantity(text: str) -> Decimal | None:
-    """A Kubernetes resource quantity as a number, or None when it is not one."""
-    match = _QUANTITY.match(text)
-    if match is None:
-        return None
-    try:
-        number = Decimal(match["num"])
-    except InvalidOperation:
-        return None
-    suffix = match["suffix"] or ""
-    if suffix[:1] in ("e", "E"):
-        return number * Decimal(10) ** int(suffix[1:])
-    return number * _SUFFIX_FACTORS[suffix]
+def _integer(value: Any, low: int, high: int) -> int:
+    parsed: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        parsed = value
+    elif isinstance(value, str) and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
+        parsed = int(value.strip())
+    if parsed is None or not low <= parsed <= high:
+        raise Invalid()
+    return parsed
 
 
-class _Checker:
-    """Collects problems instead of stopping at the first one."""
+def integer(low: int, high: int) -> Rule[int]:
+    return Rule(f"an integer from {low} to {high}", lambda v: _integer(v, low, high))
 
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.raw = raw
-        self.problems: list[str] = []
 
-    def fail(self, key: str, value: Any, allowed: str) -> None:
-        self.problems.append(f"{NAMESPACE}:{key} = {value!r}: {allowed}")
-
-    def value(self, key: str) -> Any:
-        return self.raw[key] if key in self.raw and self.raw[key] is not None else DEFAULTS[key]
-
-    def integer(self, key: str, low: int, high: int) -> int:
-        value = self.value(key)
-        parsed: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            parsed = value
-        elif isinstance(value, str) and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
-            parsed = int(value.strip())
-        if parsed is None or not low <= parsed <= high:
-            self.fail(key, value, f"must be an integer from {low} to {high}")
-            return int(DEFAULTS[key])
-        return parsed
-
-    def boolean(self, key: str) -> bool:
-        value = self.value(key)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        self.fail(key, value, "must be true or false")
-        return bool(DEFAULTS[key])
-
-    def string(self, key: str, check: Callable[[str], bool], allowed: str) -> str:
-        value = self.value(key)
-        if not isinstance(value, str) or not check(value):
-            self.fail(key, value, allowed)
-            return str(DEFAULTS[key])
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise Invalid()
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        return self.string(key, lambda v: v in choices, "must be one of " + ", ".join(choices))
 
-    def string_list(self, key: str) -> list[str]:
-        value = self.value(key)
-        items: Any = value
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    items = json.loads(text)
-                except json.JSONDecodeError:
-                    items = None
-            else:
-                items = [part.strip() for part in text.split(",") if part.strip()]
-        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-            self.fail(key, value, "must be a list of strings")
-            return []
-        return list(items)
+BOOLEAN = Rule("true or false", _boolean)
 
-    def quantity(self, key: str, optional: bool = False) -> str:
-        def ok(v: str) -> bool:
-            if optional and v == "":
-                return True
-            parsed = parse_quantity(v)
-            return parsed is not None and parsed > 0
 
-        allowed = "must be a positive Kubernetes quantity such as 150Mi, 1Gi or 500m"
-        return self.string(key, ok, allowed + (' (or "" for none)' if optional else ""))
+def _text(value: Any, check: Callable[[str], bool]) -> str:
+    if not isinstance(value, str) or not check(value):
+        raise Invalid()
+    return value
+
+
+def text(check: Callable[[str], bool], allowed: str) -> Rule[str]:
+    return Rule(allowed, lambda v: _text(v, check))
+
+
+def choice(options: tuple[C, ...]) -> Rule[C]:
+    def convert(value: Any) -> C:
+        for option in options:
+            if value == option:
+                return option
+        raise Invalid()
+
+    return Rule("one of " + ", ".join(options), convert)
+
+
+def quantity(optional: bool = False) -> Rule[str]:
+    def ok(v: str) -> bool:
+        if optional and v == "":
+            return True
+        parsed = parse_quantity(v)
+        return parsed is not None and parsed > 0
+
+    allowed = "a positive Kubernetes quantity such as 150Mi, 1Gi or 500m"
+    return text(ok, allowed + (' (or "" for none)' if optional else ""))
+
+
+def _string_list(value: Any) -> list[str]:
+    items: Any = value
+    if isinstance(value, str):
+        raw = value.strip()
+        if raw.startswith("["):
+            try:
+                items = json.loads(raw)
+            except json.JSONDecodeError:
+                items = None
+        else:
+            items = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise Invalid((_RAW, "must be a list of strings"))
+    return list(items)
+
+
+def strings(items: str, check: Callable[[str], bool], unique: bool = False) -> Rule[tuple[str, ...]]:
+    """A list (YAML, JSON text or comma-separated) of ``items``, each passing ``check``."""
+
+    def convert(value: Any) -> tuple[str, ...]:
+        entries = _string_list(value)
+        bad = [e for e in entries if not check(e)]
+        if bad:
+            raise Invalid((_RAW, f"must be a list of {items}; not {bad}"))
+        if unique and len(set(entries)) != len(entries):
+            raise Invalid((_RAW, f"must be a list of {items}; they must be unique"))
+        return tuple(entries)
+
+    return Rule(f"a list of {'unique ' if unique else ''}{items}", convert)
+
+
+def _acl_users(value: Any) -> tuple[tuple[str, str], ...]:
+    """``"<name> <rules...>"`` per user, e.g. ``"app ~app:* +@read +@write"``; one problem per bad entry."""
+    users: list[tuple[str, str]] = []
+    problems: list[tuple[Any, str]] = []
+    for entry in _string_list(value):
+        name, _, rules = entry.strip().partition(" ")
+        rules = " ".join(rules.split())
+        bad_tokens = [tok for tok in rules.split() if _PASSWORD_RULES.match(tok)]
+        if not _ACL_USER.match(name) or name in RESERVED_USERS:
+            problems.append(
+                (
+                    entry,
+                    'entries are "<name> <ACL rules>"; the name is lowercase letters, digits, "_" or "-" '
+                    f"(at most 63) and not one of {', '.join(RESERVED_USERS)}",
+                )
+            )
+        elif not rules or _PASSWORD.match(rules.replace(" ", "")) is None:
+            problems.append((entry, "needs ACL rules after the name, printable ASCII without quotes or backslashes"))
+        elif bad_tokens:
+            # The entry may hold a password (">secret"): shown without its rules.
+            problems.append(
+                (
+                    f"{name} [rules not shown]",
+                    "rules may not set passwords or reset the user (>, <, #, !, nopass, resetpass, reset): "
+                    "passwords come from the secret config value aclPasswords",
+                )
+            )
+        elif name in {u for u, _r in users}:
+            problems.append((entry, "user names must be unique"))
+        else:
+            users.append((name, rules))
+    if problems:
+        raise Invalid(*problems)
+    return tuple(users)
 
 
 def _is_dns_label(v: str) -> bool:
@@ -319,6 +306,377 @@ def _is_host_port(v: str) -> bool:
     return match is not None and 1 <= int(match["port"]) <= 65535
 
 
+def _no_spaces(v: str) -> bool:
+    return not any(ch.isspace() for ch in v)
+
+
+def _host_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or value.rstrip("/") == "" or not _no_spaces(value):
+        raise Invalid()
+    return value.rstrip("/")
+
+
+_CIDRS = "CIDRs such as 10.0.0.0/8 or 192.168.1.7/32 (host bits zero)"
+_SETTING = "setting"
+
+
+@dataclass(frozen=True)
+class Key(Generic[T]):
+    """One config key: ``name`` in the stack, ``field`` of :class:`ClusterSettings`."""
+
+    name: str
+    field: str
+    default: T
+    rule: Rule[T]
+    doc: str
+
+    @property
+    def config_default(self) -> Any:
+        """The default as Pulumi.yaml states it (YAML has lists, not tuples)."""
+        return list(self.default) if isinstance(self.default, tuple) else self.default
+
+    @property
+    def type(self) -> str:
+        """The Pulumi.yaml type."""
+        for python, name in ((bool, "boolean"), (int, "integer"), (str, "string"), (tuple, "array")):
+            if isinstance(self.default, python):
+                return name
+        raise TypeError(f"{self.name}: no config type for default {self.default!r}")
+
+
+def setting(name: str, default: T, rule: Rule[T], doc: str) -> T:
+    """Declare a config key as a field of :class:`ClusterSettings` (the field's name is ``name`` in
+    snake_case; tests/components/test_settings.py checks that)."""
+    meta = {_SETTING: (name, rule, " ".join(doc.split()))}
+    return field(default=default, metadata=meta)
+
+
+# ------------------------------------------------------------------ the declarations
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Validated settings; field names mirror the config keys in snake_case. Declaration order is
+    the order of Pulumi.yaml and of the reference in docs/config.md."""
+
+    name: str = setting(
+        "name",
+        "redis-cluster",
+        text(
+            lambda v: len(v) <= MAX_NAME_LEN and _DNS_LABEL.match(v) is not None,
+            f"a DNS-1123 label of at most {MAX_NAME_LEN} characters (lowercase letters, digits, '-')",
+        ),
+        "Name of the StatefulSet and `app.kubernetes.io/instance` label; pods are `<name>-<ordinal>`.",
+    )
+    namespace: str = setting(
+        "namespace",
+        "default",
+        text(_is_dns_label, "a DNS-1123 label (lowercase letters, digits, '-', at most 63)"),
+        "Namespace of every namespaced object.",
+    )
+    create_namespace: bool = setting(
+        "createNamespace",
+        False,
+        BOOLEAN,
+        "Create the namespace in the stack (it is then deleted by `pulumi destroy`).",
+    )
+    masters: int = setting("masters", 3, integer(3, 1000), "Number of Redis masters.")
+    replicas_per_master: int = setting(
+        "replicasPerMaster",
+        1,
+        integer(0, 10),
+        "Replicas per master. Pods = `masters * (1 + replicasPerMaster)`.",
+    )
+    image: str = setting(
+        "image",
+        "redis:7.0.15",
+        text(lambda v: v.strip() != "" and _no_spaces(v), "a non-empty image reference without spaces"),
+        """Redis image (Redis 7.0 or newer: `cluster-announce-hostname`). The start script needs `redis-server`,
+        `redis-cli`, a POSIX `sh` with `grep`, `awk`, `tail`, `cut`, `cp`, `mv`, `sleep`, and `getent` or `nslookup`
+        (the official image or busybox provide them); the init container needs `chown`.""",
+    )
+    image_pull_policy: PullPolicy = setting(
+        "imagePullPolicy", "IfNotPresent", choice(PULL_POLICIES), "Pull policy of the Redis containers."
+    )
+    storage_size: str = setting(
+        "storageSize",
+        "150Mi",
+        quantity(),
+        "Capacity of every PersistentVolume and request of every claim.",
+    )
+    storage_class_name: str = setting(
+        "storageClassName",
+        "redis-cluster-local",
+        text(_is_dns_subdomain, "a DNS-1123 subdomain (lowercase, digits, '-', '.')"),
+        """Name of the no-provisioner StorageClass the stack creates. StorageClasses are cluster-wide: use a
+        different name per stack sharing a Kubernetes cluster.""",
+    )
+    default_storage_class: bool = setting(
+        "defaultStorageClass", False, BOOLEAN, "Opt in to marking that StorageClass as the cluster's default."
+    )
+    host_path_base: str = setting(
+        "hostPathBase",
+        "/mnt/redis-cluster",
+        Rule("an absolute directory path other than / without spaces", _host_path),
+        "Directory on the nodes; volume `i` is `<hostPathBase>/<namespace>/<name>-<i>`.",
+    )
+    volume_permissions_init: bool = setting(
+        "volumePermissionsInit",
+        True,
+        BOOLEAN,
+        """Add a root init container (only `CAP_CHOWN`) that chowns `/data` to uid 999. Needed for hostPath
+        volumes, which the kubelet creates root-owned; turn off where Pod Security "restricted" applies and
+        pre-create the directories owned by 999.""",
+    )
+    nodes: tuple[str, ...] = setting(
+        "nodes",
+        (),
+        strings("node names (DNS-1123 subdomains)", _is_dns_subdomain, unique=True),
+        """Kubernetes node names. When set, every volume is a `local` PV pinned (required nodeAffinity) to
+        `nodes[i % len(nodes)]`; at least `replicasPerMaster + 1` nodes so a master and its replicas can sit
+        on different nodes. Empty: hostPath volumes without node affinity (single-node clusters).""",
+    )
+    anti_affinity: AntiAffinity = setting(
+        "antiAffinity",
+        "preferred",
+        choice(ANTI_AFFINITIES),
+        """Pod anti-affinity on `kubernetes.io/hostname`: `preferred` (weight 100) or `required` (at most one
+        Redis pod per node; with `nodes` set that needs one node per pod).""",
+    )
+    external_node_port: int = setting(
+        "externalNodePort",
+        30036,
+        integer(*NODE_PORT_RANGE),
+        "`shared`: the NodePort of the one Service in front of all pods.",
+    )
+    node_timeout_ms: int = setting(
+        "nodeTimeoutMs", 15000, integer(1000, 600000), "`cluster-node-timeout` in milliseconds."
+    )
+    cluster_domain: str = setting(
+        "clusterDomain",
+        "cluster.local",
+        text(_is_dns_subdomain, "a DNS-1123 subdomain"),
+        "Cluster DNS domain, part of each pod's stable hostname.",
+    )
+    cpu_request: str = setting("cpuRequest", "100m", quantity(), "CPU request of each Redis container.")
+    memory_request: str = setting("memoryRequest", "128Mi", quantity(), "Memory request of each Redis container.")
+    cpu_limit: str = setting(
+        "cpuLimit", "", quantity(optional=True), "CPU limit of each Redis container; empty for none (no throttling)."
+    )
+    memory_limit: str = setting(
+        "memoryLimit",
+        "256Mi",
+        quantity(optional=True),
+        "Memory limit of each Redis container; empty for none. Must not be below the request.",
+    )
+    render_yaml_to: str = setting(
+        "renderYamlTo",
+        "",
+        text(lambda v: v == v.strip(), "a directory path or empty"),
+        """When set, every Kubernetes object is written as YAML into this directory by a
+        `render_yaml_to_directory` provider instead of being applied (no cluster needed).""",
+    )
+    bootstrap_connection: BootstrapConnection = setting(
+        "bootstrapConnection",
+        "port-forward",
+        choice(BOOTSTRAP_CONNECTIONS),
+        """How the cluster bootstrap reaches the pods: through the Kubernetes API (`port-forward`) or at the
+        pod IPs (`direct`).""",
+    )
+    bootstrap_timeout_seconds: int = setting(
+        "bootstrapTimeoutSeconds",
+        600,
+        integer(1, 86400),
+        "How long the bootstrap may take to form or converge the cluster.",
+    )
+    bootstrap_endpoints: tuple[str, ...] = setting(
+        "bootstrapEndpoints",
+        (),
+        strings('"host:port" entries with a port from 1 to 65535', _is_host_port),
+        "Static `host:port` Redis endpoints, one per pod, used by the bootstrap instead of discovering pods (tests).",
+    )
+    auth: bool = setting(
+        "auth",
+        True,
+        BOOLEAN,
+        """Clients (the `default` ACL user) need a password: the secret config value `password`, or one generated
+        once and kept (encrypted) in the state. Delivered to the pods only through the Secret `<name>-auth` (see
+        docs/security.md). `false`: the `default` user needs none.""",
+    )
+    # The configured client password (None: generated by the program when auth is on).
+    password: SecretValue | None = field(default=None, repr=False)
+    allow_dangerous_commands: bool = setting(
+        "allowDangerousCommands",
+        False,
+        BOOLEAN,
+        """Let the `default` user (every client) run `FLUSHALL`, `FLUSHDB`, `DEBUG`, `CONFIG`, `ACL` and
+        `SHUTDOWN`, and turn on `enable-debug-command`. Off: those are denied by ACL; the bootstrap uses its own
+        `operator` user.""",
+    )
+    external_access: ExternalAccess = setting(
+        "externalAccess",
+        "none",
+        choice(EXTERNAL_ACCESS),
+        """Access from outside Kubernetes: `none`; `shared` — the recipe's single NodePort `externalNodePort` in
+        front of all pods (MOVED redirects name pod IPs; see below); `per-pod` — one NodePort Service per pod,
+        each node announcing `externalHost` (or its Kubernetes node's IP) and its own NodePorts, so redirects
+        are reachable.""",
+    )
+    external_host: str = setting(
+        "externalHost",
+        "",
+        text(lambda v: v == "" or _is_ip(v), 'an IPv4 or IPv6 address, or "" for the node\'s IP'),
+        """`per-pod`: the IP address every pod announces; empty for the IP of the node the pod runs on
+        (`status.hostIP`). With it set the per-pod Services use `externalTrafficPolicy: Cluster`, otherwise
+        `Local`.""",
+    )
+    external_node_port_base: int = setting(
+        "externalNodePortBase",
+        31000,
+        integer(*NODE_PORT_RANGE),
+        """`per-pod`: pod `i`'s client port is NodePort `externalNodePortBase + i`. All pods' ports must fit in
+        30000-32767 and overlap neither the bus range nor `externalNodePort`.""",
+    )
+    external_bus_node_port_base: int = setting(
+        "externalBusNodePortBase",
+        32000,
+        integer(*NODE_PORT_RANGE),
+        """`per-pod`: pod `i`'s cluster bus port is NodePort `externalBusNodePortBase + i` (peers reach each
+        other through the announced address too). Same range rules.""",
+    )
+    network_policy: bool = setting(
+        "networkPolicy",
+        True,
+        BOOLEAN,
+        """Create a NetworkPolicy for the Redis pods: bus port only from the cluster's own pods; client port
+        from the own namespace, `allowedClientNamespaces` and `allowedClientCidrs`; with external access, the
+        client port from anywhere. Needs a network plugin that enforces NetworkPolicy.""",
+    )
+    allowed_client_namespaces: tuple[str, ...] = setting(
+        "allowedClientNamespaces",
+        (),
+        strings("namespace names (DNS-1123 labels)", _is_dns_label),
+        "Further namespaces whose pods may reach the client port (the cluster's own namespace always may).",
+    )
+    allowed_client_cidrs: tuple[str, ...] = setting(
+        "allowedClientCidrs",
+        (),
+        strings(_CIDRS, _is_cidr),
+        "CIDRs that may reach the client port — e.g. where the bootstrap runs with `bootstrapConnection: direct`.",
+    )
+    node_cidrs: tuple[str, ...] = setting(
+        "nodeCidrs",
+        (),
+        strings(_CIDRS, _is_cidr),
+        """`per-pod` with `externalHost` and `networkPolicy`: the nodes' CIDRs, allowed to the bus port, because
+        those Services SNAT the peers' bus traffic to node addresses. Required in that combination.""",
+    )
+    tls: bool = setting(
+        "tls",
+        False,
+        BOOLEAN,
+        """TLS for clients (`tls-port`), replication (`tls-replication yes`) and the cluster bus (`tls-cluster
+        yes`). Certificates from `tlsSecretName`, or a CA and a server certificate generated with `pulumi_tls`
+        into the Secret `<name>-tls`.""",
+    )
+    tls_only: bool = setting(
+        "tlsOnly",
+        False,
+        BOOLEAN,
+        """With `tls`: no plain-text port (`port 0`), TLS on 6379. Without it TLS listens on 6380 next to plain
+        6379. `per-pod` external access with `tls` needs it.""",
+    )
+    tls_secret_name: str = setting(
+        "tlsSecretName",
+        "",
+        text(lambda v: v == "" or _is_dns_subdomain(v), 'a Secret name (DNS-1123 subdomain) or ""'),
+        """With `tls`: an existing Secret in the namespace with `tls.crt`, `tls.key` and `ca.crt` (the
+        cert-manager layout); its certificate must cover the pods' headless names and `localhost`/`127.0.0.1`.
+        Empty: generated.""",
+    )
+    # (name, rules) of extra ACL users, and their passwords (secret config aclPasswords).
+    acl_users: tuple[tuple[str, str], ...] = setting(
+        "aclUsers",
+        (),
+        Rule('a list of "<name> <ACL rules>" entries', _acl_users),
+        """Extra ACL users, one `"<name> <ACL rules>"` each, e.g. `"app ~app:* +@read +@write -@dangerous"`
+        (always `on`; rules may not set passwords — `>`, `<`, `#`, `nopass`, `reset`…). Their passwords come
+        from the secret config value `aclPasswords`. Not `default` or `operator`.""",
+    )
+    acl_passwords: tuple[tuple[str, SecretValue], ...] = field(default=(), repr=False)
+
+    @property
+    def pod_count(self) -> int:
+        return self.masters * (1 + self.replicas_per_master)
+
+    def client_node_port(self, ordinal: int) -> int:
+        """Per-pod external access: the NodePort of pod ``ordinal``'s client (or TLS) port."""
+        return self.external_node_port_base + ordinal
+
+    def bus_node_port(self, ordinal: int) -> int:
+        """Per-pod external access: the NodePort of pod ``ordinal``'s cluster bus port."""
+        return self.external_bus_node_port_base + ordinal
+
+
+KEYS: tuple[Key[Any], ...] = tuple(
+    Key(f.metadata[_SETTING][0], f.name, f.default, f.metadata[_SETTING][1], f.metadata[_SETTING][2])
+    for f in dataclasses.fields(ClusterSettings)
+    if _SETTING in f.metadata
+)
+# Code-side defaults, as Pulumi.yaml states them (lists, not tuples).
+DEFAULTS: dict[str, Any] = {key.name: key.config_default for key in KEYS}
+
+
+def parse_quantity(text: str) -> Decimal | None:
+    """A Kubernetes resource quantity as a number, or None when it is not one."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        return None
+    try:
+        number = Decimal(match["num"])
+    except InvalidOperation:
+        return None
+    suffix = match["suffix"] or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIX_FACTORS[suffix]
+
+
+# ------------------------------------------------------------------ validation
+
+
+class _Checker:
+    """Collects problems instead of stopping at the first one, and remembers which keys were bad:
+    a check across keys runs only when each of its keys is fine on its own, so one mistake gives one
+    message."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+        self.bad: set[str] = set()
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{NAMESPACE}:{key} = {value!r}: {allowed}")
+        self.bad.add(key)
+
+    def value(self, key: str) -> Any:
+        """The value as given, or the default."""
+        return self.raw[key] if key in self.raw and self.raw[key] is not None else DEFAULTS[key]
+
+    def parse(self, key: Key[T]) -> T:
+        """The key's value, or its default after recording why the given one is refused."""
+        value = self.value(key.name)
+        try:
+            return key.rule.parse(value)
+        except Invalid as exc:
+            for shown, allowed in exc.problems:
+                self.fail(key.name, value if shown is _RAW else shown, allowed)
+            return key.default
+
+    def fine(self, *keys: str) -> bool:
+        return not self.bad.intersection(keys)
+
+
 def validate(raw: Mapping[str, Any], plaintext_keys: Collection[str] = ()) -> ClusterSettings:
     """Check raw config (strings as Pulumi hands them, or native values) and build settings.
 
@@ -328,198 +686,126 @@ def validate(raw: Mapping[str, Any], plaintext_keys: Collection[str] = ()) -> Cl
     ``plaintext_keys`` names those of them the stack stores unencrypted (rejected).
     """
     c = _Checker(raw)
-    for key in sorted(set(raw) - set(DEFAULTS) - set(SECRET_KEYS)):
-        c.fail(key, raw[key], "unknown key; known keys are " + ", ".join(sorted([*DEFAULTS, *SECRET_KEYS])))
+    known = [key.name for key in KEYS]
+    for name in sorted(set(raw) - set(known) - set(SECRET_KEYS)):
+        c.fail(name, raw[name], "unknown key; known keys are " + ", ".join(sorted([*known, *SECRET_KEYS])))
+    s = ClusterSettings(**{key.field: c.parse(key) for key in KEYS})
+    for check in (_check_nodes, _check_endpoints, _check_limits, _check_external_access, _check_tls):
+        check(c, s)
+    password = _check_password(c, raw.get("password"), s.auth, "password" not in plaintext_keys)
+    names = [u for u, _r in s.acl_users] if c.fine("aclUsers") else None
+    acl_passwords = _check_acl_passwords(c, raw.get("aclPasswords"), names, "aclPasswords" not in plaintext_keys)
+    if c.problems:
+        raise SettingsError(c.problems)
+    return dataclasses.replace(s, password=password, acl_passwords=tuple(sorted(acl_passwords.items())))
 
-    name = c.string(
-        "name",
-        lambda v: len(v) <= MAX_NAME_LEN and _DNS_LABEL.match(v) is not None,
-        f"must be a DNS-1123 label of at most {MAX_NAME_LEN} characters (lowercase letters, digits, '-')",
-    )
-    namespace = c.string(
-        "namespace", _is_dns_label, "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)"
-    )
-    masters = c.integer("masters", 3, 1000)
-    replicas = c.integer("replicasPerMaster", 0, 10)
-    image = c.string(
-        "image",
-        lambda v: v.strip() != "" and not any(ch.isspace() for ch in v),
-        "must be a non-empty image reference without spaces",
-    )
-    pull_policy = c.choice("imagePullPolicy", PULL_POLICIES)
-    storage_size = c.quantity("storageSize")
-    storage_class = c.string(
-        "storageClassName", _is_dns_subdomain, "must be a DNS-1123 subdomain (lowercase, digits, '-', '.')"
-    )
-    host_path_base = c.string(
-        "hostPathBase",
-        lambda v: v.startswith("/") and v.rstrip("/") != "" and not any(ch.isspace() for ch in v),
-        "must be an absolute directory path other than / without spaces",
-    )
-    nodes = c.string_list("nodes")
-    anti_affinity = c.choice("antiAffinity", ANTI_AFFINITIES)
-    node_port = c.integer("externalNodePort", *NODE_PORT_RANGE)
-    node_timeout = c.integer("nodeTimeoutMs", 1000, 600000)
-    cluster_domain = c.string("clusterDomain", _is_dns_subdomain, "must be a DNS-1123 subdomain")
-    cpu_request = c.quantity("cpuRequest")
-    memory_request = c.quantity("memoryRequest")
-    cpu_limit = c.quantity("cpuLimit", optional=True)
-    memory_limit = c.quantity("memoryLimit", optional=True)
-    render_yaml_to = c.string("renderYamlTo", lambda v: v == v.strip(), "must be a directory path or empty")
-    connection = c.choice("bootstrapConnection", BOOTSTRAP_CONNECTIONS)
-    timeout = c.integer("bootstrapTimeoutSeconds", 1, 86400)
-    endpoints = c.string_list("bootstrapEndpoints")
 
-    bad_nodes = [n for n in nodes if not _is_dns_subdomain(n)]
-    if bad_nodes:
-        c.fail("nodes", c.value("nodes"), f"node names must be DNS-1123 subdomains; not {bad_nodes}")
-    elif len(set(nodes)) != len(nodes):
-        c.fail("nodes", c.value("nodes"), "node names must be unique")
-    elif nodes and len(nodes) < replicas + 1:
+def _check_nodes(c: _Checker, s: ClusterSettings) -> None:
+    """Enough nodes that a master and its replicas can be apart (and one per pod when required)."""
+    if s.nodes and c.fine("nodes", "replicasPerMaster") and len(s.nodes) < s.replicas_per_master + 1:
         c.fail(
             "nodes",
             c.value("nodes"),
-            f"needs at least replicasPerMaster+1 = {replicas + 1} nodes so that a master and its "
-            f"{replicas} replica(s) never share a node",
+            f"needs at least replicasPerMaster+1 = {s.replicas_per_master + 1} nodes so that a master and its "
+            f"{s.replicas_per_master} replica(s) never share a node",
         )
-    elif nodes and anti_affinity == "required" and len(nodes) < masters * (1 + replicas):
+    elif (
+        s.nodes
+        and c.fine("nodes", "antiAffinity", "masters", "replicasPerMaster")
+        and s.anti_affinity == "required"
+        and len(s.nodes) < s.pod_count
+    ):
         c.fail(
             "nodes",
             c.value("nodes"),
             f'antiAffinity "required" allows one Redis pod per node, so it needs at least '
-            f'{masters * (1 + replicas)} nodes (one per pod); use antiAffinity "preferred" or add nodes',
+            f'{s.pod_count} nodes (one per pod); use antiAffinity "preferred" or add nodes',
         )
 
-    bad_endpoints = [e for e in endpoints if not _is_host_port(e)]
-    if bad_endpoints:
+
+def _check_endpoints(c: _Checker, s: ClusterSettings) -> None:
+    if (
+        s.bootstrap_endpoints
+        and c.fine("bootstrapEndpoints", "masters", "replicasPerMaster")
+        and len(s.bootstrap_endpoints) != s.pod_count
+    ):
         c.fail(
             "bootstrapEndpoints",
             c.value("bootstrapEndpoints"),
-            f'entries must be "host:port" with a port from 1 to 65535; not {bad_endpoints}',
-        )
-    elif endpoints and len(endpoints) != masters * (1 + replicas):
-        c.fail(
-            "bootstrapEndpoints",
-            c.value("bootstrapEndpoints"),
-            f"needs one endpoint per pod: masters*(1+replicasPerMaster) = {masters * (1 + replicas)}",
+            f"needs one endpoint per pod: masters*(1+replicasPerMaster) = {s.pod_count}",
         )
 
+
+def _check_limits(c: _Checker, s: ClusterSettings) -> None:
     for req_key, req, lim_key, lim in (
-        ("cpuRequest", cpu_request, "cpuLimit", cpu_limit),
-        ("memoryRequest", memory_request, "memoryLimit", memory_limit),
+        ("cpuRequest", s.cpu_request, "cpuLimit", s.cpu_limit),
+        ("memoryRequest", s.memory_request, "memoryLimit", s.memory_limit),
     ):
         req_q, lim_q = parse_quantity(req), parse_quantity(lim) if lim else None
-        if req_q is not None and lim_q is not None and req_q > lim_q:
+        if c.fine(req_key, lim_key) and req_q is not None and lim_q is not None and req_q > lim_q:
             c.fail(lim_key, lim, f"must not be below {req_key} = {req!r}")
 
-    create_namespace = c.boolean("createNamespace")
-    default_storage_class = c.boolean("defaultStorageClass")
-    volume_permissions_init = c.boolean("volumePermissionsInit")
 
-    pods = masters * (1 + replicas)
-    auth = c.boolean("auth")
-    password = _check_password(c, raw.get("password"), auth, "password" not in plaintext_keys)
-    acl_users = _check_acl_users(c, c.string_list("aclUsers"))
-    acl_passwords = _check_acl_passwords(
-        c, raw.get("aclPasswords"), [u for u, _r in acl_users], "aclPasswords" not in plaintext_keys
-    )
-    allow_dangerous = c.boolean("allowDangerousCommands")
-    external_access = c.choice("externalAccess", EXTERNAL_ACCESS)
-    external_host = c.string(
-        "externalHost", lambda v: v == "" or _is_ip(v), 'must be an IPv4 or IPv6 address, or "" for the node\'s IP'
-    )
-    client_base = c.integer("externalNodePortBase", *NODE_PORT_RANGE)
-    bus_base = c.integer("externalBusNodePortBase", *NODE_PORT_RANGE)
-    network_policy = c.boolean("networkPolicy")
-    client_namespaces = c.string_list("allowedClientNamespaces")
-    client_cidrs = c.string_list("allowedClientCidrs")
-    node_cidrs = c.string_list("nodeCidrs")
-    tls = c.boolean("tls")
-    tls_only = c.boolean("tlsOnly")
-    tls_secret_name = c.string(
-        "tlsSecretName", lambda v: v == "" or _is_dns_subdomain(v), 'must be a Secret name (DNS-1123 subdomain) or ""'
-    )
-
-    bad_namespaces = [n for n in client_namespaces if not _is_dns_label(n)]
-    if bad_namespaces:
+def _check_external_access(c: _Checker, s: ClusterSettings) -> None:
+    if s.external_access != "per-pod" or not c.fine("externalAccess"):
+        return
+    ports = ("externalNodePort", "externalNodePortBase", "externalBusNodePortBase", "masters", "replicasPerMaster")
+    if c.fine(*ports):
+        _check_per_pod_ports(c, s)
+    if (
+        c.fine("externalHost", "networkPolicy", "nodeCidrs")
+        and s.external_host
+        and s.network_policy
+        and not s.node_cidrs
+    ):
         c.fail(
-            "allowedClientNamespaces",
-            c.value("allowedClientNamespaces"),
-            f"must be namespace names; not {bad_namespaces}",
+            "nodeCidrs",
+            c.value("nodeCidrs"),
+            "must name the addresses NodePort traffic arrives from (the nodes' CIDRs) when externalAccess is "
+            "per-pod with externalHost and networkPolicy is on: those Services use externalTrafficPolicy "
+            "Cluster, kube-proxy SNATs the peers' cluster-bus traffic to node addresses, and the policy would "
+            "drop it",
         )
-    for key, cidrs in (("allowedClientCidrs", client_cidrs), ("nodeCidrs", node_cidrs)):
-        bad = [x for x in cidrs if not _is_cidr(x)]
-        if bad:
-            c.fail(key, c.value(key), f"must be CIDRs such as 10.0.0.0/8 or 192.168.1.7/32 (host bits zero); not {bad}")
 
-    if external_access == "per-pod":
-        _check_per_pod_ports(c, pods, node_port, client_base, bus_base)
-        if external_host and network_policy and not node_cidrs:
+
+def _check_per_pod_ports(c: _Checker, s: ClusterSettings) -> None:
+    """Every pod's two NodePorts must exist and never collide: a clash fails only at apply time."""
+    pods, high = s.pod_count, NODE_PORT_RANGE[1]
+    client_base, bus_base = s.external_node_port_base, s.external_bus_node_port_base
+    ranges = {"externalNodePortBase": client_base, "externalBusNodePortBase": bus_base}
+    for key, base in ranges.items():
+        if base + pods - 1 > high:
             c.fail(
-                "nodeCidrs",
-                c.value("nodeCidrs"),
-                "must name the addresses NodePort traffic arrives from (the nodes' CIDRs) when externalAccess is "
-                "per-pod with externalHost and networkPolicy is on: those Services use externalTrafficPolicy "
-                "Cluster, kube-proxy SNATs the peers' cluster-bus traffic to node addresses, and the policy would "
-                "drop it",
+                key,
+                base,
+                f"needs one NodePort per pod: {base}..{base + pods - 1} for {pods} pods must end at {high} at most",
             )
-    if tls_only and not tls:
+    if client_base <= bus_base + pods - 1 and bus_base <= client_base + pods - 1:
+        c.fail(
+            "externalBusNodePortBase",
+            bus_base,
+            f"its range {bus_base}..{bus_base + pods - 1} overlaps externalNodePortBase's "
+            f"{client_base}..{client_base + pods - 1}",
+        )
+    for key, base in ranges.items():
+        if base <= s.external_node_port <= base + pods - 1:
+            c.fail(key, base, f"its range {base}..{base + pods - 1} contains externalNodePort {s.external_node_port}")
+
+
+def _check_tls(c: _Checker, s: ClusterSettings) -> None:
+    if not c.fine("tls"):
+        return
+    if s.tls_only and not s.tls and c.fine("tlsOnly"):
         c.fail("tlsOnly", c.value("tlsOnly"), "needs tls: true")
-    if tls_secret_name and not tls:
-        c.fail("tlsSecretName", tls_secret_name, "needs tls: true")
-    if tls and not tls_only and external_access == "per-pod":
+    if s.tls_secret_name and not s.tls and c.fine("tlsSecretName"):
+        c.fail("tlsSecretName", s.tls_secret_name, "needs tls: true")
+    if s.tls and not s.tls_only and s.external_access == "per-pod" and c.fine("tlsOnly", "externalAccess"):
         c.fail(
             "externalAccess",
-            external_access,
+            s.external_access,
             "per-pod with tls needs tlsOnly: true (each pod's one client NodePort carries either the plain or the "
             "TLS port, and the node announces one)",
         )
-
-    if c.problems:
-        raise SettingsError(c.problems)
-    return ClusterSettings(
-        name=name,
-        namespace=namespace,
-        create_namespace=create_namespace,
-        masters=masters,
-        replicas_per_master=replicas,
-        image=image,
-        image_pull_policy=pull_policy,
-        storage_size=storage_size,
-        storage_class_name=storage_class,
-        default_storage_class=default_storage_class,
-        host_path_base=host_path_base.rstrip("/"),
-        volume_permissions_init=volume_permissions_init,
-        nodes=tuple(nodes),
-        anti_affinity=anti_affinity,
-        external_node_port=node_port,
-        node_timeout_ms=node_timeout,
-        cluster_domain=cluster_domain,
-        cpu_request=cpu_request,
-        memory_request=memory_request,
-        cpu_limit=cpu_limit,
-        memory_limit=memory_limit,
-        render_yaml_to=render_yaml_to,
-        bootstrap_connection=connection,
-        bootstrap_timeout_seconds=timeout,
-        bootstrap_endpoints=tuple(endpoints),
-        auth=auth,
-        password=password,
-        acl_users=tuple(acl_users),
-        acl_passwords=tuple(sorted(acl_passwords.items())),
-        allow_dangerous_commands=allow_dangerous,
-        external_access=external_access,
-        external_host=external_host,
-        external_node_port_base=client_base,
-        external_bus_node_port_base=bus_base,
-        network_policy=network_policy,
-        allowed_client_namespaces=tuple(client_namespaces),
-        allowed_client_cidrs=tuple(client_cidrs),
-        node_cidrs=tuple(node_cidrs),
-        tls=tls,
-        tls_only=tls_only,
-        tls_secret_name=tls_secret_name,
-    )
 
 
 def _check_password(c: _Checker, value: Any, auth: bool, is_secret: bool) -> SecretValue | None:
@@ -552,45 +838,9 @@ def _check_password(c: _Checker, value: Any, auth: bool, is_secret: bool) -> Sec
     return SecretValue(value)
 
 
-_ACL_USER = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-RESERVED_USERS = ("default", "operator")
-# Rule tokens that set passwords or open a user to anyone: passwords come from aclPasswords only.
-_PASSWORD_RULES = re.compile(r"^(>|<|#|!|nopass$|resetpass$|reset$)")
-
-
-def _check_acl_users(c: _Checker, entries: list[str]) -> list[tuple[str, str]]:
-    """``"<name> <rules...>"`` per user, e.g. ``"app ~app:* +@read +@write"``."""
-    users: list[tuple[str, str]] = []
-    for entry in entries:
-        name, _, rules = entry.strip().partition(" ")
-        rules = " ".join(rules.split())
-        bad_tokens = [tok for tok in rules.split() if _PASSWORD_RULES.match(tok)]
-        if not _ACL_USER.match(name) or name in RESERVED_USERS:
-            c.fail(
-                "aclUsers",
-                entry,
-                'entries are "<name> <ACL rules>"; the name is lowercase letters, digits, "_" or "-" '
-                f"(at most 63) and not one of {', '.join(RESERVED_USERS)}",
-            )
-        elif not rules or _PASSWORD.match(rules.replace(" ", "")) is None:
-            c.fail("aclUsers", entry, "needs ACL rules after the name, printable ASCII without quotes or backslashes")
-        elif bad_tokens:
-            # The entry may hold a password (">secret"): shown without its rules.
-            c.fail(
-                "aclUsers",
-                f"{name} [rules not shown]",
-                "rules may not set passwords or reset the user (>, <, #, !, nopass, resetpass, reset): passwords "
-                "come from the secret config value aclPasswords",
-            )
-        elif name in {u for u, _r in users}:
-            c.fail("aclUsers", entry, "user names must be unique")
-        else:
-            users.append((name, rules))
-    return users
-
-
-def _check_acl_passwords(c: _Checker, value: Any, names: list[str], is_secret: bool) -> dict[str, SecretValue]:
-    """A secret JSON object ``{user: password}`` covering exactly the aclUsers; values never shown."""
+def _check_acl_passwords(c: _Checker, value: Any, names: list[str] | None, is_secret: bool) -> dict[str, SecretValue]:
+    """A secret JSON object ``{user: password}`` covering exactly the aclUsers (``names``; None when
+    aclUsers is itself bad, then that is not checked); values never shown."""
     shown = "[secret]"
     if value is None:
         if names:
@@ -610,7 +860,7 @@ def _check_acl_passwords(c: _Checker, value: Any, names: list[str], is_secret: b
     if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
         c.fail("aclPasswords", shown, "must be an object of user name -> password")
         return {}
-    if sorted(parsed) != sorted(names):
+    if names is not None and sorted(parsed) != sorted(names):
         c.fail("aclPasswords", shown, f"must name exactly the aclUsers {sorted(names)}; it names {sorted(parsed)}")
         return {}
     low, high = PASSWORD_LENGTH
@@ -629,29 +879,6 @@ def _check_acl_passwords(c: _Checker, value: Any, names: list[str], is_secret: b
     return {k: SecretValue(v) for k, v in parsed.items()}
 
 
-def _check_per_pod_ports(c: _Checker, pods: int, node_port: int, client_base: int, bus_base: int) -> None:
-    """Every pod's two NodePorts must exist and never collide: a clash fails only at apply time."""
-    high = NODE_PORT_RANGE[1]
-    ranges = {"externalNodePortBase": client_base, "externalBusNodePortBase": bus_base}
-    for key, base in ranges.items():
-        if base + pods - 1 > high:
-            c.fail(
-                key,
-                base,
-                f"needs one NodePort per pod: {base}..{base + pods - 1} for {pods} pods must end at {high} at most",
-            )
-    if client_base <= bus_base + pods - 1 and bus_base <= client_base + pods - 1:
-        c.fail(
-            "externalBusNodePortBase",
-            bus_base,
-            f"its range {bus_base}..{bus_base + pods - 1} overlaps externalNodePortBase's "
-            f"{client_base}..{client_base + pods - 1}",
-        )
-    for key, base in ranges.items():
-        if base <= node_port <= base + pods - 1:
-            c.fail(key, base, f"its range {base}..{base + pods - 1} contains externalNodePort {node_port}")
-
-
 def load_settings(cfg: pulumi.Config) -> ClusterSettings:
     """Read the stack's config and validate it; raises before anything is registered.
 
@@ -661,11 +888,81 @@ def load_settings(cfg: pulumi.Config) -> ClusterSettings:
     prefix = cfg.name + ":"
     everything: dict[str, Any] = pulumi.runtime.config.CONFIG.get()
     raw: dict[str, Any] = {k[len(prefix) :]: v for k, v in everything.items() if k.startswith(prefix)}
-    for key in DEFAULTS:
-        value = cfg.get(key)
+    for key in KEYS:
+        value = cfg.get(key.name)
         if value is not None:
-            raw[key] = value
+            raw[key.name] = value
     # The secret's value is only validated here; it leaves as a SecretValue and becomes a
     # secret Output in components/cluster.py.
     plaintext = [key for key in SECRET_KEYS if key in raw and not pulumi.runtime.config.is_config_secret(prefix + key)]
     return validate(raw, plaintext_keys=plaintext)
+
+
+# ------------------------------------------------------------------ derived files
+
+ROOT = Path(__file__).resolve().parents[1]
+_BEGIN = "<!-- BEGIN generated by `venv/bin/python -m components.settings` from components/settings.py -->"
+_END = "<!-- END generated -->"
+
+
+def _doc_default(value: Any) -> str:
+    if isinstance(value, bool | list) or value == "":
+        return json.dumps(value)
+    return str(value)
+
+
+def reference_table() -> str:
+    """The config reference of docs/config.md."""
+    rows = ["| Key | Type | Default | Allowed | Description |", "| --- | --- | --- | --- | --- |"]
+    for key in KEYS:
+        allowed = key.rule.allowed.replace("|", "\\|")
+        rows.append(f"| `{key.name}` | {key.type} | `{_doc_default(key.config_default)}` | {allowed} | {key.doc} |")
+    return "\n".join(rows)
+
+
+def pulumi_config() -> dict[str, dict[str, Any]]:
+    """The ``config`` block of Pulumi.yaml: each key's type, default and description."""
+    block: dict[str, dict[str, Any]] = {}
+    for key in KEYS:
+        spec: dict[str, Any] = {"type": key.type}
+        if key.type == "array":
+            spec["items"] = {"type": "string"}
+        spec["default"] = key.config_default
+        spec["description"] = f"{key.doc} Allowed: {key.rule.allowed}."
+        block[f"{NAMESPACE}:{key.name}"] = spec
+    return block
+
+
+def with_reference(doc: str) -> str:
+    """``doc`` (docs/config.md) with the generated table between its markers replaced."""
+    head, begin, rest = doc.partition(_BEGIN)
+    _old, end, tail = rest.partition(_END)
+    if not begin or not end:
+        raise ValueError(f"docs/config.md lacks the markers {_BEGIN!r} ... {_END!r}")
+    return f"{head}{_BEGIN}\n{reference_table()}\n{_END}{tail}"
+
+
+def with_config_block(project: str) -> str:
+    """``project`` (Pulumi.yaml, whose last top-level block is ``config:``) with that block regenerated."""
+    import yaml
+
+    head, found, _old = project.partition("\nconfig:\n")
+    if not found:
+        raise ValueError("Pulumi.yaml has no top-level config: block")
+    block = yaml.safe_dump({"config": pulumi_config()}, sort_keys=False, allow_unicode=True, width=4096)
+    return f"{head}\n{block}"
+
+
+def main() -> int:
+    """Rewrite docs/config.md's reference and Pulumi.yaml's config block from the declarations."""
+    for path, render in ((ROOT / "docs" / "config.md", with_reference), (ROOT / "Pulumi.yaml", with_config_block)):
+        old = path.read_text()
+        new = render(old)
+        if new != old:
+            path.write_text(new)
+            print(f"rewrote {path.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

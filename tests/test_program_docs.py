@@ -1,17 +1,25 @@
-"""docs/config.md's reference table must say what Pulumi.yaml declares."""
+"""docs/config.md's reference and Pulumi.yaml's config block are what components/settings.py declares."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from components import settings
 from tests.components.harness import ROOT, project_file
 
-ROW = re.compile(r"^\| `(?P<key>[A-Za-z]+)` \| (?P<type>\w+) \| `(?P<default>[^`]*)` \| (?P<desc>.+) \|$")
+ROW = re.compile(
+    r"^\| `(?P<key>[A-Za-z]+)` \| (?P<type>\w+) \| `(?P<default>[^`]*)` \| (?P<allowed>.+) \| (?P<desc>.+) \|$"
+)
+REGENERATE = "regenerate with `venv/bin/python -m components.settings`"
 
 
 def documented() -> dict[str, tuple[str, Any]]:
@@ -42,6 +50,26 @@ def test_config_reference_matches_pulumi_yaml() -> None:
         key.split(":", 1)[1]: (spec["type"], as_doc(spec["default"])) for key, spec in project_file()["config"].items()
     }
     assert documented() == declared
+
+
+def test_config_reference_is_generated_from_the_declarations() -> None:
+    doc = (ROOT / "docs" / "config.md").read_text()
+    assert settings.with_reference(doc) == doc, REGENERATE
+    assert list(documented()) == [key.name for key in settings.KEYS]
+
+
+def test_pulumi_yaml_config_is_generated_from_the_declarations() -> None:
+    text = (ROOT / "Pulumi.yaml").read_text()
+    assert project_file()["config"] == settings.pulumi_config(), REGENERATE
+    assert settings.with_config_block(text) == text, REGENERATE
+
+
+def test_a_changed_declaration_shows_up_in_both_generated_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generators really read the declarations: a changed one changes both outputs."""
+    changed = dataclasses.replace(settings.KEYS[0], doc="A doc that no file holds yet.")
+    monkeypatch.setattr(settings, "KEYS", (changed, *settings.KEYS[1:]))
+    assert "A doc that no file holds yet." in settings.with_reference((ROOT / "docs" / "config.md").read_text())
+    assert "A doc that no file holds yet." in settings.with_config_block((ROOT / "Pulumi.yaml").read_text())
 
 
 def load_workflow(name: str) -> dict[Any, Any]:
@@ -85,3 +113,60 @@ def test_deploy_and_destroy_workflows() -> None:
     assert set(destroy[True]["workflow_dispatch"]["inputs"]["stack"]["options"]) == {"dev", "prod"}
     [down] = pulumi_steps(destroy)
     assert down["with"]["command"] == "destroy"
+
+
+# ------------------------------------------------------------------ the newcomer path (README quickstart)
+
+
+def quickstart() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme[readme.index("## Quickstart") : readme.index("\n## ", readme.index("## Quickstart") + 1)]
+
+
+def test_deploy_refuses_to_start_without_a_passphrase(tmp_path: Path) -> None:
+    """Before anything is created (no pulumi, kubectl or cluster.sh call), with the fix in the message."""
+    called = tmp_path / "called"
+    for tool in ("pulumi", "kubectl"):
+        fake = tmp_path / tool
+        fake.write_text(f"#!/bin/sh\necho {tool} >> {called}\n")
+        fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    env["PATH"] = f"{tmp_path}:{env.get('PATH', '')}"
+    run = subprocess.run(
+        ["bash", str(ROOT / "tools" / "deploy.sh"), "newcomer"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr
+    assert "PULUMI_CONFIG_PASSPHRASE is not set" in run.stderr
+    assert "export PULUMI_CONFIG_PASSPHRASE=" in run.stderr
+    assert not called.exists(), called.read_text()
+    assert not (ROOT / "Pulumi.newcomer.yaml").exists()
+
+
+def test_toolchain_env_leaves_the_passphrase_to_its_owner() -> None:
+    """Sourced with no passphrase set (toolchain built or not), it sets none; one that is set it keeps."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    script = 'source tools/toolchain-env.sh >/dev/null 2>&1; echo "${PULUMI_CONFIG_PASSPHRASE-<unset>}"'
+    unset = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert unset.stdout.strip() == "<unset>"
+    mine = subprocess.run(
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env={**env, "PULUMI_CONFIG_PASSPHRASE": "mine"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert mine.stdout.strip() == "mine"
+
+
+def test_quickstart_names_real_outputs_and_the_dev_stacks_node_port() -> None:
+    text = quickstart()
+    assert "export PULUMI_CONFIG_PASSPHRASE=" in text and "source tools/toolchain-env.sh" in text
+    exported = set(re.findall(r'pulumi\.export\("(\w+)"', (ROOT / "__main__.py").read_text()))
+    used = set(re.findall(r"pulumi stack output (\w+)", text)) | set(re.findall(r"output `(\w+)`", text))
+    assert {"authSecret", "namespace", "externalNodePort"} <= used
+    assert used <= exported, used - exported
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    assert dev["redis-cluster:externalAccess"] == "shared"
+    assert f"redis-cli -c -p {dev['redis-cluster:externalNodePort']} " in text
+    assert "REDISCLI_AUTH" in text and 'get secret "$secret"' in text

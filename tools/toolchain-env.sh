@@ -4,10 +4,12 @@
 # running the engine without network access. It does not build anything; when the toolchain for the
 # current tools/pulumi/ inputs is missing it says so and returns 1 (run tools/build-toolchain.sh).
 # It deliberately does NOT set PULUMI_BACKEND_URL: each test stack gets its own file:// backend.
+# Nor PULUMI_CONFIG_PASSPHRASE: a stack's passphrase is its owner's (README quickstart, tools/deploy.sh),
+# and one set here would silently encrypt a real stack with it; the engine tests bring their own
+# (tests/engine/conftest.py).
 #
 # Exports: REDIS_CLUSTER_TOOLCHAIN_ROOT (PulumiCommand(root=...)), REDIS_CLUSTER_TOOLCHAIN_BIN, PATH,
-#          PULUMI_HOME, PULUMI_SKIP_UPDATE_CHECK, PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION,
-#          PULUMI_CONFIG_PASSPHRASE (a test-only default, kept if already set).
+#          PULUMI_HOME, PULUMI_SKIP_UPDATE_CHECK, PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION.
 
 _rc_tc_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if _rc_tc_root="$(bash "$_rc_tc_dir/build-toolchain.sh" --print-root 2>/dev/null)"; then
@@ -20,8 +22,6 @@ if _rc_tc_root="$(bash "$_rc_tc_dir/build-toolchain.sh" --print-root 2>/dev/null
     export PULUMI_HOME="$_rc_tc_root/home"
     export PULUMI_SKIP_UPDATE_CHECK=true
     export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
-    # Not a secret: only for throwaway test stacks whose secrets provider is the passphrase one.
-    export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-redis-cluster-tests}"
     unset _rc_tc_dir _rc_tc_root
 else
     echo "toolchain-env: the Pulumi toolchain is not built; run tools/build-toolchain.sh" >&2

@@ -52,5 +52,25 @@ def test_config_map_carries_the_script_file_verbatim() -> None:
     assert "cluster-node-timeout 15000" in data[redis_config.CONF_KEY].splitlines()
 
 
+def test_every_graceful_stop_runs_the_handover_from_the_config_map_within_the_grace_period() -> None:
+    s = validate({})
+    data = nodes.config_map_manifest(s)["data"]
+    assert data[redis_config.HANDOVER_KEY] == redis_config.HANDOVER_PATH.read_text()
+    pod = nodes.statefulset_manifest(s)["spec"]["template"]["spec"]
+    [redis] = pod["containers"]
+    command = redis["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == ["sh", f"{redis_config.CONFIG_DIR}/{redis_config.HANDOVER_KEY}"]
+    env = {e["name"]: e.get("value") for e in redis["env"]}
+    assert int(env["REDIS_HANDOVER_TIMEOUT"]) + 10 <= pod["terminationGracePeriodSeconds"]
+    assert "REDIS_CLI_TLS" not in env
+    tls_env = {
+        e["name"]
+        for e in nodes.statefulset_manifest(validate({"tls": True, "tlsOnly": True}))["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    }
+    assert "REDIS_CLI_TLS" in tls_env, "with the plain port closed the hook speaks TLS"
+
+
 def test_pdb_allows_one_disruption() -> None:
     assert nodes.pdb_manifest(validate({}))["spec"]["maxUnavailable"] == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import typing
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.settings import DEFAULTS, SettingsError, parse_quantity, validate
+from components.settings import DEFAULTS, KEYS, ClusterSettings, SettingsError, parse_quantity, validate
 from tests.components.harness import declared_defaults, project_file
 
 YAML_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array"}
@@ -19,6 +21,27 @@ def test_code_defaults_match_pulumi_yaml() -> None:
     for key, spec in project_file()["config"].items():
         assert spec["type"] == YAML_TYPES[type(DEFAULTS[key.split(":", 1)[1]])], key
         assert spec["description"].strip(), key
+
+
+def test_field_names_mirror_the_keys() -> None:
+    for key in KEYS:
+        assert key.field == re.sub(r"(?<!^)(?=[A-Z])", "_", key.name).lower(), key.name
+        assert key.doc and key.rule.allowed, key.name
+
+
+CHOICES = [key for key in KEYS if typing.get_origin(typing.get_type_hints(ClusterSettings)[key.field]) is Literal]
+
+
+def test_choices_are_literal_types_and_their_rule_takes_exactly_those() -> None:
+    assert {key.name for key in CHOICES} == {"imagePullPolicy", "antiAffinity", "bootstrapConnection", "externalAccess"}
+    for key in CHOICES:
+        options = typing.get_args(typing.get_type_hints(ClusterSettings)[key.field])
+        assert key.default in options
+        assert key.rule.allowed == "one of " + ", ".join(options)
+        for option in options:
+            assert getattr(validate({key.name: option}), key.field) == option
+        with pytest.raises(SettingsError, match=re.escape(f"{key.name} = 'other': must be one of")):
+            validate({key.name: "other"})
 
 
 def test_defaults_are_the_recipe() -> None:
@@ -114,6 +137,33 @@ def test_all_problems_are_reported_together() -> None:
     with pytest.raises(SettingsError) as caught:
         validate({"masters": 1, "externalNodePort": 80, "image": "", "namespace": "A"})
     assert len(caught.value.problems) == 4
+
+
+ONE_MISTAKE: list[dict[str, Any]] = [
+    # A check across keys waits until each of its keys is fine on its own: one mistake, one message.
+    {"replicasPerMaster": "two", "nodes": ["node-a"]},
+    {"masters": 2, "antiAffinity": "required", "nodes": ["a", "b", "c"]},
+    {"masters": "x", "bootstrapEndpoints": ["127.0.0.1:7000"]},
+    {"externalAccess": "per-pod", "externalHost": "203.0.113.7", "nodeCidrs": ["10.0.0.1/8"]},
+    {"externalAccess": "per-pod", "masters": 3, "externalNodePortBase": "high"},
+    {"tls": "maybe", "tlsOnly": True},
+    {"aclUsers": ["Bad +@all"]},
+]
+
+
+@pytest.mark.parametrize("raw", ONE_MISTAKE, ids=[",".join(r) for r in ONE_MISTAKE])
+def test_one_mistake_gives_one_message(raw: dict[str, Any]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        validate(raw)
+    assert len(caught.value.problems) == 1, caught.value.problems
+
+
+def test_every_bad_acl_entry_is_named() -> None:
+    with pytest.raises(SettingsError) as caught:
+        validate({"aclUsers": ["Bad +@all", "good +@read", "good +@write", "norules"]})
+    assert [p.split(":", 1)[1].split(" = ")[0] for p in caught.value.problems] == ["aclUsers"] * 3
+    assert "'Bad +@all'" in caught.value.problems[0] and "unique" in caught.value.problems[1]
+    assert "'norules': needs ACL rules" in caught.value.problems[2]
 
 
 @given(st.integers(min_value=1, max_value=10**6), st.sampled_from(["", "Ki", "Mi", "Gi", "k", "M", "G", "m"]))

@@ -1,0 +1,148 @@
+"""One changing run per cluster at a time: a lease key, renewed while the run lasts.
+
+Two runs that change one cluster at once (two `pulumi up`s of two stacks
+pointed at it, or an operator's `apply` during an up) opened slots in both
+directions between the same masters, duplicated keys and froze a master for
+the MIGRATE timeout. So a run that changes the cluster first takes a lease:
+``SET <key> <holder> NX PX <ttl>`` on the master that owns the key's slot,
+renewed by a thread every ``RENEW_S`` and deleted at the end. A second run
+that finds it refuses, once it has seen the lease renewed (its holder is
+alive); a lease nobody renews expires within ``TTL_S``, so a run killed with
+``kill -9`` blocks the next one for at most that long.
+
+A cluster without a live, serving owner of the key's slot (not formed yet,
+that owner gone, or the cluster down) cannot hold the lease: the run goes on
+without one and says so (two such runs are not kept apart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+from redis.crc import key_slot
+
+from bootstrap.endpoints import Connector
+from bootstrap.model import Snapshot
+from bootstrap.operations import ClusterError, Progress
+
+KEY = "redis-cluster:bootstrap-lease"
+SLOT = key_slot(KEY.encode())
+TTL_S = 10.0
+RENEW_S = 2.0
+LOOK_S = 0.25
+# Renew only while we hold it (compare and extend); delete only our own.
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class LeaseHeld(ClusterError):
+    """Another run is changing this cluster right now."""
+
+
+@dataclass
+class _Route:
+    """Where the key lives, following MOVED/ASK while our own moves carry its slot elsewhere."""
+
+    connector: Connector
+    addresses: dict[str, str]  # address a node is seen as (what MOVED names) -> address we dial
+    address: str
+
+    def call(self, *args: object) -> object:
+        asking = False
+        for _ in range(5):
+            client = self.connector.client(self.address)
+            try:
+                if asking:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.execute_command("ASKING")
+                    pipe.execute_command(*args)
+                    return pipe.execute()[1]
+                return client.execute_command(*args)
+            except redis.ResponseError as exc:
+                kind, _, rest = str(exc).partition(" ")
+                if kind not in ("MOVED", "ASK"):
+                    raise
+                seen = rest.split()[-1]
+                self.address, asking = self.addresses.get(seen, seen), kind == "ASK"
+                if kind == "MOVED":
+                    self.addresses[seen] = self.address
+        raise ClusterError(f"lease key {KEY}: redirected more than 5 times, last to {self.address}")
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%H:%M:%S')} ({uuid.uuid4().hex[:8]})"
+
+
+@contextlib.contextmanager
+def hold(snap: Snapshot, connector: Connector, progress: Progress) -> Iterator[None]:
+    """Hold the lease for the body; raise LeaseHeld when another live run holds it."""
+    owner = next((m for m in snap.members if m.is_master and SLOT in m.slots), None)
+    if owner is None:
+        progress("no lease: the cluster has no live owner of its slot yet (forming, or that master is gone)")
+        yield
+        return
+    route = _Route(connector, {m.seen_as: m.address for m in snap.members}, owner.address)
+    me = _holder()
+    try:
+        _acquire(route, me)
+    except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
+        # Down (every node restarted on a new address, say): nobody can hold a lease until it is mended.
+        progress(f"no lease: the cluster does not serve its slot right now ({exc})")
+        yield
+        return
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(route, me, stop, progress), daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=RENEW_S * 2)
+        with contextlib.suppress(redis.RedisError, OSError, ClusterError):
+            route.call("EVAL", _RELEASE, 1, KEY, me)
+
+
+def _acquire(route: _Route, me: str) -> None:
+    """Take the lease, waiting out one that nobody renews; refuse one that is renewed."""
+    deadline = time.monotonic() + TTL_S + RENEW_S
+    while True:
+        if route.call("SET", KEY, me, "NX", "PX", int(TTL_S * 1000)):
+            return
+        other, ttl, looked = route.call("GET", KEY), route.call("PTTL", KEY), time.monotonic()
+        while time.monotonic() - looked < RENEW_S * 1.5:
+            time.sleep(LOOK_S)
+            other_now, ttl_now = route.call("GET", KEY), route.call("PTTL", KEY)
+            if other_now is None:
+                break  # released or expired: try to take it
+            waited_ms = (time.monotonic() - looked) * 1000
+            # Unrenewed, the time to live falls by the time waited; a renewal puts it back near TTL_S.
+            renewed = isinstance(ttl, int) and isinstance(ttl_now, int) and ttl_now > ttl - waited_ms + 500
+            if renewed or other_now != other:
+                raise LeaseHeld(
+                    f"another bootstrap run ({other_now}) is changing this cluster right now (lease key {KEY} "
+                    f"on {route.address}): wait for it to finish and run again; two runs at once would move "
+                    f"slots against each other"
+                )
+        if time.monotonic() > deadline:
+            raise LeaseHeld(f"the lease key {KEY} on {route.address} ({other}) neither expired nor was renewed")
+
+
+def _renew(route: _Route, me: str, stop: threading.Event, progress: Progress) -> None:
+    """Extend the lease every RENEW_S until told to stop; say so once when it was lost."""
+    warned = False
+    while not stop.wait(RENEW_S):
+        try:
+            still = route.call("EVAL", _RENEW, 1, KEY, me, int(TTL_S * 1000))
+        except (redis.RedisError, OSError, ClusterError) as exc:
+            still = f"{type(exc).__name__}: {exc}"
+        if still != 1 and not warned:
+            progress(f"could not renew the lease ({still}); another run may start before this one ends")
+            warned = True

@@ -1,0 +1,366 @@
+"""The rules the operations follow: pure functions of a snapshot, no I/O.
+
+``planner`` decides the shape (who owns which slots, who replicates whom);
+these decide the rest from what the nodes report: who is gone and who is
+foreign, whether it is safe to touch them, who must MEET whom and in which
+direction, who must announce its slots, how open slots pair up after a fault,
+and when a cluster is healthy. ``operations`` and ``migration`` carry them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bootstrap.model import SLOTS, Member, NodeLine, Snapshot, format_ranges
+
+# --- who is who ---------------------------------------------------------------
+
+
+def unserved(
+    members: Sequence[Member], views: Mapping[str, Sequence[NodeLine]]
+) -> tuple[dict[str, frozenset[int]], dict[str, str]]:
+    """(ghosts, strangers): ids in some view that no member is. Ghosts are gone (flagged failed by
+    someone: id -> the slots they still claim that no member does); strangers look alive (id -> address)."""
+    ours = set(views)
+    owned = owned_by(members)
+    ghosts: dict[str, frozenset[int]] = {}
+    strangers: dict[str, str] = {}
+    for lines in views.values():
+        for line in lines:
+            if line.node_id in ours or line.in_handshake:
+                continue  # a handshake entry carries a random id until the peer answers
+            if line.failed:
+                ghosts[line.node_id] = ghosts.get(line.node_id, frozenset()) | (line.slots - owned)
+            else:
+                strangers[line.node_id] = line.address
+    for node_id in ghosts:
+        strangers.pop(node_id, None)  # failed in someone's view: gone, not foreign
+    return ghosts, strangers
+
+
+def owned_by(members: Iterable[Member]) -> frozenset[int]:
+    return frozenset().union(*(m.slots for m in members))
+
+
+def taken_addresses(snap: Snapshot) -> set[str]:
+    """Addresses members answer at: another id listed there is gone (a node that came back empty)."""
+    return {m.seen_as for m in snap.members} | {m.address for m in snap.members}
+
+
+def bury(snap: Snapshot, node_ids: Iterable[str]) -> None:
+    """Turn these strangers into ghosts, with the slots views still give them that no member holds."""
+    owned = owned_by(snap.members)
+    for node_id in node_ids:
+        del snap.strangers[node_id]
+        slots = {s for lines in snap.views.values() for ln in lines if ln.node_id == node_id for s in ln.slots}
+        snap.ghosts[node_id] = frozenset(slots - owned)
+
+
+def unsafe(snap: Snapshot) -> list[str]:
+    """Why nodes must not be touched: data or membership that is not ours to change."""
+    problems: list[str] = []
+    loners = {m.node_id for m in snap.members if m.is_master and m.keys and len(snap.views[m.node_id]) == 1}
+    for m in snap.members:
+        if m.node_id in loners and len(snap.members) > 1:
+            # E.g. its nodes.conf was lost but its AOF kept: Redis then even claims the slots of its keys.
+            problems.append(
+                f"{m.name} ({m.address}) holds {m.keys} keys but is in no cluster: refusing to join it, "
+                f"which would drop its data (restore its nodes.conf, or empty it after checking its keys)"
+            )
+    for node_id, address in snap.strangers.items():
+        seen_by = [m.name for m in snap.members if any(ln.node_id == node_id for ln in snap.views[m.node_id])]
+        problems.append(
+            f"node {node_id[:8]} at {address or 'no address'} is a live member of the cluster that "
+            f"{', '.join(seen_by)} belong(s) to, but is not part of this deployment: refusing to "
+            f"change a cluster shared with nodes we do not manage"
+        )
+    # Two groups that each own slots and do not know each other are two clusters.
+    owners = [m for m in snap.members if m.slots and m.node_id not in loners]
+    for i, a in enumerate(owners):
+        for b in owners[i + 1 :]:
+            if not any(line.node_id == b.node_id for line in snap.views[a.node_id]):
+                problems.append(
+                    f"{a.name} and {b.name} both own slots but do not know each other: they belong to "
+                    f"different clusters; refusing to merge them"
+                )
+    return problems
+
+
+# --- reaching the shape -----------------------------------------------------
+
+
+def meshed(snap: Snapshot) -> list[str]:
+    """What keeps the members from all seeing each other, connected, at their current address."""
+    names = snap.names()
+    gaps = []
+    for m in snap.members:
+        seen = {line.node_id: line for line in snap.views[m.node_id]}
+        for o in snap.members:
+            line = seen.get(o.node_id)
+            if o.node_id == m.node_id:
+                continue
+            if line is None or line.address != o.seen_as or line.in_handshake or line.failed:
+                gaps.append(f"{m.name} does not see {names[o.node_id]} at {o.seen_as}")
+    return gaps
+
+
+def is_fresh(snap: Snapshot) -> bool:
+    return all(len(snap.views[m.node_id]) == 1 and not m.slots for m in snap.members)
+
+
+# --- gossip: who meets whom -----------------------------------------------------
+
+
+def meetings(snap: Snapshot, owners: Iterable[str] = ()) -> list[tuple[Member, list[Member]]]:
+    """(sender, receivers) for every MEET needed so that members see each other at their current address.
+
+    Direction matters: a MEET makes the receiver ping back, and that ping is
+    what tells the sender the receiver's slots (the receiver learns only that
+    the sender exists; its slots and role follow with the sender's next
+    regular ping, up to cluster-node-timeout / 2 later). So every node meets
+    every slot owner (``owners``, plus members that own slots already), and
+    of two strangers that will own none only one meets the other: at 50x1
+    that is 6,175 handshakes instead of 9,900.
+    """
+    owner_ids = set(owners) | {m.node_id for m in snap.members if m.slots}
+    jobs: list[tuple[Member, list[Member]]] = []
+    known = {m.node_id: {line.node_id: line for line in snap.views[m.node_id]} for m in snap.members}
+    for m in snap.members:
+        seen = known[m.node_id]
+        todo = []
+        for o in snap.members:
+            if o.node_id == m.node_id:
+                continue
+            line = seen.get(o.node_id)
+            if line is None:
+                if not (o.node_id in owner_ids or m.node_id in known[o.node_id]) and (
+                    m.node_id in owner_ids or (o.order, o.node_id) < (m.order, m.node_id)
+                ):
+                    continue  # o meets m: m learns that o exists, which is all a non-owner needs
+                todo.append(o)
+            elif line.address != o.seen_as or line.failed or line.in_handshake:
+                todo.append(o)
+        if todo:
+            jobs.append((m, todo))
+    return jobs
+
+
+def announcements(snap: Snapshot) -> dict[str, list[Member]]:
+    """Slot owner id -> the members whose view of its slots is behind (see ``operations.announce``)."""
+    jobs: dict[str, list[Member]] = {}
+    for x in snap.members:
+        seen = {line.node_id: line for line in snap.views[x.node_id]}
+        for o in snap.members:
+            line = seen.get(o.node_id)
+            if o is x or line is None or line.in_handshake or line.failed:
+                continue
+            if o.slots and line.slots != o.slots:
+                jobs.setdefault(o.node_id, []).append(x)
+    return jobs
+
+
+def failover_mode(snap: Snapshot, replica: Member) -> tuple[str, ...]:
+    """CLUSTER FAILOVER's option: none with the master alive, FORCE when it is gone, TAKEOVER when it is
+    gone and owned no slots (Redis holds no election for a replica of such a master, e.g. a migration
+    target that died before its first slot closed)."""
+    if replica.master_id in snap.by_id:
+        return ()
+    return ("FORCE",) if snap.ghosts.get(replica.master_id or "") else ("TAKEOVER",)
+
+
+# --- open slots after a fault ---------------------------------------------------
+
+
+@dataclass
+class Repair:
+    """How to finish the slots left open, decided from one snapshot (see ``migration.repair_open_slots``)."""
+
+    finish: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (source, target) -> slots
+    stale: dict[int, str] = field(default_factory=dict)  # slot -> owner the importing target must be told
+    promote: set[str] = field(default_factory=set)  # replicas of gone targets, promoted first
+    close: dict[str, list[int]] = field(default_factory=dict)  # master -> slots whose marks just go
+    probe: dict[int, str] = field(default_factory=dict)  # slot -> owner; its gone target's heir: ask the nodes
+    waiting: list[int] = field(default_factory=list)  # slots whose owner is gone: after the plan's failover
+
+    @property
+    def slots(self) -> list[int]:
+        out = [s for slots in self.finish.values() for s in slots]
+        out += [s for slots in self.close.values() for s in slots]
+        return sorted({*out, *self.probe, *self.waiting})
+
+
+def pair_open_slots(snap: Snapshot) -> Repair:
+    """Pair every open slot by what is true now, not by the ids its marks recorded.
+
+    The source is the slot's current owner (after a failover, the old
+    source's replica: it holds the keys not moved yet but has no MIGRATING
+    mark). The target is the master that has the slot IMPORTING, else the
+    MIGRATING mark's target, else, when that target is gone, its heir: its
+    replica (to be promoted), or, when Redis promoted one already, whichever
+    master holds keys of the slot (``probe``: only the nodes can tell).
+    A slot whose owner is gone waits for the planner to promote the owner's
+    replica; the next round pairs it.
+    """
+    by_id = snap.by_id
+    masters = {m.node_id for m in snap.members if m.is_master}
+    migrating: dict[int, str] = {}
+    importing: dict[int, str] = {}
+    imported_from: dict[int, str] = {}
+    marked: dict[int, list[str]] = {}
+    for member, out, into in snap.open_slots():
+        if member.node_id not in masters:
+            continue  # a replica's copy of the marks (Valkey 8 replicates them) is not a move
+        migrating.update(out)
+        importing.update(dict.fromkeys(into, member.node_id))
+        imported_from.update(into)
+        for slot in [*out, *into]:
+            marked.setdefault(slot, []).append(member.node_id)
+    owner = slot_owners(snap)
+    repair = Repair()
+    for slot in sorted(set(migrating) | set(importing)):
+        src = owner.get(slot)
+        if src is not None and src not in by_id:
+            repair.waiting.append(slot)
+            continue
+        dst = importing.get(slot)
+        if dst is None or dst == src:
+            target = migrating.get(slot)
+            dst = None
+            if target in by_id:
+                dst = target if by_id[target].is_master else None
+            elif target is not None:
+                heirs = sorted((m for m in snap.members if m.master_id == target), key=lambda m: m.order)
+                if heirs:
+                    dst = heirs[0].node_id
+                    repair.promote.add(dst)
+                elif src is not None:
+                    repair.probe[slot] = src
+                    continue
+        if src is None or dst is None or dst == src:
+            for node_id in marked[slot]:  # no live node took part of its keys: close what marks are left
+                repair.close.setdefault(node_id, []).append(slot)
+            continue
+        repair.finish.setdefault((src, dst), []).append(slot)
+        if imported_from.get(slot, src) != src:
+            # Redis never rebinds a slot it imports: after the source's failover the target still sees the
+            # dead source own it, so it stays down (CLUSTERDOWN) until told the current owner.
+            repair.stale[slot] = src
+    return repair
+
+
+def slot_owners(snap: Snapshot) -> dict[int, str]:
+    """Who owns each slot now: a member's own claim first, else what views say of the gone ones."""
+    owner = {s: m.node_id for m in snap.members if m.is_master for s in m.slots}
+    by_id = snap.by_id
+    for lines in snap.views.values():
+        for ln in lines:
+            if ln.is_master and ln.node_id not in by_id:
+                for s in ln.slots:
+                    owner.setdefault(s, ln.node_id)
+    return owner
+
+
+def one_direction_at_a_time(pairs: Iterable[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Batches of (source, target) pairs to run one after the other, none holding both A -> B and B -> A
+    (two MIGRATE streams in opposite directions block each other's node for the MIGRATE timeout)."""
+    pairs = list(pairs)
+    first = [p for p in pairs if p[::-1] not in pairs or p < p[::-1]]
+    rest = [p for p in pairs if p not in first]
+    return [batch for batch in (first, rest) if batch]
+
+
+# --- the verdict ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a converged cluster looks like from every node, and what is off when it is not."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def health(
+    snap: Snapshot,
+    infos: dict[str, str],
+    expect_replicas: int | None = None,
+    expect_masters: int | None = None,
+) -> Health:
+    """Judge a snapshot: one slot map everywhere, everyone knows everyone, state ok, replicas
+    synced, shape right.
+
+    A replica's role counts as it sees it itself, with its link up; that every other node has
+    heard of it is not required. Redis tells the others with the replica's next regular ping
+    (within cluster-node-timeout / 2), long before a failover could need their votes (after
+    cluster-node-timeout); pushing it to every node at once (a MEET per view) doubled the
+    handshake load of a 100-node formation and, repeated while the nodes were busy, fed on itself.
+    """
+    problems: list[str] = list(snap.unreachable)
+    ids = {m.node_id for m in snap.members}
+    names = snap.names()
+    reference: dict[int, str] | None = None
+    for m in snap.members:
+        lines = snap.views[m.node_id]
+        known = {ln.node_id for ln in lines}
+        if missing := ids - known:
+            problems.append(f"{m.name} does not know {', '.join(names[i] for i in sorted(missing))}")
+        if extra := known - ids:
+            problems.append(f"{m.name} still lists {len(extra)} node(s) not in the deployment")
+        for ln in lines:
+            if ln.node_id in ids and not ln.is_myself and (ln.failed or ln.in_handshake):
+                problems.append(f"{m.name} sees {names[ln.node_id]} as {','.join(sorted(ln.flags))}")
+            if ln.is_myself and (ln.migrating or ln.importing):
+                problems.append(f"{m.name} has open slots {format_ranges([*ln.migrating, *ln.importing])}")
+        owners = {s: ln.node_id for ln in lines if ln.is_master for s in ln.slots}
+        if len(owners) != SLOTS:
+            problems.append(f"{m.name} sees {len(owners)} of {SLOTS} slots assigned")
+        if reference is None:
+            reference = owners
+        elif owners != reference:
+            problems.append(f"{m.name} disagrees with {snap.members[0].name} about slot owners")
+        if "cluster_state:ok" not in infos.get(m.node_id, ""):
+            problems.append(f"{m.name} reports cluster_state other than ok")
+        if m.master_id and "master_link_status:up" not in infos.get(m.node_id, ""):
+            # Not synced yet: such a replica holds no data and could not take over from its master.
+            problems.append(f"replica {m.name} has no live replication link to its master")
+    if expect_masters is not None or expect_replicas is not None:
+        masters = [m for m in snap.members if m.is_master and m.slots]
+        if expect_masters is not None and len(masters) != expect_masters:
+            problems.append(f"{len(masters)} masters own slots, {expect_masters} declared")
+        if expect_replicas is not None:
+            for master in masters:
+                count = sum(1 for m in snap.members if m.master_id == master.node_id)
+                if count < expect_replicas:
+                    problems.append(f"master {master.name} has {count} replica(s), {expect_replicas} declared")
+    return Health(tuple(problems))
+
+
+def info_field(info: str, name: str) -> str:
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return ""
+
+
+def knows_all(n: int) -> Callable[[Member, str], bool]:
+    """Exactly n: a handshake in progress counts as one more node."""
+    return lambda m, info: info_field(info, "cluster_known_nodes") == str(n)
+
+
+def serving(n: int) -> Callable[[Member, str], bool]:
+    """What every node of a converged cluster of ``n`` says about itself in CLUSTER INFO."""
+
+    def ok(m: Member, info: str) -> bool:
+        return (
+            info_field(info, "cluster_state") == "ok"
+            and info_field(info, "cluster_slots_assigned") == str(SLOTS)
+            and knows_all(n)(m, info)
+            and (not m.master_id or info_field(info, "master_link_status") == "up")
+        )
+
+    return ok

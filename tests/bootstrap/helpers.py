@@ -1,0 +1,181 @@
+"""What the bootstrap tests share: running converge and the CLI, reading tables, keys and live traffic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis.cluster import ClusterNode, RedisCluster
+
+from bootstrap.converge import Outcome, converge
+from bootstrap.endpoints import DirectConnector, static_inventory
+from bootstrap.model import SLOTS, NodeLine, Shape, parse_cluster_nodes
+from tests.conftest import RedisNode
+
+REPO = Path(__file__).resolve().parents[2]
+HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+def apply(nodes: list[RedisNode], masters: int, replicas: int, timeout: float = 120) -> Outcome:
+    connector = DirectConnector()
+    try:
+        return converge(
+            static_inventory([n.address for n in nodes]),
+            connector,
+            Shape(masters, replicas),
+            timeout,
+            progress=lambda m: print(m, file=sys.stderr),
+            adopt_unlisted=True,
+        )
+    finally:
+        connector.close()
+
+
+def redis_cli_check(node: RedisNode) -> str:
+    out = subprocess.run(
+        ["redis-cli", "--cluster", "check", node.address], capture_output=True, text=True, timeout=60, check=False
+    ).stdout
+    assert "[OK] All 16384 slots covered." in out, out
+    assert "[WARNING]" not in out and "[ERR]" not in out, out
+    return out
+
+
+def table(node: RedisNode) -> list[NodeLine]:
+    return parse_cluster_nodes(node.client().execute_command("CLUSTER", "NODES"))
+
+
+def assert_shape(nodes: list[RedisNode], masters: int, replicas: int) -> None:
+    lines = table(nodes[0])
+    owners = [ln for ln in lines if ln.is_master and ln.slots]
+    assert len(owners) == masters
+    assert sum(len(ln.slots) for ln in owners) == SLOTS
+    sizes = [len(ln.slots) for ln in owners]
+    assert max(sizes) - min(sizes) <= 1
+    host_of = {ln.node_id: ln.address.split(":")[0] for ln in lines}
+    # A replica's role as it sees it (others learn it with its next ping), with its link up.
+    selves = [next(ln for ln in table(n) if ln.is_myself) for n in nodes]
+    for n, me in zip(nodes, selves, strict=True):
+        if me.master_id:
+            assert n.client().info("replication")["master_link_status"] == "up", f"{n.address} not synced"
+    for m in owners:
+        reps = [ln for ln in selves if ln.master_id == m.node_id]
+        assert len(reps) == replicas, f"{m.address} has {len(reps)} replicas"
+        assert all(host_of[r.node_id] != host_of[m.node_id] for r in reps), "replica on its master's host"
+    for n in nodes:
+        assert "cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO")
+    redis_cli_check(nodes[0])
+
+
+def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
+    return RedisCluster(
+        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], decode_responses=True, socket_timeout=10
+    )
+
+
+def load(nodes: list[RedisNode], count: int, prefix: str = "k") -> None:
+    rc = cluster_client(nodes)
+    for start in range(0, count, 5000):
+        pipe = rc.pipeline()
+        for i in range(start, min(start + 5000, count)):
+            pipe.set(f"{prefix}:{i}", f"v{i}" + "x" * 90)
+        pipe.execute()
+    rc.close()
+
+
+def missing_keys(nodes: list[RedisNode], count: int, prefix: str = "k") -> list[str]:
+    rc = cluster_client(nodes)
+    bad: list[str] = []
+    for start in range(0, count, 5000):
+        keys = [f"{prefix}:{i}" for i in range(start, min(start + 5000, count))]
+        values = rc.mget_nonatomic(keys)
+        bad += [k for k, v in zip(keys, values, strict=True) if v != f"v{k.split(':')[1]}" + "x" * 90]
+    rc.close()
+    return bad
+
+
+class Traffic:
+    """A cluster-aware client writing and reading back while the cluster changes shape."""
+
+    def __init__(self, nodes: list[RedisNode]) -> None:
+        self.rc = cluster_client(nodes)
+        self.errors: list[str] = []
+        self.client_bug = 0  # see run()
+        self.written = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            i = self.written
+            try:
+                self.rc.set(f"live:{i}", str(i))
+                got = self.rc.get(f"live:{i // 2}")
+                if got != str(i // 2):
+                    self.errors.append(f"live:{i // 2} read back {got!r}")
+                self.written += 1
+            except AttributeError as exc:
+                # redis-py's cluster client dereferences None when an ASK redirect names a node its
+                # slot cache does not hold yet (a new master during its first import): redis/redis-py
+                # issue #4015, fix pending upstream. Counted apart; the write did not happen, nothing
+                # was lost. Any other failure is an error.
+                if "redis_connection" in str(exc):
+                    self.client_bug += 1
+                else:
+                    self.errors.append(f"AttributeError: {exc}")
+            except Exception as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.05)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.rc.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """``python -m bootstrap ARGS`` in the background, its stderr kept for the assertions."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def myself(node: RedisNode) -> NodeLine:
+    return next(ln for ln in table(node) if ln.is_myself)
+
+
+def open_slots(nodes: list[RedisNode]) -> dict[str, str]:
+    """address -> its IMPORTING/MIGRATING marks, for every node that still has any."""
+    marks = {}
+    for n in nodes:
+        me = myself(n)
+        if me.migrating or me.importing:
+            marks[n.address] = f"migrating {me.migrating} importing {me.importing}"
+    return marks

@@ -1,0 +1,183 @@
+"""The pod's lifecycle scripts against real redis-server: the preStop handover and readiness.
+
+handover.sh runs under every POSIX shell available (dash, busybox sh), logged in
+as the operator, while a cluster client keeps writing: a master hands its slots
+to its replica with no acknowledged write lost. The readiness probe keeps a
+replica that is still copying its master's data not Ready, and stops doing so
+once its master has been gone for the hold time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from bootstrap.converge import converge
+from bootstrap.endpoints import DirectConnector, static_inventory
+from bootstrap.model import Shape
+from components import nodes, redis_config
+from components.settings import validate
+from tests.bootstrap.helpers import HOSTS, myself, table, wait_for
+from tests.components.test_start_script import SHELLS
+from tests.conftest import RedisFarm, RedisNode
+
+PASSWORD = "client-password-for-tests"
+OPERATOR_PASSWORD = "operator-password-for-tests"
+OPERATOR_ACL = f"operator on >{OPERATOR_PASSWORD} ~* &* +@all"
+
+
+def secured_cluster(redis_farm: RedisFarm, masters: int, replicas: int) -> list[RedisNode]:
+    """A cluster with auth as the pods have it (default and operator users), formed as the operator."""
+    cluster = redis_farm.spawn(masters * (1 + replicas), hosts=HOSTS, password=PASSWORD, extra={"user": OPERATOR_ACL})
+    connector = DirectConnector(OPERATOR_PASSWORD, "operator")
+    try:
+        inventory = static_inventory([n.address for n in cluster])
+        converge(inventory, connector, Shape(masters, replicas), 120, lambda m: None)
+    finally:
+        connector.close()
+    return cluster
+
+
+@pytest.fixture
+def secured(redis_farm: RedisFarm, tmp_path: Path) -> Iterator[tuple[list[RedisNode], Path]]:
+    """A 3x1 secured cluster and the Secret's files."""
+    cluster = secured_cluster(redis_farm, 3, 1)
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    (auth / redis_config.PASSWORD_KEY).write_text(PASSWORD)
+    (auth / redis_config.OPERATOR_PASSWORD_KEY).write_text(OPERATOR_PASSWORD)
+    yield cluster, auth
+
+
+def handover(node: RedisNode, auth: Path, shell: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REDIS_HOST": node.host,
+        "REDIS_PORT": str(node.port),
+        "REDIS_AUTH_DIR": str(auth),
+        "REDIS_HANDOVER_TIMEOUT": "30",
+    }
+    return subprocess.run(
+        [*shell, str(redis_config.HANDOVER_PATH)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+class Writer:
+    """Writes numbered keys through a cluster client and remembers which writes were acknowledged."""
+
+    def __init__(self, cluster: list[RedisNode]) -> None:
+        self.rc = RedisCluster(
+            startup_nodes=[ClusterNode(n.host, n.port) for n in cluster],
+            password=PASSWORD,
+            decode_responses=True,
+            socket_timeout=5,
+        )
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 120
+        i = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            key = f"w:{i}"
+            try:
+                self.rc.set(key, str(i))
+                self.acked.append(key)
+            except redis.RedisError as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.05)
+            i += 1
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def lost(self) -> list[str]:
+        return [k for k, v in zip(self.acked, self.rc.mget_nonatomic(self.acked), strict=True) if v != k[2:]]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_master_hands_its_slots_to_its_replica_and_no_acknowledged_write_is_lost(
+    secured: tuple[list[RedisNode], Path], shell: list[str]
+) -> None:
+    cluster, auth = secured
+    master = next(n for n in cluster if myself(n).slots)
+    master_id = myself(master).node_id
+    replica = next(n for n in cluster if myself(n).master_id == master_id)
+    with Writer(cluster) as writer:
+        time.sleep(1.0)
+        started = time.monotonic()
+        out = handover(master, auth, shell)
+        took = time.monotonic() - started
+        time.sleep(1.0)
+    assert out.returncode == 0, out.stderr
+    assert f"handed over to {replica.host}:{replica.port}" in out.stderr, out.stderr
+    assert took < 15, f"the handover took {took:.1f}s"
+    assert myself(replica).is_master and myself(replica).slots, "the replica owns the slots now"
+    assert myself(master).master_id == myself(replica).node_id, "the old master follows it"
+    assert len(writer.acked) > 100
+    assert writer.lost() == [], "an acknowledged write was lost"
+    assert not [e for e in writer.errors if "CLUSTERDOWN" in e], writer.errors
+    assert PASSWORD not in out.stderr + out.stdout and OPERATOR_PASSWORD not in out.stderr + out.stdout
+
+
+def test_a_replica_and_a_master_without_replica_stop_as_they_are(
+    secured: tuple[list[RedisNode], Path], redis_farm: RedisFarm
+) -> None:
+    cluster, auth = secured
+    replica = next(n for n in cluster if myself(n).master_id)
+    out = handover(replica, auth, ["sh"])
+    assert out.returncode == 0 and "not a master (slave)" in out.stderr, out.stderr
+    assert myself(replica).master_id, "still a replica"
+    lone = secured_cluster(redis_farm, 3, 0)
+    started = time.monotonic()
+    out = handover(lone[0], auth, ["sh"])
+    assert out.returncode == 0 and "no online replica" in out.stderr, out.stderr
+    assert myself(lone[0]).is_master and time.monotonic() - started < 5
+
+
+def ready(node: RedisNode, auth: Path, hold: int = 60) -> int:
+    """Run the StatefulSet's readiness command against ``node``, as the kubelet would in its pod."""
+    command = nodes.readiness_command(validate({}))
+    script = command[-1].replace("-p 6379", f"-p {node.port}").replace("-h 127.0.0.1", f"-h {node.host}")
+    script = script.replace(redis_config.AUTH_DIR, str(auth))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_READY_HOLD_SECONDS": str(hold)}
+    return subprocess.run([*command[:-1], script], env=env, capture_output=True, timeout=10, check=False).returncode
+
+
+def test_readiness_holds_a_syncing_replica_back_and_lets_go_when_its_master_is_gone(
+    secured: tuple[list[RedisNode], Path], redis_farm: RedisFarm
+) -> None:
+    cluster, auth = secured
+    master = next(n for n in cluster if myself(n).slots)
+    replica = next(n for n in cluster if myself(n).master_id == myself(master).node_id)
+    assert ready(master, auth) == 0 and ready(replica, auth) == 0, "a master and a synced replica are Ready"
+    # A first sync held back by the master for 4 s (a diskless sync waits for more replicas first).
+    master.client().config_set("repl-diskless-sync-delay", "4")
+    newcomer = redis_farm.spawn(1, hosts=[master.host], password=PASSWORD, extra={"user": OPERATOR_ACL})[0]
+    newcomer.client().execute_command("CLUSTER", "MEET", master.host, master.port)
+    wait_for(lambda: myself(newcomer).node_id in {ln.node_id for ln in table(master)}, 20, "the meet")
+    newcomer.client().execute_command("CLUSTER", "REPLICATE", myself(master).node_id)
+    wait_for(lambda: newcomer.client().info("replication")["role"] == "slave", 10, "the newcomer to replicate")
+    assert newcomer.client().info("replication")["master_link_status"] == "down", "held by the sync delay"
+    assert ready(newcomer, auth) == 1, "a replica that has not finished its first sync is not Ready"
+    wait_for(lambda: ready(newcomer, auth) == 0, 30, "the synced replica to be Ready")
+    # Its master gone: not Ready for the hold time after the link went down, then Ready again (no deadlock).
+    master.stop(hard=True)
+    wait_for(lambda: newcomer.client().info("replication")["master_link_status"] == "down", 10, "down")
+    assert ready(newcomer, auth, hold=3) == 1
+    wait_for(lambda: ready(newcomer, auth, hold=3) == 0, 15, "the hold to end")
