@@ -22,7 +22,7 @@ from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, static_inventory
 from bootstrap.model import Member, Shape, parse_cluster_nodes
 from bootstrap.operations import ClusterError, ConvergenceTimeout, parallel
-from tests.bootstrap.test_converge import HOSTS, cluster_client, load, missing_keys
+from tests.bootstrap.helpers import HOSTS, cluster_client, load, missing_keys
 from tests.conftest import RedisFarm, RedisNode
 
 
