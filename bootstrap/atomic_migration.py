@@ -85,7 +85,9 @@ def move_atomic(
 
     ``deadline`` is a ``time.monotonic()`` value: a job still running then is
     cancelled (which rolls it back: the slots stay on ``src``) and
-    ConvergenceTimeout is raised. A job that fails or is cancelled by someone
+    ConvergenceTimeout is raised; CANCELSLOTMIGRATIONS has no job argument, so
+    other moves out of ``src`` running at the same time are cancelled too (and
+    raise ClusterError: give parallel moves one deadline). A job that fails or is cancelled by someone
     else raises ClusterError with the server's own message. The key count is
     taken on ``src`` just before the move, so writes during it are not counted.
     """
