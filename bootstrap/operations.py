@@ -301,7 +301,8 @@ def _meet(connector: Connector, sender: Member, receivers: Sequence[Member]) -> 
 
 
 def announce(snap: Snapshot, connector: Connector) -> int:
-    """Make each slot owner tell the members that do not know its slots yet what it owns.
+    """Make each slot owner tell the members that do not know its slots yet what it owns (and, in small
+    clusters, each replica the members that do not list it yet its master: ``rules.announcements``).
 
     Redis processes a node's slots and role only from a packet of a node it
     already knows by id; the packets of a handshake do not count, so right
@@ -310,7 +311,7 @@ def announce(snap: Snapshot, connector: Connector) -> int:
     cluster-node-timeout / 2, 7.5 s by default). A MEET to a node that
     already knows the sender is such a packet: it is processed at once and
     costs one short-lived connection. Sent only where a view is behind; returns
-    how many were sent. (Roles are left to the regular pings: see ``health``.)
+    how many were sent. In big clusters roles are left to the regular pings (see ``health``).
     """
     jobs = rules.announcements(snap)
     by_id = snap.by_id

@@ -146,8 +146,16 @@ def meetings(snap: Snapshot, owners: Iterable[str] = ()) -> list[tuple[Member, l
     return jobs
 
 
+# A replica's role reaches the others with its own next regular ping, up to cluster-node-timeout / 2
+# later (7.5 s at the default): in a small cluster it tells them at once. Not in big ones: at 50x1,
+# pushing roles to 100 nodes doubled the handshake work and fed on itself (bench/NOTES.md).
+ROLE_ANNOUNCE_MAX_NODES = 20
+
+
 def announcements(snap: Snapshot) -> dict[str, list[Member]]:
-    """Slot owner id -> the members whose view of its slots is behind (see ``operations.announce``)."""
+    """Node id -> the members whose view of its slots (or, in clusters of up to ROLE_ANNOUNCE_MAX_NODES,
+    of its role as a replica) is behind (see ``operations.announce``)."""
+    roles_too = len(snap.members) <= ROLE_ANNOUNCE_MAX_NODES
     jobs: dict[str, list[Member]] = {}
     for x in snap.members:
         seen = {line.node_id: line for line in snap.views[x.node_id]}
@@ -155,7 +163,7 @@ def announcements(snap: Snapshot) -> dict[str, list[Member]]:
             line = seen.get(o.node_id)
             if o is x or line is None or line.in_handshake or line.failed:
                 continue
-            if o.slots and line.slots != o.slots:
+            if (o.slots and line.slots != o.slots) or (roles_too and o.master_id and line.master_id != o.master_id):
                 jobs.setdefault(o.node_id, []).append(x)
     return jobs
 

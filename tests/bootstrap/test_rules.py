@@ -162,6 +162,20 @@ def test_announcements_go_from_each_owner_to_the_views_that_are_behind_only() ->
     assert {k: [m.node_id for m in v] for k, v in rules.announcements(snap).items()} == {members[0].node_id: [behind]}
 
 
+def test_a_replica_tells_the_views_that_miss_its_role_in_small_clusters_only() -> None:
+    members = three_by_one()
+    snap = agreed(members)
+    replica, behind = members[3], members[1].node_id
+    snap.views[behind][3] = line_of(replace(replica, is_master=True, master_id=None))
+    assert {k: [m.node_id for m in v] for k, v in rules.announcements(snap).items()} == {replica.node_id: [behind]}
+    big = [member(i, frozenset({i}) if i < 16 else frozenset()) for i in range(rules.ROLE_ANNOUNCE_MAX_NODES)] + [
+        member(rules.ROLE_ANNOUNCE_MAX_NODES, master_id="id000")
+    ]
+    snap = agreed(big)
+    snap.views[big[1].node_id][-1] = line_of(replace(big[-1], is_master=True, master_id=None))
+    assert rules.announcements(snap) == {}
+
+
 def test_failover_mode_follows_what_redis_will_elect() -> None:
     members = three_by_one()
     snap = agreed(members)
