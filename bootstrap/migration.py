@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from bootstrap import rules
+from bootstrap.atomic_migration import move_atomic, supports_atomic_migration
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
 from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
 from bootstrap.operations import ClusterError, Progress, cluster, fail_over, parallel, wait_serving
@@ -69,15 +70,27 @@ def move_slots(
     moves: Sequence[SlotMove],
     progress: Progress,
 ) -> int:
-    """Execute the planned moves, source/target pairs in parallel; returns the number of keys moved."""
+    """Execute the planned moves, source/target pairs in parallel; returns the number of keys moved.
+
+    Where every node taking part has atomic slot migration (Valkey 9), the
+    server moves each pair's slots itself (``atomic_migration``): no slot is
+    ever left open, and it is 25-90x faster there than MIGRATE, whose every
+    SETSLOT waits for the replicas' acknowledgement on Valkey (bench/NOTES.md).
+    """
     if not moves:
         return 0
     by_id = snap.by_id
     counter = _Counter(sum(len(m.slots) for m in moves), progress)
     masters = [m for m in snap.members if m.is_master]
+    taking_part = {by_id[i] for move in moves for i in (move.source, move.target)}
+    atomic = all(supports_atomic_migration(connector.client(m.address)) for m in taking_part)
+    deadline = time.monotonic() + (connector.remaining() or MIGRATE_TIMEOUT_MS / 1000 * 10)
 
     def run(move: SlotMove) -> None:
         src, dst = by_id[move.source], by_id[move.target]
+        if atomic:
+            counter.add(len(move.slots), move_atomic(connector, src, dst, move.slots, deadline, progress))
+            return
         others = [m for m in masters if m.node_id not in (src.node_id, dst.node_id)]
         chunks = [move.slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(move.slots), SLOTS_PER_CHUNK)]
         _stream(connector, src, dst, others, chunks, counter.add)
@@ -193,7 +206,10 @@ def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: M
 
 
 def _not_serving(error: Exception) -> bool:
-    """The target is up but not taking keys yet: ask again shortly."""
+    """The target is up but not taking keys yet: ask again shortly. (redis-py strips the code of the
+    errors it knows: a ClusterDownError reads "The cluster is down"; MIGRATE quotes the target's.)"""
+    if isinstance(error, (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)):
+        return True
     return "CLUSTERDOWN" in str(error) or "TRYAGAIN" in str(error)
 
 

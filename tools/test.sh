@@ -12,13 +12,15 @@ cd "$(dirname "$0")/.."
 
 # The newer-server pass (tests/bootstrap/test_atomic_migration.py runs on Valkey 9 in the first pass
 # already): formation, a failover healed, an interrupted MIGRATE finished, nodes on new addresses
-# re-meshed, the provider over gRPC. Measured in docs/benchmarks.md ("CI time").
+# re-meshed, the provider over gRPC, and scale out and in under traffic (atomic slot migration). Measured
+# in docs/benchmarks.md ("CI time").
 VALKEY_PASS=(
     tests/bootstrap/test_converge.py::test_create_3x1_then_apply_again_changes_nothing
     tests/bootstrap/test_converge.py::test_killed_master_fails_over_and_apply_restores_the_replica
     tests/bootstrap/test_converge.py::test_a_half_done_migration_is_finished_by_the_next_apply
     tests/bootstrap/test_converge.py::test_nodes_restarted_on_new_addresses_are_re_meshed_by_apply
     tests/bootstrap/test_provider_process.py::test_create_diff_update_read_delete_over_grpc
+    tests/bootstrap/test_converge.py::test_scale_out_and_in_with_live_traffic_loses_no_key
 )
 
 venv/bin/ruff check .
