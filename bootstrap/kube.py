@@ -21,14 +21,36 @@ from bootstrap.props import Announce
 REDIS_PORT = 6379
 
 
-def _core_api(context: str | None) -> Any:
+def _load_config(context: str | None) -> Any:
     from kubernetes import client, config
 
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config(context=context or None)
-    return client.CoreV1Api()
+    return client
+
+
+def _core_api(context: str | None) -> Any:
+    return _load_config(context).CoreV1Api()
+
+
+def rollout_pending(sts: Any) -> str | None:
+    """What the StatefulSet controller still has to roll, or None when every pod is at the current revision.
+
+    Pulumi's await can report a StatefulSet update done before the controller
+    has even seen it (seen here: "updated (0.28s) ... 0/0 Pods ready"), so the
+    bootstrap ran in the middle of the rolling update and met pods being
+    replaced. The converge therefore waits for the roll itself.
+    """
+    status, wanted = sts.status, sts.spec.replicas or 0
+    if (status.observed_generation or 0) < (sts.metadata.generation or 0):
+        return "the controller has not seen the new spec yet"
+    if status.update_revision and status.current_revision != status.update_revision:
+        return f"{status.updated_replicas or 0} of {wanted} pods at the new revision"
+    if (status.updated_replicas or 0) < wanted:
+        return f"{status.updated_replicas or 0} of {wanted} pods created"
+    return None
 
 
 def pod_inventory(
@@ -44,14 +66,26 @@ def pod_inventory(
 ) -> Inventory:
     """The StatefulSet's pods by ordinal; those at or beyond ``pod_count`` are marked to retire.
 
-    With ``wait``, waits (bounded) until every declared ordinal has a pod with
-    an IP; the error names the ordinals that never got one. Without it (the
+    With ``wait``, waits (bounded) until the StatefulSet has finished any
+    rolling update and every declared ordinal has a pod with an IP; the error
+    names what never got there. Without it (the
     drain, which runs before the StatefulSet exists or grows), takes what is there.
     ``announce`` (per-pod external access): the address each pod announces.
     """
-    api = _core_api(context)
+    client = _load_config(context)
+    api, apps = client.CoreV1Api(), client.AppsV1Api()
     deadline = time.monotonic() + timeout
-    announced = False
+    announced = rolling_said = False
+    while wait and (rolling := rollout_pending(apps.read_namespaced_stateful_set(statefulset, namespace))):
+        if time.monotonic() > deadline:
+            raise ConvergenceTimeout(
+                f"StatefulSet {statefulset} in namespace {namespace} is still rolling out after {timeout:.0f}s "
+                f"({rolling}; see kubectl rollout status statefulset/{statefulset})"
+            )
+        if not rolling_said:
+            progress(f"waiting for StatefulSet {statefulset} to finish its rolling update: {rolling}")
+            rolling_said = True
+        time.sleep(2.0)
     while True:
         pods = api.list_namespaced_pod(namespace).items
         endpoints: dict[int, Endpoint] = {}
@@ -147,13 +181,20 @@ class _Tunnel:
     def _relay(self, conn: socket.socket) -> None:
         from kubernetes.stream import portforward
 
-        forward = portforward(
-            self._api.connect_get_namespaced_pod_portforward,
-            self._pod,
-            self._namespace,
-            ports=str(self._pod_port),
-        )
-        remote = forward.socket(self._pod_port)
+        try:
+            forward = portforward(
+                self._api.connect_get_namespaced_pod_portforward,
+                self._pod,
+                self._namespace,
+                ports=str(self._pod_port),
+            )
+            remote = forward.socket(self._pod_port)
+        except Exception:
+            # The API refused (pod gone, node lost): close our end now, so the client gets "connection
+            # closed" at once instead of waiting out its socket timeout on every command.
+            with contextlib.suppress(OSError):
+                conn.close()
+            return
         try:
             pair = {conn: remote, remote: conn}
             while not self._closed.is_set():
