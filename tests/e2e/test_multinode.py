@@ -27,9 +27,11 @@ Timings are printed at the end (``-s``).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -351,17 +353,25 @@ def test_2_per_pod_access_through_each_nodes_own_address(mn: MN) -> None:
     # externalTrafficPolicy Local: a pod's NodePort answers on its own node's address only (no extra hop,
     # the client's address kept); every other node's kube-proxy drops it.
     for i, pod in enumerate(pods):
+        home = mn.node_of(pod)
+        r = redis.Redis(host=mn.cluster.nodes[home], port=PORT_BASE + i, password=password, socket_timeout=5)
+        try:
+            assert r.ping(), f"{pod}'s NodePort {PORT_BASE + i} on its node {home}"
+        finally:
+            r.close()
         for node, ip in mn.cluster.nodes.items():
-            r = redis.Redis(host=ip, port=PORT_BASE + i, password=password, socket_timeout=3, socket_connect_timeout=3)
-            try:
-                if node == mn.node_of(pod):
-                    assert r.ping(), f"{pod}'s NodePort {PORT_BASE + i} on its node {node} ({ip})"
-                else:
-                    with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
-                        r.ping()
-            finally:
-                r.close()
+            if node != home:
+                assert not answers(ip, PORT_BASE + i), f"{pod}'s NodePort {PORT_BASE + i} answers on {node} ({ip})"
     mn.notes["step 2 redirects"] = redirects
+
+
+def answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """One TCP connect, no retries (a dropped SYN times out)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 # --- 3 ------------------------------------------------------------------------------------------------
@@ -435,6 +445,12 @@ class Traffic:
         if self.thread is not None:
             self.thread.join(30)
 
+    def longest_gap(self, since: float) -> float:
+        """The longest time without an acknowledged write after ``since`` (redis-py retries inside a
+        call, so an outage shows as a stalled call more than as errors)."""
+        times = [since, *(s for s in self.ok_since if s >= since)]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
     def writes_since(self, t: float) -> int:
         return sum(1 for s in self.ok_since if s >= t)
 
@@ -475,10 +491,8 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
         wait_for("traffic running", lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes", 60)
         t_loss = time.monotonic()
         mn.timings["3: node-down"] = mn.cluster.node_down(victim)
-        r = redis.Redis(host=mn.cluster.nodes[victim], port=PORT_BASE, socket_connect_timeout=2, socket_timeout=2)
-        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
-            r.ping()
-        r.close()
+        victim_port = PORT_BASE + int(master_pod.rsplit("-", 1)[1])
+        assert not answers(mn.cluster.nodes[victim], victim_port), f"{victim} still answers on {victim_port}"
 
         def promoted() -> str | None:
             view = pod_view(kube, ns, replica_pod)
@@ -501,7 +515,7 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
             lambda: None if traffic.writes_since(t_failover) >= 200 else f"{traffic.writes_since(t_failover)} writes",
             timeout=120,
         )
-        mn.timings["3: client errors until (after loss)"] = max(0.0, traffic.last_error - t_loss)
+        mn.timings["3: longest write stall after the loss"] = traffic.longest_gap(t_loss)
 
         run = EngineRun()
         t0 = time.monotonic()
