@@ -1,11 +1,15 @@
-"""Fixtures for the e2e tier: a real single-node Kubernetes from ``tools/cluster.sh``.
+"""Fixtures for the e2e tier: real Kubernetes clusters from ``tools/cluster.sh``.
 
 * Tests here are skipped (with the reason) when the cluster has not been built
   (``tools/cluster.sh build``) or when not running as root.
-* ``cluster`` (session): reuses a running cluster, or runs ``tools/cluster.sh up``
-  and, if it started it, ``tools/cluster.sh down`` at the end of the session
-  (set ``REDIS_CLUSTER_E2E_KEEP=1`` to leave it running).
-* ``kubeconfig`` (session): path of the admin kubeconfig.
+* ``cluster`` (module): the single-node cluster. Reuses a running one, or runs
+  ``tools/cluster.sh up`` and, if it started it, ``tools/cluster.sh down`` when the
+  module that used it is done (set ``REDIS_CLUSTER_E2E_KEEP=1`` to leave it running),
+  so it does not idle on the 2 cores while the multi-node module runs.
+* ``multi_cluster`` (module): the multi-node cluster (``tools/cluster.sh multi up 3``),
+  the same way, stopped with ``multi down`` on success and failure; it can lose and
+  bring back a whole node.
+* ``kubeconfig`` (module): path of the single-node admin kubeconfig.
 * ``kubectl``: runs the cluster's own kubectl with that kubeconfig.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +87,7 @@ def _apiserver_running() -> bool:
     return status.returncode == 0 and "kube-apiserver: running" in status.stdout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     reason = cluster_missing_reason()
     if reason:
@@ -102,7 +107,7 @@ def cluster() -> Iterator[Cluster]:
             _sh("down", timeout=300)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kubeconfig(cluster: Cluster) -> Path:
     return cluster.kubeconfig
 
@@ -113,3 +118,70 @@ def kubectl(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[str]]
     from tests.e2e.helpers import Kube
 
     return Kube(kubectl=cluster.kubectl_path, kubeconfig=cluster.kubeconfig).run
+
+
+MULTI_NODES = 3
+
+
+@dataclass(frozen=True)
+class MultiCluster(Cluster):
+    """The multi-node cluster: node name -> its own address, and where each node's kubelet keeps its pods."""
+
+    nodes: dict[str, str]
+    state_dir: Path
+
+    def kubelet_dir(self, node: str) -> Path:
+        return self.state_dir / "nodes" / node / "kubelet"
+
+    def node_down(self, node: str) -> float:
+        """Lose a whole node (unreachable, then its kubelet, containerd, kube-proxy and containers killed)."""
+        return self._node("node-down", node)
+
+    def node_up(self, node: str) -> float:
+        """Bring it back and wait until it is Ready; returns the seconds it took."""
+        return self._node("node-up", node)
+
+    def _node(self, what: str, node: str) -> float:
+        t0 = time.monotonic()
+        proc = _sh("multi", what, node, timeout=UP_TIMEOUT_S)
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"tools/cluster.sh multi {what} {node} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
+        return time.monotonic() - t0
+
+
+def _multi_running() -> bool:
+    status = _sh("multi", "status")
+    return status.returncode == 0 and "kube-apiserver: running" in status.stdout
+
+
+@pytest.fixture(scope="module")
+def multi_cluster() -> Iterator[MultiCluster]:
+    reason = cluster_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    started = False
+    t0 = time.monotonic()
+    if not _multi_running():
+        up = _sh("multi", "up", str(MULTI_NODES), timeout=UP_TIMEOUT_S)
+        if up.returncode != 0:
+            _sh("multi", "down", timeout=300)
+            pytest.fail(f"tools/cluster.sh multi up failed ({up.returncode}):\n{up.stderr[-4000:]}")
+        started = True
+    up_seconds = time.monotonic() - t0
+    try:
+        nodes = dict(line.split() for line in _sh("multi", "nodes").stdout.splitlines() if line.strip())
+        status = _sh("multi", "status").stdout
+        state = next(line.split()[1] for line in status.splitlines() if line.startswith("state: "))
+        yield MultiCluster(
+            kubeconfig=Path(_sh("multi", "kubeconfig").stdout.strip()),
+            bin_dir=cluster_cache_dir() / "bin",
+            started_here=started,
+            nodes=nodes,
+            state_dir=Path(state),
+        )
+    finally:
+        if started and os.environ.get("REDIS_CLUSTER_E2E_KEEP") != "1":
+            down = _sh("multi", "down", timeout=300)
+            print(f"\n[e2e] multi-node cluster: up {up_seconds:.0f}s; down rc={down.returncode}")

@@ -1,0 +1,609 @@
+"""The multi-node tier: the production-like shape on three real Kubernetes nodes (tools/cluster.sh multi).
+
+Three nodes rc-n1..rc-n3 on this machine, each its own network namespace with its own kubelet,
+containerd and kube-proxy and its own address; one control plane. The stack: 3 masters x 1 replica,
+local PVs pinned round-robin to the named nodes (PV i on rc-n(i%3+1)), per-pod external access
+(each pod announces its own node's address and its NodePort), auth on, nodeTimeoutMs 5000.
+Anti-affinity is `preferred`: `required` means one Redis pod per Kubernetes node, which 6 pods on
+3 nodes cannot meet (the program refuses that before anything is created); keeping a master and
+its replica apart is then the bootstrap's job, and what step 1 asserts.
+
+1. up; every PV bound to its ordinal's claim, its pod on the node the PV names and the volume
+   mounted by that node's kubelet; every master and its replica on different nodes.
+2. per-pod external access through each node's own address: externalSeeds name the pod's node;
+   MOVED for a key of every master names that master's node address and NodePort; a cluster
+   client outside Kubernetes, seeded with one node address, reads and writes every key; a pod's
+   NodePort answers on its own node's address and on no other (externalTrafficPolicy Local).
+3. a whole node is lost (unreachable, then its kubelet, containerd, kube-proxy and containers
+   killed) while a client keeps writing and reading: the lost master's replica takes over, every
+   key stays readable, `pulumi refresh` reports the failover and the lost nodes; the node comes
+   back and its pods rejoin as replicas; 0 acknowledged writes lost; `pulumi up` restores the shape.
+4. masters 3 -> 4 -> 3: the new pods land on the nodes their new PVs name, placement holds both ways.
+
+A failed step skips the later ones; the stack is destroyed and the cluster stopped either way.
+Timings are printed at the end (``-s``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from pulumi import automation as auto
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+
+from tests.e2e.conftest import MultiCluster
+from tests.e2e.helpers import (
+    EngineRun,
+    Kube,
+    check_keys,
+    cluster_client,
+    key,
+    missing_keys,
+    pod_view,
+    pods_of,
+    state_resources,
+    up_watched,
+    value,
+    wait_for,
+    wait_healthy,
+    wait_pods_ready,
+    write_keys,
+)
+from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "localhost/redis-cluster/redis:7.0-local"
+NAME = "redis-cluster"
+SELECTOR = f"app.kubernetes.io/name=redis-cluster,app.kubernetes.io/instance={NAME}"
+MASTERS, REPLICAS = 3, 1
+MAX_MASTERS = 4  # step 4 scales to 4: the local PV directories of 8 ordinals are made up front
+KEYS = 5_000
+PORT_BASE = 31000  # externalNodePortBase default
+BOOTSTRAP = f"{NAME}-bootstrap"
+UP_TIMEOUT_S = 900
+STEP_TIMEOUT_S = 1800
+
+
+def pod_names(masters: int) -> list[str]:
+    return [f"{NAME}-{i}" for i in range(masters * (1 + REPLICAS))]
+
+
+@dataclass
+class MN:
+    stack: auto.Stack
+    kube: Kube
+    cluster: MultiCluster
+    namespace: str
+    host_base: Path
+    node_names: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    broken: str | None = None
+
+    def password(self) -> str | None:
+        secret = self.outputs.get("authSecret")
+        return self.kube.secret_value(self.namespace, str(secret), "password") if secret else None
+
+    def up(self, what: str) -> auto.UpResult:
+        run = EngineRun()
+        result = up_watched(self.stack, run, self.kube, self.namespace, SELECTOR, UP_TIMEOUT_S)
+        assert result.summary.result == "succeeded", f"{what}: {result.summary.result}\n{run.tail()}"
+        self.outputs = {k: v.value for k, v in result.outputs.items()}
+        assert self.outputs.get("clusterState") == "ok", f"{what}: clusterState {self.outputs.get('clusterState')}"
+        return result
+
+    def seeds(self) -> list[tuple[str, int]]:
+        return [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in self.outputs["externalSeeds"])]
+
+    def node_of(self, pod: str) -> str:
+        return str(self.kube.json("get", "pod", "-n", self.namespace, pod)["spec"]["nodeName"])
+
+
+@pytest.fixture(scope="module")
+def mn(
+    multi_cluster: MultiCluster,
+    toolchain: Toolchain,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[MN]:
+    run_id = uuid.uuid4().hex[:6]
+    namespace = f"rc-mn-{run_id}"
+    host_base = Path(tempfile.mkdtemp(prefix=f"rc-mn-{run_id}-", dir="/tmp"))
+    # A local PV's directory must exist on its node before the pod starts (an operator's job; the
+    # kubelet does not create it). The nodes share this machine's filesystem: one mkdir serves all.
+    for i in range(MAX_MASTERS * (1 + REPLICAS)):
+        (host_base / namespace / f"{NAME}-{i}").mkdir(parents=True)
+    node_names = sorted(multi_cluster.nodes)
+    factory = EngineStackFactory(toolchain=toolchain, tmp_path=tmp_path_factory.mktemp("engine-mn"))
+    started = time.monotonic()
+    state: MN | None = None
+    try:
+        stack = factory(
+            Path(os.environ.get("REDIS_CLUSTER_E2E_PROJECT") or REPO_ROOT),
+            config={
+                "namespace": namespace,
+                "createNamespace": True,
+                "masters": MASTERS,
+                "replicasPerMaster": REPLICAS,
+                "storageSize": "150Mi",
+                "storageClassName": namespace,
+                "hostPathBase": str(host_base),
+                "antiAffinity": "preferred",
+                "volumePermissionsInit": False,
+                "externalAccess": "per-pod",
+                "nodeTimeoutMs": 5000,
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "bootstrapConnection": os.environ.get("REDIS_CLUSTER_E2E_CONNECTION", "port-forward"),
+            },
+            env={"KUBECONFIG": str(multi_cluster.kubeconfig)},
+        )
+        # A list config value: the factory would store it as a JSON string, which the engine refuses.
+        for i, node in enumerate(node_names):
+            stack.set_config(f"redis-cluster:nodes[{i}]", auto.ConfigValue(node), path=True)
+        state = MN(
+            stack=stack,
+            kube=Kube(kubectl=multi_cluster.kubectl_path, kubeconfig=multi_cluster.kubeconfig),
+            cluster=multi_cluster,
+            namespace=namespace,
+            host_base=host_base,
+            node_names=node_names,
+        )
+        state.notes.update({"namespace": namespace, "nodes": multi_cluster.nodes})
+        yield state
+    finally:
+        t0 = time.monotonic()
+        factory.cleanup()
+        if state is not None:
+            state.timings["teardown (destroy)"] = time.monotonic() - t0
+            state.timings["whole module"] = time.monotonic() - started
+            report = {"timings_s": {k: round(v, 1) for k, v in state.timings.items()}, "notes": state.notes}
+            print("\n[e2e multi-node] " + json.dumps(report, indent=1, default=str))
+        shutil.rmtree(host_base, ignore_errors=True)
+
+
+def step(fn: Callable[[MN], None]) -> Callable[[MN], None]:
+    @functools.wraps(fn)
+    def wrapper(mn: MN) -> None:
+        if mn.broken:
+            pytest.skip(f"an earlier step failed: {mn.broken}")
+        t0 = time.monotonic()
+        try:
+            fn(mn)
+        except pytest.skip.Exception:
+            raise
+        except BaseException:
+            mn.broken = fn.__name__
+            raise
+        finally:
+            mn.timings[fn.__name__] = time.monotonic() - t0
+
+    return wrapper
+
+
+# --- placement ------------------------------------------------------------------------------------
+
+
+def bind_mounts() -> dict[str, str]:
+    """Mount point -> the directory mounted there (mountinfo's root field: the bind mount's source on the
+    root filesystem; os.path.ismount cannot see a bind mount within one filesystem)."""
+    out: dict[str, str] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        out[fields[4].replace("\\040", " ")] = fields[3].replace("\\040", " ")
+    return out
+
+
+def volume_problems(mn: MN, masters: int) -> list[str]:
+    """PV i: bound to claim data-<sts>-i, pinned to node i % N of the list, its pod there, mounted by that kubelet."""
+    problems: list[str] = []
+    pods = {p["metadata"]["name"]: p for p in mn.kube.items("pods", "-n", mn.namespace, "-l", SELECTOR)}
+    mounts = bind_mounts()
+    for i, pod_name in enumerate(pod_names(masters)):
+        pv_name = f"{mn.namespace}-{NAME}-{i}"
+        pv = mn.kube.json("get", "pv", pv_name)
+        terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+        named = terms[0]["matchExpressions"][0]["values"]
+        want_node = mn.node_names[i % len(mn.node_names)]
+        if named != [want_node]:
+            problems.append(f"PV {pv_name} names nodes {named}, want [{want_node}]")
+        claim_name = f"data-{NAME}-{i}"
+        ref = pv["spec"].get("claimRef") or {}
+        claim = mn.kube.json("get", "pvc", "-n", mn.namespace, claim_name)
+        if (ref.get("namespace"), ref.get("name"), ref.get("uid")) != (
+            mn.namespace,
+            claim_name,
+            claim["metadata"]["uid"],
+        ):
+            problems.append(f"PV {pv_name} bound to {ref.get('namespace')}/{ref.get('name')}, want {claim_name}")
+        if pv["status"]["phase"] != "Bound" or claim["spec"].get("volumeName") != pv_name:
+            problems.append(f"PV {pv_name} is {pv['status']['phase']}, claim names {claim['spec'].get('volumeName')}")
+        pod = pods.get(pod_name)
+        if pod is None:
+            problems.append(f"no pod {pod_name}")
+            continue
+        node = pod["spec"].get("nodeName")
+        if node != want_node:
+            problems.append(f"{pod_name} runs on {node}, its PV {pv_name} is on {want_node}")
+            continue
+        mount = mn.cluster.kubelet_dir(node) / "pods" / pod["metadata"]["uid"] / "volumes"
+        mount = mount / "kubernetes.io~local-volume" / pv_name
+        source, path = mounts.get(str(mount)), pv["spec"]["local"]["path"]
+        # the root field is relative to the filesystem the directory is on (/ here, or e.g. a tmpfs /tmp)
+        if not (source and path.endswith(source)):
+            problems.append(f"{pod_name}: {node}'s kubelet mounted {source} at {mount}, want {path}")
+    return problems
+
+
+def pairs_problems(mn: MN, masters: int) -> list[str]:
+    """Every master and its replica on different nodes, by what the pods announce (their node's address)
+    and by where the API says each pod runs."""
+    pods = pod_names(masters)
+    node_ip = mn.cluster.nodes
+    pod_node = {
+        p["metadata"]["name"]: p["spec"].get("nodeName") for p in pods_of(mn.kube, mn.namespace, SELECTOR).values()
+    }
+    view = pod_view(mn.kube, mn.namespace, pods[0])
+    by_id = view.by_id()
+    problems = []
+    names = {m["nodeId"]: m["name"] for m in mn.outputs.get("masters", [])}
+    for line in view.nodes:
+        if line.is_master:
+            continue
+        master = by_id.get(line.master_id or "")
+        if master is None:
+            problems.append(f"replica {line.node_id[:8]} has an unknown master")
+        elif master.ip == line.ip:
+            problems.append(
+                f"replica {line.node_id[:8]} and its master {names.get(master.node_id, master.node_id[:8])} "
+                f"both announce {line.ip}: on one node"
+            )
+    for m in mn.outputs.get("masters", []):
+        for r in m["replicas"]:
+            if pod_node.get(m["name"]) == pod_node.get(r):
+                problems.append(f"master {m['name']} and its replica {r} both on {pod_node.get(r)}")
+    announced = {line.ip for line in view.nodes}
+    if not announced <= set(node_ip.values()):
+        problems.append(f"pods announce {sorted(announced)}, not node addresses {sorted(node_ip.values())}")
+    return problems
+
+
+def assert_placement(mn: MN, masters: int) -> None:
+    problems = volume_problems(mn, masters) + pairs_problems(mn, masters)
+    assert not problems, "placement broken:\n" + "\n".join(problems)
+
+
+# --- 1 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_1_up_on_three_nodes_with_volumes_and_pairs_placed(mn: MN) -> None:
+    ready = [
+        n["metadata"]["name"]
+        for n in mn.kube.items("nodes")
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    ]
+    assert sorted(ready) == mn.node_names, f"Ready nodes {ready}, want {mn.node_names}"
+    t0 = time.monotonic()
+    mn.up("first up")
+    mn.timings["1: first up"] = time.monotonic() - t0
+    pods = pod_names(MASTERS)
+    wait_pods_ready(mn.kube, mn.namespace, SELECTOR, pods, timeout=60)
+    wait_healthy(mn.kube, mn.namespace, pods, MASTERS, REPLICAS, timeout=180)
+    assert_placement(mn, MASTERS)
+    mn.notes["step 1 pods per node"] = {p: mn.node_of(p) for p in pods}
+
+
+# --- 2 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_2_per_pod_access_through_each_nodes_own_address(mn: MN) -> None:
+    pods = pod_names(MASTERS)
+    seeds = mn.outputs["externalSeeds"]
+    want = [f"{mn.cluster.nodes[mn.node_of(p)]}:{PORT_BASE + i}" for i, p in enumerate(pods)]
+    assert seeds == want, f"externalSeeds {seeds}, want each pod's node address and NodePort {want}"
+    assert len({s.rsplit(":", 1)[0] for s in seeds}) == len(mn.node_names), f"seeds use not every node: {seeds}"
+    password = mn.password()
+    masters = {m["name"]: m for m in mn.outputs["masters"]}
+    seed_host, seed_port = mn.seeds()[0]
+    plain = redis.Redis(host=seed_host, port=seed_port, password=password, socket_timeout=10)
+    redirects: dict[str, str] = {}
+    try:
+        for name, master in masters.items():
+            slot = int(str(master["slots"]).split("-")[0].split(",")[0])
+            probe = next(key(i) for i in range(100_000) if key_slot(key(i).encode()) == slot)
+            try:
+                plain.get(probe)
+                redirects[name] = seeds[0]
+            except redis.exceptions.MovedError as exc:
+                redirects[name] = f"{exc.host}:{exc.port}"
+    finally:
+        plain.close()
+    want_redirects = {name: seeds[int(name.rsplit("-", 1)[1])] for name in masters}
+    assert redirects == want_redirects, f"redirects {redirects}, want {want_redirects}"
+    client = cluster_client(seed_host, seed_port, password)
+    try:
+        write_keys(client, KEYS)
+        assert missing_keys(client, KEYS) == []
+        reached = {f"{n.host}:{n.port}" for n in client.get_nodes()}
+        assert reached <= set(seeds), f"the client was sent besides the node addresses: {reached - set(seeds)}"
+    finally:
+        client.close()
+    # externalTrafficPolicy Local: a pod's NodePort answers on its own node's address only (no extra hop,
+    # the client's address kept); every other node's kube-proxy drops it.
+    for i, pod in enumerate(pods):
+        home = mn.node_of(pod)
+        r = redis.Redis(host=mn.cluster.nodes[home], port=PORT_BASE + i, password=password, socket_timeout=5)
+        try:
+            assert r.ping(), f"{pod}'s NodePort {PORT_BASE + i} on its node {home}"
+        finally:
+            r.close()
+        for node, ip in mn.cluster.nodes.items():
+            if node != home:
+                assert not answers(ip, PORT_BASE + i), f"{pod}'s NodePort {PORT_BASE + i} answers on {node} ({ip})"
+    mn.notes["step 2 redirects"] = redirects
+
+
+def answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """One TCP connect, no retries (a dropped SYN times out)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+# --- 3 ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """A client outside Kubernetes that keeps writing new keys and reading the step-2 keys.
+
+    A write counts as acknowledged when SET returned OK; every acknowledged write must be there at
+    the end. Errors (while a master is lost and until the client learns the new map) are counted,
+    with the time of the last one."""
+
+    seeds: list[tuple[str, int]]
+    password: str | None
+    acked: dict[str, str] = field(default_factory=dict)
+    wrong_reads: list[str] = field(default_factory=list)
+    errors: int = 0
+    reads: int = 0
+    last_error: float = 0.0
+    last_error_text: str = ""
+    ok_since: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def _client(self) -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self.seeds],
+            password=self.password,
+            decode_responses=True,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+
+    def run(self, max_seconds: float = 1200) -> None:
+        deadline = time.monotonic() + max_seconds
+        client: RedisCluster | None = None
+        i = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            k, v = f"mn:w:{i:06d}", f"w-{i}"
+            try:
+                if client is None:
+                    client = self._client()
+                if client.set(k, v) is True:
+                    self.acked[k] = v
+                    self.ok_since.append(time.monotonic())
+                    i += 1
+                j = i % KEYS
+                got = client.get(key(j))
+                self.reads += 1
+                if got != value(j):
+                    self.wrong_reads.append(key(j))
+            except (redis.RedisError, OSError, IndexError, AttributeError) as exc:
+                self.errors += 1
+                self.last_error = time.monotonic()
+                self.last_error_text = f"{type(exc).__name__}: {exc}"[:300]
+                if client is not None:
+                    client.close()
+                    client = None
+                time.sleep(0.2)
+            time.sleep(0.005)
+        if client is not None:
+            client.close()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="mn-traffic", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(30)
+
+    def longest_gap(self, since: float) -> float:
+        """The longest time without an acknowledged write after ``since`` (redis-py retries inside a
+        call, so an outage shows as a stalled call more than as errors)."""
+        times = [since, *(s for s in self.ok_since if s >= since)]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+    def writes_since(self, t: float) -> int:
+        return sum(1 for s in self.ok_since if s >= t)
+
+
+def lost_writes(seeds: list[tuple[str, int]], password: str | None, acked: dict[str, str]) -> list[str]:
+    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in seeds], password=password, decode_responses=True)
+    try:
+        names = sorted(acked)
+        lost: list[str] = []
+        for start in range(0, len(names), 1000):
+            chunk = names[start : start + 1000]
+            pipe = client.pipeline()
+            for k in chunk:
+                pipe.get(k)
+            lost += [k for k, got in zip(chunk, pipe.execute(), strict=True) if got != acked[k]]
+        return lost
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
+    ns, kube = mn.namespace, mn.kube
+    pods = pod_names(MASTERS)
+    master = mn.outputs["masters"][0]
+    master_pod, replica_pod, master_id = master["name"], master["replicas"][0], master["nodeId"]
+    victim = mn.node_of(master_pod)
+    lost_pods = sorted(p for p in pods if mn.node_of(p) == victim)
+    assert mn.node_of(replica_pod) != victim, f"{master_pod} and its replica {replica_pod} are both on {victim}"
+    mn.notes["step 3 victim"] = {"node": victim, "pods": lost_pods, "master": master_pod, "replica": replica_pod}
+    password = mn.password()
+    survivor_seeds = [s for s in mn.seeds() if s[0] != mn.cluster.nodes[victim]]
+
+    traffic = Traffic(seeds=mn.seeds(), password=password)
+    traffic.start()
+    try:
+        wait_for("traffic running", lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes", 60)
+        t_loss = time.monotonic()
+        mn.timings["3: node-down"] = mn.cluster.node_down(victim)
+        victim_port = PORT_BASE + int(master_pod.rsplit("-", 1)[1])
+        assert not answers(mn.cluster.nodes[victim], victim_port), f"{victim} still answers on {victim_port}"
+
+        def promoted() -> str | None:
+            view = pod_view(kube, ns, replica_pod)
+            me, old = view.myself, view.by_id().get(master_id)
+            if not (me.is_master and me.slots):
+                return f"{replica_pod} is {','.join(sorted(me.flags))} with {me.slots} slots"
+            if old is None or "fail" not in old.flags:
+                return f"lost master {master_pod} flagged {sorted(old.flags) if old else 'unknown'}"
+            if view.info.get("cluster_state") != "ok":
+                return f"cluster_state {view.info.get('cluster_state')}"
+            return None
+
+        wait_for(f"{replica_pod} to take over from {master_pod} on the lost {victim}", promoted, timeout=180)
+        t_failover = time.monotonic()
+        mn.timings["3: failover after node loss"] = t_failover - t_loss
+        # Every key readable, and new writes acknowledged, with the node still gone.
+        check_keys(*survivor_seeds[0], password, KEYS, timeout=120)
+        wait_for(
+            "writes acknowledged after the failover",
+            lambda: None if traffic.writes_since(t_failover) >= 200 else f"{traffic.writes_since(t_failover)} writes",
+            timeout=120,
+        )
+        mn.timings["3: longest write stall after the loss"] = traffic.longest_gap(t_loss)
+
+        run = EngineRun()
+        t0 = time.monotonic()
+        mn.stack.refresh(on_output=run.on_output, on_event=run.on_event, color="never")
+        mn.timings["3: refresh with the node lost"] = time.monotonic() - t0
+        boot = state_resources(mn.stack)[BOOTSTRAP]["outputs"]
+        names = [m["name"] for m in boot.get("masterNodes") or []]
+        assert boot.get("clusterState") == "degraded", (
+            f"refresh says {boot.get('clusterState')}: {boot.get('problems')}"
+        )
+        assert replica_pod in names and master_pod not in names, f"refresh shows masters {names}"
+        assert boot.get("problems"), "refresh reports no problem with a node lost"
+        mn.notes["step 3 refresh"] = {"masters": names, "problems": boot.get("problems")}
+
+        t0 = time.monotonic()
+        back_at = time.time()
+        mn.timings["3: node-up"] = mn.cluster.node_up(victim)
+        wait_pods_ready(kube, ns, SELECTOR, pods, timeout=420)
+
+        def restarted() -> str | None:
+            for p in lost_pods:
+                st = kube.json("get", "pod", "-n", ns, p)["status"]
+                cs: dict[str, Any] = next((c for c in st.get("containerStatuses") or [] if c["name"] == "redis"), {})
+                started = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+                if not (cs.get("ready") and started):
+                    return f"{p} not running and ready"
+                if datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() < back_at - 1:
+                    return f"{p}: its container started at {started}, before {victim} came back"
+            return None
+
+        wait_for(f"pods {lost_pods} running again on {victim}", restarted, timeout=300)
+
+        def rejoined() -> str | None:
+            me = pod_view(kube, ns, master_pod).myself
+            if me.node_id != master_id:
+                return f"{master_pod} runs as node {me.node_id[:8]}, was {master_id[:8]}"
+            if me.is_master:
+                return f"{master_pod} is still a master"
+            return None
+
+        wait_for(f"{master_pod} to rejoin as a replica", rejoined, timeout=240)
+        wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=300)
+        mn.timings["3: node back until healthy"] = time.monotonic() - t0
+        time.sleep(3)
+    finally:
+        traffic.finish()
+    lost = lost_writes(mn.seeds(), password, traffic.acked)
+    mn.notes["step 3 traffic"] = {
+        "acknowledged writes": len(traffic.acked),
+        "reads": traffic.reads,
+        "client errors": traffic.errors,
+        "last error": traffic.last_error_text,
+        "lost": len(lost),
+    }
+    assert not traffic.wrong_reads, f"reads returned wrong values: {traffic.wrong_reads[:5]}"
+    assert lost == [], f"{len(lost)} of {len(traffic.acked)} acknowledged writes lost: {lost[:5]}"
+    assert_placement_after = volume_problems(mn, MASTERS)
+    assert not assert_placement_after, assert_placement_after
+
+    t0 = time.monotonic()
+    mn.up("up after the node came back")
+    mn.timings["3: up restores the shape"] = time.monotonic() - t0
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=180)
+    assert_placement(mn, MASTERS)
+    check_keys(*mn.seeds()[0], password, KEYS)
+
+
+# --- 4 ------------------------------------------------------------------------------------------------
+
+
+def _scale(mn: MN, masters: int) -> None:
+    mn.stack.set_config("redis-cluster:masters", auto.ConfigValue(str(masters)))
+    mn.up(f"scale to {masters} masters")
+    assert len(mn.outputs["masters"]) == masters, mn.outputs["masters"]
+    pods = pod_names(masters)
+    wait_pods_ready(mn.kube, mn.namespace, SELECTOR, pods, timeout=300)
+    wait_healthy(mn.kube, mn.namespace, pods, masters, REPLICAS, timeout=240)
+    assert_placement(mn, masters)
+    check_keys(*mn.seeds()[0], mn.password(), KEYS)
+    mn.notes[f"step 4 pods per node at {masters} masters"] = {p: mn.node_of(p) for p in pods}
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_4_scale_out_onto_the_nodes_and_back_placement_held(mn: MN) -> None:
+    t0 = time.monotonic()
+    _scale(mn, MAX_MASTERS)
+    mn.timings["4: 3 -> 4"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    _scale(mn, MASTERS)
+    mn.timings["4: 4 -> 3"] = time.monotonic() - t0

@@ -1,0 +1,158 @@
+# tools/cluster/common.sh — pinned versions, layout, paths, logging, process bookkeeping (sourced by tools/cluster.sh)
+# shellcheck shell=bash
+
+# ---- pinned versions -------------------------------------------------------------------------
+K8S_VERSION=v1.35.4          # kubelet 1.35 runs on cgroup v1 only with failCgroupV1: false
+ETCD_VERSION=v3.6.16
+CONTAINERD_VERSION=v2.2.9
+COREDNS_VERSION=v1.14.7      # uses client-go v0.35.4, the same as Kubernetes above
+IMAGE_REV=1                  # bump when the image recipes below change
+REDIS_IMAGE=localhost/redis-cluster/redis:7.0-local
+PAUSE_IMAGE=localhost/redis-cluster/pause:1
+
+# ---- network layout (all private to this machine) --------------------------------------------
+BRIDGE=rcbr0
+POD_CIDR=10.218.0.0/24
+NODE_IP=10.218.0.1            # the bridge's address = node InternalIP = host-side DNS server
+SERVICE_CIDR=10.219.0.0/24
+API_SERVICE_IP=10.219.0.1
+DNS_SERVICE_IP=10.219.0.10
+NODE_NAME=rc-node
+API_PORT=6443
+
+CACHE_ROOT="${REDIS_CLUSTER_K8S_CACHE:-$HOME/.cache/redis-cluster/k8s}"
+# `tools/cluster.sh multi ...` sets CLUSTER_MODE=multi: its own state dir, so both can exist side by side
+if [[ "${CLUSTER_MODE:-single}" == multi ]]; then
+  STATE="${REDIS_CLUSTER_K8S_MULTI_STATE:-$HOME/.local/state/redis-cluster/k8s-multi}"
+else
+  STATE="${REDIS_CLUSTER_K8S_STATE:-$HOME/.local/state/redis-cluster/k8s}"
+fi
+UP_TIMEOUT="${REDIS_CLUSTER_K8S_UP_TIMEOUT:-300}"
+
+# hash of one wrapper module's files (go.mod, go.sum, *.go): a binary is rebuilt when it changes
+modhash() {
+  (cd "$MODDIR/$1" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) -print0 \
+    | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_containerd-${CONTAINERD_VERSION}_coredns-${COREDNS_VERSION}"
+CACHE="$CACHE_ROOT/$KEY"
+BIN="$CACHE/bin"
+IMAGES="$CACHE/images-r$IMAGE_REV"
+
+PKI="$STATE/pki"
+LOGS="$STATE/logs"
+PIDS="$STATE/pids"
+RUN="$STATE/run"
+KUBECONFIG_ADMIN="$STATE/admin.kubeconfig"
+CTR_SOCK="$RUN/containerd/containerd.sock"
+
+# grep -q under pipefail can fail the pipeline (the writer gets SIGPIPE): read all input instead
+has() { grep "$@" >/dev/null; }
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# step NAME CMD...: run a step, print its name and duration
+step() {
+  local name="$1"; shift
+  local t0; t0=$(date +%s)
+  log "step: $name ..."
+  "$@"
+  log "step: $name done in $(( $(date +%s) - t0 ))s"
+}
+
+
+pidfile() { echo "$PIDS/$1.pid"; }
+
+# a pid file counts only while its pid still runs our binary (pids get reused)
+ours() { # PID NAME (NAME may be BINARY@NODE for the processes of one node of the multi-node cluster)
+  local exe; exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
+  local bin="${2%%@*}"
+  if [[ "$2" == api-bridge ]]; then
+    [[ "$exe" == */socat ]] && tr '\0' ' ' < "/proc/$1/cmdline" | has -F "bind=$NODE_IP"
+    return
+  fi
+  [[ "${exe% (deleted)}" == */"$bin" && "$exe" == "$CACHE_ROOT"/* ]]
+}
+running() {
+  local f; f="$(pidfile "$1")"
+  [[ -f "$f" ]] && ours "$(cat "$f")" "$1"
+}
+
+# start NAME CMD...: run in the background (own session), log to $LOGS/NAME.log
+start() {
+  local name="$1"; shift
+  if running "$name"; then log "  $name already running (pid $(cat "$(pidfile "$name")"))"; return 0; fi
+  setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+  echo $! > "$(pidfile "$name")"
+  log "  started $name (pid $!), log $LOGS/$name.log"
+}
+
+# wait_for DESC TIMEOUT CMD...
+wait_for() {
+  local desc="$1" timeout="$2"; shift 2
+  local t0 n=0; t0=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    if (( $(date +%s) - t0 >= timeout )); then log "timeout after ${timeout}s waiting for $desc (logs: $LOGS)"; return 1; fi
+    (( n++ % 10 == 0 )) && log "  waiting for $desc ($(( $(date +%s) - t0 ))s)"
+    sleep 1
+  done
+  log "  $desc: ok after $(( $(date +%s) - t0 ))s"
+}
+
+# ---- stopping and cleaning up (single and multi-node) -----------------------------------------
+# =============================================================================================
+# down
+# =============================================================================================
+stop_proc() {
+  local name="$1" f pid i
+  f="$(pidfile "$name")"
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  local t0; t0=$(date +%s.%N)
+  if ours "$pid" "$name"; then
+    # socat forks one child per connection
+    [[ "$name" == api-bridge ]] && pkill -TERM -P "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then log "  $name did not stop, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+    log "  stopped $name (pid $pid, $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s)"
+  fi
+  rm -f "$f"
+}
+
+# the shims' sockets live in containerd's hard-wired /run/containerd/s: remove the ones nobody
+# listens on any more (ours, once the shims are gone), and the dirs if they end up empty
+listening_unix_sockets() {
+  local ns
+  ss -xlH 2>/dev/null | awk '{print $5}' || true
+  for ns in /run/netns/*; do
+    [[ -e "$ns" ]] || continue
+    nsenter --net="$ns" -- ss -xlH 2>/dev/null | awk '{print $5}' || true
+  done
+}
+cleanup_shim_sockets() {
+  local listening s
+  # /proc/net/unix is per network namespace: the multi-node cluster's shims listen inside the nodes'
+  listening="$(listening_unix_sockets)"
+  for s in /run/containerd/s/*; do
+    [[ -S "$s" ]] || continue
+    has -xF "$s" <<<"$listening" || rm -f "$s"
+  done
+  rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true
+}
+
+cleanup_mounts() {
+  local m
+  # deepest first; only mounts under our state dir
+  for m in $(findmnt -rn -o TARGET | grep -F "$STATE/" | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "  could not unmount $m"
+  done
+}
+
+cleanup_cgroups() {
+  local d
+  for d in /sys/fs/cgroup/*/kubepods; do
+    [[ -d "$d" ]] || continue
+    find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
