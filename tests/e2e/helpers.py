@@ -335,6 +335,55 @@ def check_keys(host: str, port: int, password: str | None, count: int, timeout: 
     wait_for(f"all {count} keys readable through {host}:{port}", probe, timeout, interval=3.0)
 
 
+class LiveWriter:
+    """A cluster client writing numbered keys in a thread while the cluster changes; remembers every
+    acknowledged write and counts failures by type (the client follows MOVED/ASK by itself)."""
+
+    PREFIX = "e2e:live:"
+
+    def __init__(self, host: str, port: int, password: str | None, limit_s: float = 1200) -> None:
+        self.client = cluster_client(host, port, password)
+        self.acked: list[int] = []
+        self.errors: dict[str, int] = {}
+        self.samples: dict[str, str] = {}
+        self._limit_s = limit_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self._limit_s
+        i = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                self.client.set(f"{self.PREFIX}{i}", str(i))
+                self.acked.append(i)
+            except redis.RedisError as exc:
+                kind = "CLUSTERDOWN" if "CLUSTERDOWN" in str(exc) else type(exc).__name__
+                self.errors[kind] = self.errors.get(kind, 0) + 1
+                self.samples.setdefault(kind, str(exc)[:200])
+                time.sleep(0.05)
+            i += 1
+
+    def __enter__(self) -> LiveWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def lost(self) -> list[int]:
+        """Acknowledged writes that do not read back (asked after the writer stopped)."""
+        lost: list[int] = []
+        for start in range(0, len(self.acked), 1000):
+            batch = self.acked[start : start + 1000]
+            pipe = self.client.pipeline()
+            for i in batch:
+                pipe.get(f"{self.PREFIX}{i}")
+            lost += [i for i, got in zip(batch, pipe.execute(), strict=True) if got != str(i)]
+        return lost
+
+
 def refuses_without_password(host: str, port: int) -> bool:
     """True when the endpoint answers but refuses an unauthenticated command."""
     client = redis.Redis(host=host, port=port, socket_timeout=5, socket_connect_timeout=5)

@@ -19,6 +19,10 @@ ordered steps, each asserting on what really happened:
 8. the live stack switches to per-pod external access (a rolling change): each pod announces the node
    IP and its own NodePort; MOVED for a key of every master names that master's NodePort; a cluster
    client outside the cluster, seeded with one address, reads every key and writes new ones.
+9. graceful stops hand over, with a cluster client writing throughout: a master pod deleted (its
+   preStop hook hands its slots to its replica before it stops), then a rolling restart of every pod
+   (what a new image or a restart-requiring config value does); no acknowledged write lost and no
+   CLUSTERDOWN seen; the other client errors are counted in the notes.
 
 A failed step skips the later ones (they build on its state); the stack is destroyed at the end
 either way. Timings of every step are printed at the end (run with ``-s`` to see them).
@@ -52,6 +56,7 @@ from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
     EngineRun,
     Kube,
+    LiveWriter,
     changes,
     check_keys,
     cluster_client,
@@ -553,6 +558,43 @@ def test_8_per_pod_node_ports_take_an_outside_client_to_every_master(e2e: E2E) -
     finally:
         client.close()
     e2e.notes["step 8 redirects"] = redirects
+
+
+# --- 9 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_9_graceful_stops_hand_over_without_clusterdown(e2e: E2E) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    pods = pod_names(MASTERS)
+    seed_host, seed_port = str(e2e.outputs["externalSeeds"][0]).rsplit(":", 1)
+    master = e2e.outputs["masters"][0]
+    master_pod, replica_pod = master["name"], master["replicas"][0]
+    with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
+        time.sleep(2)
+        old_uid = pods_of(kube, ns, SELECTOR)[master_pod]["metadata"]["uid"]
+        t0 = time.monotonic()
+        kube.run("delete", "pod", "-n", ns, master_pod, "--wait=true", "--timeout=120s", timeout=150)
+        e2e.timings["9: delete of a master pod (preStop handover)"] = time.monotonic() - t0
+        me = pod_view(kube, ns, replica_pod).myself
+        assert me.is_master and me.slots, f"{replica_pod} did not take over before {master_pod} stopped"
+        wait_pods_ready(kube, ns, SELECTOR, pods, timeout=300, not_uids={old_uid})
+        wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+        after_delete = dict(writer.errors)
+        t0 = time.monotonic()
+        kube.run("rollout", "restart", "statefulset", "-n", ns, NAME)
+        kube.run("rollout", "status", "statefulset", "-n", ns, NAME, "--timeout=900s", timeout=960)
+        e2e.timings["9: rolling restart of every pod"] = time.monotonic() - t0
+        wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+        time.sleep(2)
+    e2e.notes["step 9 acknowledged writes"] = len(writer.acked)
+    e2e.notes["step 9 client errors after the delete / in all"] = (after_delete, writer.errors)
+    e2e.notes["step 9 error samples"] = writer.samples
+    assert len(writer.acked) > 100, f"the writer hardly wrote: {len(writer.acked)} writes, errors {writer.errors}"
+    assert writer.lost() == [], "acknowledged writes were lost"
+    assert "CLUSTERDOWN" not in writer.errors, f"clients saw CLUSTERDOWN: {writer.samples}"
+    writer.client.close()
 
 
 def _digest(secret: str | None) -> str:
