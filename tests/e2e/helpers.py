@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -19,13 +20,47 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import pytest
 import redis
 from pulumi import automation as auto
 from redis.cluster import RedisCluster
 
 SLOTS = 16384
+
+
+class StepState(Protocol):
+    """What a tier's ordered steps share: the first failure, and how long each step took."""
+
+    broken: str | None
+    timings: dict[str, float]
+
+
+S = TypeVar("S", bound=StepState)
+
+
+def step(fn: Callable[[S], None]) -> Callable[[S], None]:
+    """Times the step; a failed step makes every later one skip (they build on what it left)."""
+
+    @functools.wraps(fn)
+    def wrapper(state: S) -> None:
+        if state.broken:
+            pytest.skip(f"an earlier step failed: {state.broken}")
+        t0 = time.monotonic()
+        try:
+            fn(state)
+        except pytest.skip.Exception:
+            raise
+        except BaseException:
+            state.broken = fn.__name__
+            raise
+        finally:
+            state.timings[fn.__name__] = time.monotonic() - t0
+
+    return wrapper
+
+
 BAD_FLAGS = {"fail", "fail?", "pfail", "noaddr", "handshake"}
 
 

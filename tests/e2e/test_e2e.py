@@ -34,7 +34,6 @@ REDIS_CLUSTER_E2E_KEEP_DATA=1 keeps the hostPath data directory.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ from tests.e2e.helpers import (
     pods_of,
     refuses_without_password,
     state_resources,
+    step,
     total_keys,
     up_watched,
     wait_for,
@@ -176,27 +176,6 @@ def e2e(cluster: Cluster, toolchain: Toolchain, tmp_path_factory: pytest.TempPat
             print("\n[e2e] " + json.dumps(report, indent=1, default=str))
         if os.environ.get("REDIS_CLUSTER_E2E_KEEP_DATA") != "1":
             shutil.rmtree(host_base, ignore_errors=True)
-
-
-def step(fn: Callable[[E2E], None]) -> Callable[[E2E], None]:
-    """Times the step; a failed step makes every later one skip (they build on what it left)."""
-
-    @functools.wraps(fn)
-    def wrapper(e2e: E2E) -> None:
-        if e2e.broken:
-            pytest.skip(f"an earlier step failed: {e2e.broken}")
-        t0 = time.monotonic()
-        try:
-            fn(e2e)
-        except pytest.skip.Exception:
-            raise
-        except BaseException:
-            e2e.broken = fn.__name__
-            raise
-        finally:
-            e2e.timings[fn.__name__] = time.monotonic() - t0
-
-    return wrapper
 
 
 # --- 1 ------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ Timings are printed at the end (``-s``).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
@@ -36,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +58,7 @@ from tests.e2e.helpers import (
     pod_view,
     pods_of,
     state_resources,
+    step,
     up_watched,
     value,
     wait_for,
@@ -178,25 +178,6 @@ def mn(
             report = {"timings_s": {k: round(v, 1) for k, v in state.timings.items()}, "notes": state.notes}
             print("\n[e2e multi-node] " + json.dumps(report, indent=1, default=str))
         shutil.rmtree(host_base, ignore_errors=True)
-
-
-def step(fn: Callable[[MN], None]) -> Callable[[MN], None]:
-    @functools.wraps(fn)
-    def wrapper(mn: MN) -> None:
-        if mn.broken:
-            pytest.skip(f"an earlier step failed: {mn.broken}")
-        t0 = time.monotonic()
-        try:
-            fn(mn)
-        except pytest.skip.Exception:
-            raise
-        except BaseException:
-            mn.broken = fn.__name__
-            raise
-        finally:
-            mn.timings[fn.__name__] = time.monotonic() - t0
-
-    return wrapper
 
 
 # --- placement ------------------------------------------------------------------------------------
