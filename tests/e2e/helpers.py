@@ -40,11 +40,14 @@ class StepState(Protocol):
 S = TypeVar("S", bound=StepState)
 
 
-def step(fn: Callable[[S], None]) -> Callable[[S], None]:
+def step(fn: Callable[[S], None]) -> Callable[..., None]:
     """Times the step; a failed step makes every later one skip (they build on what it left)."""
 
+    # pytest passes the module's state fixture by its own name (e2e, mn), as the signature that
+    # functools.wraps exposes says: the wrapper takes it under whatever name it has.
     @functools.wraps(fn)
-    def wrapper(state: S) -> None:
+    def wrapper(**fixtures: S) -> None:
+        [state] = fixtures.values()
         if state.broken:
             pytest.skip(f"an earlier step failed: {state.broken}")
         t0 = time.monotonic()
