@@ -136,6 +136,13 @@ def test_a_source_that_dies_mid_move_is_finished_from_the_replica_that_took_over
     src.stop(hard=True)
     wait_for(lambda: myself(heir).is_master, 30, "the source's replica to take over")
     survivors = [n for n in formed if n is not src]
+    heir_id = myid(heir)
+    # A survivor that has not heard of the takeover yet would send the client to the dead source.
+    wait_for(
+        lambda: all(any(ln.node_id == heir_id and slots[0] in ln.slots for ln in table(n)) for n in survivors),
+        30,
+        "every survivor to see the takeover",
+    )
     lost_now = missing_keys(survivors, KEYS)
     assert lost_now, "the fault should make moved keys unreadable before the repair"
 
