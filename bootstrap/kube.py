@@ -19,6 +19,8 @@ from bootstrap.operations import ConvergenceTimeout, Progress
 from bootstrap.props import Announce
 
 REDIS_PORT = 6379
+ON_DELETE = "OnDelete"
+REVISION_LABEL = "controller-revision-hash"
 
 
 def _load_config(context: str | None) -> Any:
@@ -46,6 +48,8 @@ def rollout_pending(sts: Any) -> str | None:
     status, wanted = sts.status, sts.spec.replicas or 0
     if (status.observed_generation or 0) < (sts.metadata.generation or 0):
         return "the controller has not seen the new spec yet"
+    if sts.spec.update_strategy and sts.spec.update_strategy.type == ON_DELETE:
+        return None  # nothing rolls by itself: stale pods are the bootstrap's roll (bootstrap/roll.py)
     if status.update_revision and status.current_revision != status.update_revision:
         return f"{status.updated_replicas or 0} of {wanted} pods at the new revision"
     if (status.updated_replicas or 0) < wanted:
@@ -76,7 +80,13 @@ def pod_inventory(
     api, apps = client.CoreV1Api(), client.AppsV1Api()
     deadline = time.monotonic() + timeout
     announced = rolling_said = False
-    while wait and (rolling := rollout_pending(apps.read_namespaced_stateful_set(statefulset, namespace))):
+    if wait:
+        _poll_api(
+            f"StatefulSet {statefulset} in namespace {namespace} to exist",
+            lambda: None if _read_statefulset(apps, namespace, statefulset) else "not found",
+            timeout,
+        )
+    while wait and (rolling := rollout_pending(_read_statefulset(apps, namespace, statefulset))):
         if time.monotonic() > deadline:
             raise ConvergenceTimeout(
                 f"StatefulSet {statefulset} in namespace {namespace} is still rolling out after {timeout:.0f}s "
@@ -117,6 +127,127 @@ def pod_inventory(
             progress(f"waiting for pods {', '.join(f'{statefulset}-{i}' for i in missing)} to get an IP")
             announced = True
         time.sleep(1.0)
+
+
+def _read_statefulset(apps: Any, namespace: str, name: str) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return apps.read_namespaced_stateful_set(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _poll_api(what: str, probe: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (missing := probe()) is not None:
+        if time.monotonic() > deadline:
+            raise ConvergenceTimeout(f"{what} within {timeout:.0f}s: {missing}")
+        time.sleep(1.0)
+
+
+def ensure_on_delete(namespace: str, statefulset: str, progress: Progress, context: str | None = None) -> bool:
+    """Switch a live StatefulSet made with ``RollingUpdate`` to ``OnDelete`` before the program applies it.
+
+    The API server keeps the ``rollingUpdate: {partition: 0}`` it defaulted,
+    and then refuses the type change the program applies ("only allowed for
+    updateStrategy 'RollingUpdate'", kubernetes/kubernetes#100151): only a
+    patch that nulls it goes through. Run by the drain, which the StatefulSet
+    waits for, so stacks created before the bootstrap rolled pods upgrade in
+    one `pulumi up`. Returns whether it patched.
+    """
+    apps = _load_config(context).AppsV1Api()
+    sts = _read_statefulset(apps, namespace, statefulset)
+    if sts is None or (sts.spec.update_strategy and sts.spec.update_strategy.type == ON_DELETE):
+        return False
+    was = sts.spec.update_strategy.type if sts.spec.update_strategy else "RollingUpdate"
+    progress(f"StatefulSet {statefulset}: updateStrategy {was} -> OnDelete (the bootstrap rolls its pods)")
+    apps.patch_namespaced_stateful_set(
+        statefulset, namespace, {"spec": {"updateStrategy": {"type": ON_DELETE, "rollingUpdate": None}}}
+    )
+    return True
+
+
+class StatefulSetPods:
+    """The StatefulSet's pods as ``bootstrap.roll.Pods``: stale = not at its update revision; a restart
+    deletes the pod (gracefully: its preStop hook runs) and waits for the controller's new one."""
+
+    def __init__(
+        self,
+        namespace: str,
+        statefulset: str,
+        pod_count: int,
+        progress: Progress,
+        context: str | None = None,
+        announce: Announce | None = None,
+    ) -> None:
+        self._namespace, self._statefulset, self._pod_count = namespace, statefulset, pod_count
+        self._progress, self._context, self._announce = progress, context, announce
+        client = _load_config(context)
+        self._api, self._apps = client.CoreV1Api(), client.AppsV1Api()
+
+    def _revision(self) -> str:
+        sts = self._apps.read_namespaced_stateful_set(self._statefulset, self._namespace)
+        return str(sts.status.update_revision or "")
+
+    def _pods(self) -> dict[str, Any]:
+        out = {}
+        for pod in self._api.list_namespaced_pod(self._namespace).items:
+            owners = pod.metadata.owner_references or []
+            if any(o.kind == "StatefulSet" and o.name == self._statefulset for o in owners):
+                out[pod.metadata.name] = pod
+        return out
+
+    def stale(self) -> list[str]:
+        revision = self._revision()
+        if not revision:
+            return []
+        stale = []
+        for name, pod in self._pods().items():
+            ordinal = int(name.rsplit("-", 1)[1])
+            if ordinal < self._pod_count and (pod.metadata.labels or {}).get(REVISION_LABEL) != revision:
+                stale.append((ordinal, name))
+        return [name for _, name in sorted(stale)]
+
+    def inventory(self, timeout: float) -> Inventory:
+        return pod_inventory(
+            self._namespace,
+            self._statefulset,
+            self._pod_count,
+            timeout,
+            self._progress,
+            self._context,
+            announce=self._announce,
+        )
+
+    def restart(self, name: str, timeout: float, progress: Progress) -> None:
+        old = self._pods().get(name)
+        old_uid = old.metadata.uid if old is not None else None
+        if old is not None and not old.metadata.deletion_timestamp:
+            self._api.delete_namespaced_pod(name, self._namespace)
+        revision = self._revision()
+
+        def back() -> str | None:
+            pod = self._pods().get(name)
+            if pod is None or pod.metadata.uid == old_uid:
+                return "the old pod is still stopping" if pod is not None else "not recreated yet"
+            if (pod.metadata.labels or {}).get(REVISION_LABEL) != revision:
+                return f"recreated at revision {(pod.metadata.labels or {}).get(REVISION_LABEL)}, not {revision}"
+            ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+            return None if ready and pod.status.pod_ip else _not_ready(pod)
+
+        _poll_api(f"pod {name} in namespace {self._namespace} to come back Ready", back, timeout)
+
+
+def _not_ready(pod: Any) -> str:
+    """Why a pod is not Ready, in the words kubectl would show (ErrImageNeverPull, CrashLoopBackOff, ...)."""
+    for status in pod.status.container_statuses or []:
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason:
+            return f"container {status.name}: {waiting.reason} {waiting.message or ''}".strip()
+    return f"phase {pod.status.phase}, not Ready (see kubectl describe pod {pod.metadata.name})"
 
 
 class PortForwardConnector(DirectConnector):

@@ -418,6 +418,81 @@ def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], 
             poll(f"replica {replica.name} was not promoted (CLUSTER FAILOVER TAKEOVER)", promoted, timeout)
 
 
+# Redis abandons a manual failover it could not finish in 5 s (CLUSTER_MF_TIMEOUT) without a word, e.g.
+# when the election's votes did not come in time; asking again is safe (nothing switched).
+HANDOVER_ATTEMPT_S = 8.0
+
+
+def hand_over(snap: Snapshot, connector: Connector, master_id: str, heir_id: str, timeout: float) -> None:
+    """A graceful CLUSTER FAILOVER from a live master to its replica, waited until both sides agree.
+
+    Without options Redis pauses the master's clients until the replica has
+    every write, so no acknowledged write is lost; the wait for the old master
+    to call itself a replica keeps its pod from stopping while clients may
+    still write to it. Asked again while Redis gave up on the last attempt;
+    the error carries what both nodes say about replication.
+    """
+    by_id = snap.by_id
+    master, heir = by_id[master_id], by_id[heir_id]
+    heir_client, master_client = connector.client(heir.address), connector.client(master.address)
+
+    def me(client: redis.Redis) -> NodeLine:
+        return next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
+
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    while not me(heir_client).is_master:
+        if time.monotonic() > deadline:
+            raise ConvergenceTimeout(
+                f"replica {heir.name} was not promoted by CLUSTER FAILOVER ({attempts} attempts in {timeout:.0f}s); "
+                f"{heir.name}: {_replication(heir_client)}; {master.name}: {_replication(master_client)}"
+            )
+        cluster(heir_client, "FAILOVER")
+        attempts += 1
+        until = min(time.monotonic() + HANDOVER_ATTEMPT_S, deadline)
+        while time.monotonic() < until and not me(heir_client).is_master:
+            time.sleep(POLL_S)
+
+    def demoted() -> str | None:
+        return None if me(master_client).master_id == heir_id else f"{master.name} still calls itself a master"
+
+    poll(f"{master.name} did not become a replica of {heir.name}", demoted, max(deadline - time.monotonic(), 5.0))
+
+
+def _replication(client: redis.Redis) -> str:
+    info = client.info("replication")
+    keys = ("role", "master_link_status", "master_sync_in_progress", "slave_repl_offset", "master_repl_offset")
+    return ", ".join(f"{k}={info[k]}" for k in keys if k in info)
+
+
+def caught_up(snap: Snapshot, connector: Connector) -> set[str]:
+    """Replica ids whose link is up and whose offset has reached what their master had a moment before.
+
+    The masters' offsets are read first, so under live writes a replica
+    within a round trip of its master counts as caught up, and one in a full
+    sync or behind a backlog does not.
+    """
+    by_id = snap.by_id
+    replicas = [m for m in snap.members if m.master_id in by_id]
+    masters = sorted({m.master_id for m in replicas if m.master_id})
+
+    def offset_of(node_id: str) -> tuple[str, int]:
+        info = connector.client(by_id[node_id].address).info("replication")
+        return node_id, int(info.get("master_repl_offset", 0))
+
+    def replica_state(m: Member) -> tuple[str, bool, int]:
+        info = connector.client(m.address).info("replication")
+        synced = info.get("master_link_status") == "up" and not int(info.get("master_sync_in_progress", 0))
+        return m.node_id, synced, int(info.get("slave_repl_offset", -1))
+
+    before = dict(parallel(offset_of, masters))
+    return {
+        rid
+        for rid, synced, offset in parallel(replica_state, replicas)
+        if synced and offset >= before[by_id[rid].master_id or ""]
+    }
+
+
 def forget(connector: Connector, members: Sequence[Member], node_ids: Sequence[str]) -> None:
     """FORGET on every remaining node within one pass (Redis bans a forgotten id for 60 s only)."""
     if not node_ids:

@@ -13,6 +13,8 @@ holds::
                                      "connection": "port-forward"|"direct", "context"?, "announce"?}
                                  announce (per-pod external access): {"host": "" for the node IP, "basePort"}
     timeoutSeconds
+    podTemplate                  digest of the StatefulSet's pod template ("" when there is none): a
+                                 change makes the bootstrap roll the pods (bootstrap/roll.py)
     password, operatorPassword   secrets, optional: the default user's and the bootstrap's ACL user's
 
 The provider's outputs echo these inputs (``read`` gets only outputs), so
@@ -36,7 +38,7 @@ CONNECTIONS: tuple[Connection, ...] = get_args(Connection)
 # How a password is held: a pulumi.Input[str] while the program declares the resource, a str in the provider.
 P = TypeVar("P")
 
-INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds")
+INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds", "podTemplate")
 SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
 DEFAULT_TIMEOUT = 600
 
@@ -137,6 +139,7 @@ class Props(Generic[P]):
     password: P | None = None  # the default user's: clients and replication; None: auth off
     operator_password: P | None = None  # the ACL user the bootstrap logs in as; None: log in as default
     phase: Phase = "converge"
+    pod_template: str = ""  # what the pods should run; its change alone is what a preview shows for a roll
 
     @property
     def shape(self) -> Shape:
@@ -160,6 +163,8 @@ class Props(Generic[P]):
             "timeoutSeconds": self.timeout_seconds,
             "password": self.password,
             "operatorPassword": self.operator_password,
+            # Only when there is one: state written before it existed then reads the same.
+            **({"podTemplate": self.pod_template} if self.pod_template else {}),
         }
 
     @staticmethod
@@ -176,6 +181,7 @@ class Props(Generic[P]):
                 password=str(props["password"]) if props.get("password") else None,
                 operator_password=str(props["operatorPassword"]) if props.get("operatorPassword") else None,
                 phase=_choice(props.get("phase") or "converge", PHASES, "phase"),
+                pod_template=str(props.get("podTemplate") or ""),
             )
         except PropsError:
             raise

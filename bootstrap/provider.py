@@ -25,6 +25,7 @@ from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import Snapshot
 from bootstrap.props import PodDiscovery, Props, PropsError, StaticDiscovery
+from bootstrap.roll import Pods, roll
 
 OPERATOR_USER = "operator"
 
@@ -43,6 +44,16 @@ def _inventory(p: Props[str], timeout: float, wait: bool = True) -> Inventory:
     return pod_inventory(
         d.namespace, d.stateful_set, p.shape.nodes, timeout, progress, d.context, wait=wait, announce=d.announce
     )
+
+
+def _pods(p: Props[str]) -> Pods | None:
+    """The StatefulSet's pods to roll; None for fixed endpoints (nothing to restart)."""
+    d = p.discovery
+    if not isinstance(d, PodDiscovery):
+        return None
+    from bootstrap.kube import StatefulSetPods
+
+    return StatefulSetPods(d.namespace, d.stateful_set, p.shape.nodes, progress, d.context, d.announce)
 
 
 def _connector(p: Props[str], inventory: Inventory) -> Connector:
@@ -91,6 +102,11 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
     static = isinstance(p.discovery, StaticDiscovery)
     new = p.password
     old = Props.from_props(previous).password if previous is not None else new
+    d = p.discovery
+    if drain and isinstance(d, PodDiscovery):
+        from bootstrap.kube import ensure_on_delete
+
+        ensure_on_delete(d.namespace, d.stateful_set, progress, d.context)
     inventory = _inventory(p, timeout, wait=not drain)
     leaving = [e.name for e in inventory.endpoints if e.retire]
     if drain:
@@ -101,6 +117,13 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
             # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
             return {**_public(p), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
+    if not drain and (pods := _pods(p)) is not None:
+        # Before the converge: what the shape needs may come with the new template (per-pod access
+        # announces its addresses only after a restart), and a stale pod that crashes must go first.
+        started = time.monotonic()
+        if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress):
+            inventory = pods.inventory(timeout)  # restarted pods may have new IPs
+        timeout = max(timeout - (time.monotonic() - started), 60.0)
     with connected(_connector(p, inventory)) as connector:
         outcome = converge(inventory, connector, p.shape, timeout, progress, adopt_unlisted=static)
         if not drain and old and new and old != new:
@@ -119,10 +142,15 @@ def observe(props: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         with connected(_connector(p, inventory)) as connector:
             snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
             infos = ops.cluster_infos(snap, connector)
+        stale = pods.stale() if (pods := _pods(p)) is not None else []
     except (ops.ClusterError, OSError) as exc:
         return {**_public(p), "clusterState": "unreachable", "problems": [str(exc)]}
     verdict = rules.health(snap, infos, p.replicas_per_master, p.masters)
-    return {**_public(p), **_observed(snap, list(verdict.problems))}
+    problems = list(verdict.problems)
+    if stale:
+        # A roll that was cut short (timeout, a failed pod): the next `pulumi up` goes on with it.
+        problems.append(f"pods {', '.join(stale)} run an old revision of the pod template")
+    return {**_public(p), **_observed(snap, problems)}
 
 
 def _declared_changed(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:

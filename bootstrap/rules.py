@@ -4,12 +4,12 @@
 these decide the rest from what the nodes report: who is gone and who is
 foreign, whether it is safe to touch them, who must MEET whom and in which
 direction, who must announce its slots, how open slots pair up after a fault,
-and when a cluster is healthy. ``operations`` and ``migration`` carry them out.
+which pod a rolling restart takes next, and when a cluster is healthy. ``operations`` and ``migration`` carry them out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bootstrap.model import SLOTS, Member, NodeLine, Snapshot, format_ranges
@@ -276,6 +276,72 @@ def one_direction_at_a_time(pairs: Iterable[tuple[str, str]]) -> list[list[tuple
     first = [p for p in pairs if p[::-1] not in pairs or p < p[::-1]]
     rest = [p for p in pairs if p not in first]
     return [batch for batch in (first, rest) if batch]
+
+
+# --- rolling restarts -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The pod a roll restarts next; ``heir``: the replica a master hands its slots to first."""
+
+    name: str
+    heir: str | None = None  # replica node id: CLUSTER FAILOVER on it before the master stops
+    warning: str = ""  # why this restart costs availability anyway
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Nothing may restart right now; the reason names the pod and what it waits for."""
+
+    reason: str
+
+
+def next_restart(
+    snap: Snapshot,
+    stale: Collection[str],
+    caught_up: Collection[str],
+    declared_replicas: int,
+    down: Collection[str] = (),
+) -> Restart | Hold | None:
+    """Which stale pod restarts next, or why none may; None when no pod is stale.
+
+    The order is what keeps every slot served: a stale pod that does not
+    answer first (restarting it costs nothing, and it may be waiting for
+    exactly this fix), then replicas and slotless masters, then masters, each
+    only after handing its slots to a replica that has caught up
+    (``caught_up``: replica ids whose link is up with their master's offset).
+    Rolled replicas are preferred as heirs: they will not restart again. A
+    master whose shard declares no replica restarts as it is (its slots are
+    down until it is back: the warning says so); one whose replicas lag holds
+    the roll until they catch up.
+    """
+    by_name = {m.name: m for m in snap.members}
+    order = {m.name: m.order for m in snap.members}
+    pending = sorted(stale, key=lambda n: (order.get(n, 1 << 30), n))
+    if not pending:
+        return None
+    for name in pending:
+        if name in down or name not in by_name:
+            return Restart(name)
+    for name in pending:
+        m = by_name[name]
+        if m.master_id or not m.slots:
+            return Restart(name)
+    m = by_name[pending[0]]
+    replicas = sorted(
+        (r for r in snap.members if r.master_id == m.node_id), key=lambda r: (r.name in stale, r.order, r.name)
+    )
+    heirs = [r for r in replicas if r.node_id in caught_up]
+    if heirs:
+        return Restart(m.name, heir=heirs[0].node_id)
+    if not replicas and declared_replicas == 0:
+        slots = format_ranges(m.slots)
+        return Restart(m.name, warning=f"{m.name} has no replica (0 declared): slots {slots} are down until it is back")
+    if not replicas:
+        return Hold(f"master {m.name} has no replica to hand its slots to; {declared_replicas} declared")
+    lagging = ", ".join(r.name for r in replicas)
+    return Hold(f"master {m.name} waits for its replica(s) {lagging} to catch up before it hands its slots over")
 
 
 # --- the verdict ------------------------------------------------------------------

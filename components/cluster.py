@@ -17,7 +17,7 @@ from bootstrap.props import Announce, Discovery, PodDiscovery, StaticDiscovery
 from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain
 from components import labels
 from components.k8s import Manifest, resource_kwargs
-from components.nodes import RedisNodes, RedisNodesArgs
+from components.nodes import RedisNodes, RedisNodesArgs, pod_template_digest
 from components.security import Passwords, Security, SecurityArgs, passwords
 from components.services import Services, ServicesArgs, external_seeds, seed_address
 from components.settings import ClusterSettings
@@ -174,4 +174,5 @@ def bootstrap_args_for(s: ClusterSettings, pw: Passwords | None = None) -> Boots
         password=pw.password if pw is not None else None,
         # The `operator` ACL user: `default` may not run CONFIG or ACL (docs/security.md).
         operator_password=pw.operator if pw is not None else None,
+        pod_template=pod_template_digest(s) if isinstance(discovery, PodDiscovery) else "",
     )

@@ -7,6 +7,8 @@ StatefulSet before it forms the cluster (failure #4) — a deadlock.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -281,7 +283,9 @@ def statefulset_manifest(s: ClusterSettings) -> Manifest:
             "replicas": s.pod_count,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels.selector_labels(s)},
-            "updateStrategy": {"type": "RollingUpdate"},
+            # Nothing restarts by itself when the template changes: the bootstrap rolls the pods, replicas
+            # first, each master after a handover to a caught-up replica (bootstrap/roll.py).
+            "updateStrategy": {"type": "OnDelete"},
             # The claims are Pulumi resources (components/storage.py); the controller must never delete them.
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "template": {
@@ -299,6 +303,13 @@ def statefulset_manifest(s: ClusterSettings) -> Manifest:
             ],
         },
     }
+
+
+def pod_template_digest(s: ClusterSettings) -> str:
+    """What the pods should run, as one value the bootstrap takes as an input: a change of image,
+    config or resources then shows in `pulumi preview` as an update of the bootstrap, which rolls them."""
+    template = statefulset_manifest(s)["spec"]["template"]
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def pdb_manifest(s: ClusterSettings) -> Manifest:

@@ -11,6 +11,7 @@
 #   tools/cluster.sh selftest    end-to-end checks (pod + hostPath, headless svc + StatefulSet, exec,
 #                                pod-to-pod DNS, NodePort on 127.0.0.1, down/up)
 #   tools/cluster.sh env         print shell exports (KUBECONFIG, PATH with kubectl)
+#   tools/cluster.sh image-tag SRC DST   another name for a local image (a "new version" to roll to)
 #
 # Multi-node (the same binaries; one control plane on the host, each node a network namespace with
 # its own containerd, kubelet and kube-proxy; see tools/cluster/multi.sh):
@@ -74,6 +75,10 @@ case "${1:-}" in
   env) cmd_env ;;
   selftest) shift; cmd_selftest "$@" ;;
   key) echo "$CACHE" ;;
+  image-tag) [[ $# -eq 3 ]] || usage
+    "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images tag --force "$2" "$3" >/dev/null 2>"$LOGS/ctr-tag.log" \
+      || die "ctr images tag $2 $3 failed: $(cat "$LOGS/ctr-tag.log")"
+    log "tagged $2 as $3" ;;
   checks) export PATH="$BIN:/usr/sbin:/sbin:$PATH"; selftest_checks ;;
   images)  # build only the pause binary and the two images (debugging aid)
     mkdir -p "$BIN" "$IMAGES"; gobuild pause pause . -ldflags "-s -w"

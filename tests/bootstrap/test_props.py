@@ -146,6 +146,17 @@ def test_what_the_resources_write_is_what_they_wrote_before() -> None:
     }
 
 
+def test_a_pod_template_digest_is_written_and_read_back_and_its_change_is_a_change() -> None:
+    """The first `pulumi up` after upgrading shows the bootstrap as an update (the drain then switches the
+    StatefulSet to OnDelete); state without the key reads as no template."""
+    before = Props.from_props(TODAY_PODS)
+    assert before.pod_template == ""
+    after = dataclasses.replace(before, pod_template="0123456789abcdef")
+    assert after.to_props()["podTemplate"] == "0123456789abcdef"
+    assert Props.from_props(after.to_props()) == after
+    assert after != before
+
+
 def test_an_announce_with_a_fixed_host_names_it_for_every_pod() -> None:
     announce = Announce("203.0.113.7", 31000)
     assert [announce.address(i, f"10.0.0.{i}") for i in range(3)] == [

@@ -271,3 +271,64 @@ def test_health_is_clean_for_an_agreed_cluster_and_names_what_is_off() -> None:
     down = {**ok_infos(members), members[3].node_id: "cluster_state:ok\nmaster_link_status:down"}
     assert "replica pod-3 has no live replication link to its master" in rules.health(agreed(members), down).problems
     assert "master pod-0 has 1 replica(s), 2 declared" in rules.health(agreed(members), ok_infos(members), 2).problems
+
+
+# --- rolling restarts ---------------------------------------------------------------
+
+
+def test_a_roll_takes_down_pods_first_then_replicas_then_masters_after_a_handover() -> None:
+    members = three_by_one()
+    snap = agreed(members)
+    names = {m.name for m in members}
+    replicas = {m.node_id for m in members if m.master_id}
+    by_name = {m.name: m for m in members}
+
+    assert rules.next_restart(snap, set(), replicas, 1) is None
+    down = members[0].name
+    first = rules.next_restart(snap, names, replicas, 1, down={down})
+    assert first == rules.Restart(down), "a stale pod that does not answer serves nothing: it goes first"
+    step = rules.next_restart(snap, names, replicas, 1)
+    assert isinstance(step, rules.Restart) and by_name[step.name].master_id, "replicas before any master"
+    masters_only = {m.name for m in members if not m.master_id}
+    step = rules.next_restart(snap, masters_only, replicas, 1)
+    assert isinstance(step, rules.Restart)
+    master = by_name[step.name]
+    assert step.heir is not None and snap.by_id[step.heir].master_id == master.node_id, "its own replica takes over"
+
+
+@given(st.sets(st.integers(0, 5), min_size=1), st.sets(st.integers(0, 5)))
+@PROPS
+def test_a_master_restarts_only_through_a_caught_up_replica(stale_ordinals: set[int], caught: set[int]) -> None:
+    members = three_by_one()
+    snap = agreed(members)
+    stale = {f"pod-{i}" for i in stale_ordinals}
+    caught_up = {members[i].node_id for i in caught if members[i].master_id}
+    step = rules.next_restart(snap, stale, caught_up, 1)
+    assert step is not None
+    if isinstance(step, rules.Hold):
+        assert all(not m.master_id for m in members if m.name in stale), "a stale replica could have gone"
+        assert step.reason.startswith("master pod-"), step.reason
+        return
+    m = next(x for x in members if x.name == step.name)
+    assert m.name in stale
+    if not m.master_id:
+        assert all(not x.master_id for x in members if x.name in stale), "a master went before a stale replica"
+        assert step.heir in caught_up and snap.by_id[step.heir].master_id == m.node_id
+
+
+def test_a_master_prefers_a_rolled_replica_and_a_shard_without_replicas_restarts_with_a_warning() -> None:
+    master = member(0, range(0, SLOTS))
+    old, new = member(1, master_id=master.node_id), member(2, master_id=master.node_id)
+    snap = agreed([master, old, new])
+    step = rules.next_restart(snap, {master.name, old.name}, {old.node_id, new.node_id}, 2)
+    assert step == rules.Restart(old.name), "the stale replica goes first"
+    step = rules.next_restart(snap, {master.name}, {old.node_id, new.node_id}, 2)
+    assert isinstance(step, rules.Restart) and step.heir == old.node_id  # both rolled: by ordinal
+    step = rules.next_restart(snap, {master.name, new.name}, {old.node_id}, 2)
+    assert step == rules.Restart(new.name)
+
+    alone = agreed([member(0, range(0, SLOTS))])
+    step = rules.next_restart(alone, {"pod-0"}, set(), 0)
+    assert isinstance(step, rules.Restart) and step.heir is None and "0 declared" in step.warning
+    held = rules.next_restart(alone, {"pod-0"}, set(), 1)
+    assert isinstance(held, rules.Hold) and "pod-0" in held.reason and "1 declared" in held.reason

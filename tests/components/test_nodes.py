@@ -46,6 +46,19 @@ def test_config_change_rolls_the_pods() -> None:
     assert checksum(15000) != checksum(20000)
 
 
+def test_the_bootstrap_rolls_the_pods_when_what_they_run_changes_and_only_then() -> None:
+    """OnDelete: the controller restarts nothing; the template digest is the bootstrap's input that
+    makes `pulumi preview` show the roll (bootstrap/roll.py)."""
+    base = validate({})
+    assert nodes.statefulset_manifest(base)["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    digest = nodes.pod_template_digest
+    assert digest(base) == digest(validate({}))
+    assert digest(base) != digest(validate({"image": "redis:7.2.5"}))
+    assert digest(base) != digest(validate({"nodeTimeoutMs": 20000}))  # config: the checksum annotation
+    assert digest(base) != digest(validate({"memoryLimit": "2Gi"}))
+    assert digest(base) == digest(validate({"masters": 4})), "a scale-out adds pods, it restarts none"
+
+
 def test_config_map_carries_the_script_file_verbatim() -> None:
     data = nodes.config_map_manifest(validate({}))["data"]
     assert data[redis_config.SCRIPT_KEY] == redis_config.SCRIPT_PATH.read_text()

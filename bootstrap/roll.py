@@ -1,0 +1,189 @@
+"""Rolling restarts driven by the bootstrap: one pod at a time, replicas first, masters after a handover.
+
+The StatefulSet runs with ``updateStrategy: OnDelete``, so a changed pod
+template (image, config, resources) restarts nothing by itself; on the next
+`pulumi up` the bootstrap restarts each stale pod here, in the order
+``rules.next_restart`` gives, and waits until the cluster is whole again
+before the next one: the restarted node is back, every replica's link is up,
+every slot is served. A master first hands its slots to a caught-up replica
+with a graceful CLUSTER FAILOVER (no acknowledged write lost, no slot down),
+and comes back as a replica.
+
+What a "pod" is stays behind ``Pods``: the Kubernetes implementation
+(``kube.StatefulSetPods``) deletes pods and waits for the controller to
+recreate them; the tests restart loopback servers with the same code path.
+Each step reads a fresh inventory, since a restarted pod may come back at a
+new address.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bootstrap import operations as ops
+from bootstrap import rules
+from bootstrap.endpoints import Connector, Inventory, connected
+from bootstrap.model import Shape, Snapshot
+
+HOLD_REPORT_S = 10.0
+
+
+class Pods(Protocol):
+    """What a roll needs from whatever runs the nodes."""
+
+    def stale(self) -> list[str]:
+        """Names of the pods that still run an old revision."""
+        ...
+
+    def inventory(self, timeout: float) -> Inventory:
+        """Every declared pod as it is now (addresses may have changed)."""
+        ...
+
+    def restart(self, name: str, timeout: float, progress: ops.Progress) -> None:
+        """Stop the pod and wait until it runs the current revision and answers again."""
+        ...
+
+
+def roll(
+    pods: Pods,
+    connect: Callable[[Inventory], Connector],
+    shape: Shape,
+    timeout: float,
+    progress: ops.Progress,
+) -> list[str]:
+    """Restart every stale pod, one at a time; returns their names in the order they restarted.
+
+    Runs before the converge: a changed template may be what the declared
+    shape needs (per-pod external access announces new addresses only after a
+    restart). So "whole" means the cluster as it was when the roll began —
+    as many masters owning slots, each with as many replicas — counting only
+    the nodes already in it (a pod of a scale-out joins in the converge after).
+    Raises ClusterError (ConvergenceTimeout) when the time is up; the message
+    names the pod the roll was at and what it waited for, and a later run
+    resumes from there (only stale pods restart).
+    """
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    first = pods.stale()
+    if not first:
+        return []
+    total = len(first)
+    progress(f"rolling {total} pod(s) to the new revision, one at a time, replicas first: {', '.join(first)}")
+    inventory = pods.inventory(left())
+    with connected(connect(inventory)) as connector:
+        whole = _Whole.of(_look(inventory, connector)[0])
+    done: list[str] = []
+    while stale := pods.stale():
+        if len(done) >= 2 * total:
+            raise ops.ClusterError(f"pods {', '.join(stale)} are still stale after {len(done)} restarts")
+        inventory = pods.inventory(left())
+        where = f"pod {len(done) + 1} of {total}"
+        with connected(connect(inventory)) as connector:
+            step = _next(inventory, connector, shape, whole, set(stale), deadline, progress)
+            if step.warning:
+                progress(f"WARNING: {step.warning}")
+            if step.heir:
+                snap = ops.take_snapshot(inventory, connector)
+                heir = snap.by_id[step.heir]
+                master = next(m for m in snap.members if m.name == step.name)
+                progress(f"{where}: {step.name} hands its slots to {heir.name} (CLUSTER FAILOVER), then restarts")
+                ops.hand_over(snap, connector, master.node_id, heir.node_id, min(left(), 60.0))
+            else:
+                progress(f"{where}: restarting {step.name}")
+        started = time.monotonic()
+        pods.restart(step.name, left(), progress)
+        inventory = pods.inventory(left())
+        with connected(connect(inventory)) as connector:
+
+            def back(inventory: Inventory = inventory, connector: Connector = connector) -> str | None:
+                snap, _ = _look(inventory, connector)
+                problems = whole.problems(snap, ops.cluster_infos(snap, connector))
+                return "; ".join(problems[:5]) or None
+
+            ops.poll(
+                f"rolling restart stopped after {where} ({step.name}): the cluster was not whole again", back, left()
+            )
+        progress(f"{where}: {step.name} is back and the cluster is whole ({time.monotonic() - started:.1f}s)")
+        done.append(step.name)
+    progress(f"rolled {len(done)} pod(s): {', '.join(done)}")
+    return done
+
+
+@dataclass(frozen=True)
+class _Whole:
+    """The cluster as the roll found it: every restart must leave it at least so."""
+
+    masters: int
+    replicas: int  # the fewest any master had
+
+    @staticmethod
+    def of(snap: Snapshot) -> _Whole:
+        masters = [m for m in snap.members if m.is_master and m.slots]
+        counts = [sum(1 for r in snap.members if r.master_id == m.node_id) for m in masters]
+        return _Whole(len(masters), min(counts, default=0))
+
+    def problems(self, snap: Snapshot, infos: dict[str, str]) -> list[str]:
+        return list(rules.health(snap, infos, self.replicas, self.masters).problems)
+
+
+def _look(inventory: Inventory, connector: Connector) -> tuple[Snapshot, set[str]]:
+    """The cluster's members that answer, and the names of the pods that do not.
+
+    A node that knows only itself and owns nothing (a pod of a scale-out, not
+    met yet) is not part of what the roll keeps whole: the converge brings it in.
+    """
+    snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
+    answering = {m.name for m in snap.members}
+    down = {e.name for e in inventory.endpoints if e.name not in answering}
+    joined = [m for m in snap.members if m.slots or m.master_id or len(snap.views[m.node_id]) > 1]
+    ids = {m.node_id for m in joined}
+    view = Snapshot(
+        members=joined,
+        views={i: v for i, v in snap.views.items() if i in ids},
+        ghosts=snap.ghosts,
+        strangers=snap.strangers,
+        unreachable=snap.unreachable,
+    )
+    return view, down
+
+
+def _next(
+    inventory: Inventory,
+    connector: Connector,
+    shape: Shape,
+    whole: _Whole,
+    stale: set[str],
+    deadline: float,
+    progress: ops.Progress,
+) -> rules.Restart:
+    """The next restart, once it may go: while the rule holds the roll, or the cluster is short of
+    anything (the last restart not healed yet, a replica resyncing), look again until it lets go or
+    the time is up; the error names the pod the roll waits to restart and why."""
+    reported = 0.0
+    while True:
+        snap, down = _look(inventory, connector)
+        step = rules.next_restart(snap, stale, ops.caught_up(snap, connector), shape.replicas_per_master, down)
+        if step is None:
+            raise ops.ClusterError(f"pods {', '.join(sorted(stale))} are stale but none is a cluster member")
+        if isinstance(step, rules.Restart):
+            if step.name in down or step.name not in {m.name for m in snap.members}:
+                return step  # it serves nothing now: restarting it costs nothing
+            problems = whole.problems(snap, ops.cluster_infos(snap, connector))
+            if not problems:
+                return step
+            reason = f"{step.name} restarts once the cluster is whole: {'; '.join(problems[:3])}"
+        else:
+            reason = step.reason
+        now = time.monotonic()
+        if now > deadline:
+            raise ops.ConvergenceTimeout(f"rolling restart stopped: {reason}")
+        if now - reported > HOLD_REPORT_S:
+            progress(f"rolling restart waits: {reason}")
+            reported = now
+        time.sleep(0.2)
