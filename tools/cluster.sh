@@ -11,6 +11,8 @@
 #   tools/cluster.sh selftest    end-to-end checks (pod + hostPath, headless svc + StatefulSet, exec,
 #                                pod-to-pod DNS, NodePort on 127.0.0.1, down/up)
 #   tools/cluster.sh env         print shell exports (KUBECONFIG, PATH with kubectl)
+#   tools/cluster.sh exporter    build only redis_exporter (the metrics sidecar) and its image
+#   tools/cluster.sh import      import the built images into the running cluster (those `up` lacked)
 #
 # Multi-node (the same binaries; one control plane on the host, each node a network namespace with
 # its own containerd, kubelet and kube-proxy; see tools/cluster/multi.sh):
@@ -78,5 +80,8 @@ case "${1:-}" in
   images)  # build only the pause binary and the two images (debugging aid)
     mkdir -p "$BIN" "$IMAGES"; gobuild pause pause . -ldflags "-s -w"
     build_pause_image; build_redis_image ;;
+  exporter)  # build only redis_exporter and its image (what tools/cluster.sh build does for them)
+    mkdir -p "$BIN" "$IMAGES"; build_exporter; build_exporter_image ;;
+  import) import_images ;;  # import images built after `up` into the running cluster's containerd
   *) usage ;;
 esac

@@ -197,7 +197,7 @@ dns_ready() {
 import_images() {
   local have; have="$("$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images ls -q 2>/dev/null || true)"
   local img tar
-  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis"; do
+  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$EXPORTER_IMAGE:exporter"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
     if has -xF "$img" <<<"$have"; then continue; fi
     "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images import "$tar" >/dev/null 2>"$LOGS/ctr-import.log" \
