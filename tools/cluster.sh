@@ -82,6 +82,8 @@ case "${1:-}" in
     build_pause_image; build_redis_image ;;
   exporter)  # build only redis_exporter and its image (what tools/cluster.sh build does for them)
     mkdir -p "$BIN" "$IMAGES"; build_exporter; build_exporter_image ;;
-  import) import_images ;;  # import images built after `up` into the running cluster's containerd
+  import)  # import images built after `up` into the running cluster's containerd (those it lacks)
+    running containerd || die "the single-node cluster is not running (tools/cluster.sh up imports every image)"
+    import_images ;;
   *) usage ;;
 esac

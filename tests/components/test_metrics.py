@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,13 @@ def test_bad_metrics_config_names_the_key_value_and_what_is_allowed(
     error, run = run_failing_program(stack_config("dev", **overrides), secret_keys=secret_keys)
     assert isinstance(error, SettingsError) and f"redis-cluster:{key} = " in str(error) and allowed in str(error)
     assert run.resources == []
+
+
+def test_the_default_image_is_the_release_tools_cluster_builds() -> None:
+    """The upstream image's tag, the e2e tier's local image and the loopback test's binary are one release."""
+    root = Path(__file__).resolve().parents[2]
+    common = (root / "tools" / "cluster" / "common.sh").read_text()
+    assert f"\nEXPORTER_VERSION={EXPORTER_VERSION}\n" in common
+    go_mod = (root / "tools" / "cluster" / "exporter" / "go.mod").read_text()
+    assert f"github.com/oliver006/redis_exporter {EXPORTER_VERSION} " in go_mod
+    assert validate({"metrics": True}).metrics_image == f"oliver006/redis_exporter:{EXPORTER_VERSION}"
