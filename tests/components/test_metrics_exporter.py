@@ -31,6 +31,7 @@ from components import metrics, redis_config
 from components.settings import EXPORTER_USER, EXPORTER_VERSION, validate
 from tests.bootstrap.helpers import HOSTS, apply, load, table
 from tests.conftest import RedisFarm, RedisNode
+from tests.prometheus import samples
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORTER_PASSWORD = "Exp0rter-Test-Pa55word"
@@ -111,16 +112,6 @@ def exporters(nodes: list[RedisNode], base: Path) -> Iterator[list[Exporter]]:
             except subprocess.TimeoutExpired:
                 e.proc.kill()
                 e.proc.wait(timeout=10)
-
-
-def samples(text: str) -> dict[str, float]:
-    """``name{labels}`` -> value of every sample line of a Prometheus text exposition."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def scraped_up(e: Exporter) -> dict[str, float]:

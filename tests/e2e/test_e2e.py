@@ -79,6 +79,7 @@ from tests.e2e.helpers import (
     write_keys,
 )
 from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
+from tests.prometheus import samples
 
 pytestmark = pytest.mark.e2e
 
@@ -600,16 +601,6 @@ _POD_KEYS_AND_ACL_LOG = (
 )
 
 
-def _samples(text: str) -> dict[str, float]:
-    """``name{labels}`` -> value of every sample line of a Prometheus text exposition."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, number = line.rpartition(" ")
-            out[name] = float(number)
-    return out
-
-
 def _scrape(e2e: E2E, pod: str) -> tuple[str, str]:
     """A pod's /metrics through the API server's pod proxy (what `kubectl get --raw` reaches); if the API
     cannot proxy here, from inside the pod (busybox wget on loopback). Returns (text, the path used)."""
@@ -655,7 +646,7 @@ def test_11_metrics_from_every_pod(e2e: E2E) -> None:
     paths: dict[str, str] = {}
     for pod in pods:
         text, paths[pod] = _scrape(e2e, pod)
-        got[pod] = _samples(text)
+        got[pod] = samples(text)
         m = got[pod]
         assert m.get("redis_up") == 1, f"{pod}: redis_up {m.get('redis_up')}"
         assert m.get('redis_exporter_last_scrape_error{err=""}') == 0, f"{pod}: the last scrape failed"
