@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -30,6 +31,7 @@ import redis
 from components import metrics, redis_config
 from components.settings import EXPORTER_USER, EXPORTER_VERSION, validate
 from tests.bootstrap.helpers import HOSTS, apply, load, table
+from tests.components.test_start_script import make_certs
 from tests.conftest import RedisFarm, RedisNode
 from tests.prometheus import samples
 
@@ -87,19 +89,23 @@ class Exporter:
 
 
 @contextlib.contextmanager
-def exporters(nodes: list[RedisNode], base: Path) -> Iterator[list[Exporter]]:
-    """One exporter per node, as in each pod; all stopped (by PID) afterwards."""
+def exporters(
+    nodes: list[RedisNode], base: Path, address: str = "", ca_file: Path | None = None
+) -> Iterator[list[Exporter]]:
+    """One exporter per node, as in each pod (at ``address`` instead of the node's plain port when
+    given); all stopped (by PID) afterwards."""
     started: list[Exporter] = []
     try:
         for i, node in enumerate(nodes):
             assert EXPORTER is not None
-            address = f"redis://{node.address}"
+            target = address or f"redis://{node.address}"
             secret = base / f"exporter-{i}.json"
-            secret.write_text(metrics.password_file(address, EXPORTER_PASSWORD))
+            secret.write_text(metrics.password_file(target, EXPORTER_PASSWORD))
             secret.chmod(0o600)
             log = base / f"exporter-{i}.log"
             port = free_port()
-            argv = [str(EXPORTER), *metrics.exporter_args(address, f"127.0.0.1:{port}", str(secret))]
+            flags = metrics.exporter_args(target, f"127.0.0.1:{port}", str(secret), str(ca_file) if ca_file else None)
+            argv = [str(EXPORTER), *flags]
             with log.open("wb") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
             started.append(Exporter(node, port, proc, log))
@@ -190,3 +196,30 @@ def test_exporter_as_the_restricted_user_reports_cluster_and_key_metrics(redis_f
                 login.execute_command(*command)
     finally:
         login.close()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="no openssl")
+def test_exporter_speaks_tls_with_the_ca_alone(redis_farm: RedisFarm, tmp_path: Path) -> None:
+    """tlsOnly's flags (rediss://, the CA file, a password file keyed by the rediss address) against a
+    node's TLS port; the plain port stays only for the fixture's own start-up check."""
+    certs = tmp_path / "tls"
+    make_certs(certs)
+    tls_port = free_port()
+    tls = {
+        "tls-port": str(tls_port),
+        "tls-cert-file": str(certs / "tls.crt"),
+        "tls-key-file": str(certs / "tls.key"),
+        "tls-ca-cert-file": str(certs / "ca.crt"),
+        "tls-auth-clients": "optional",
+    }
+    [node] = redis_farm.spawn(1, extra={"user": exporter_acl_line(), **tls})
+    address = f"rediss://127.0.0.1:{tls_port}"
+    assert metrics.redis_address(validate({"metrics": True, "tls": True, "tlsOnly": True})).startswith("rediss://")
+    with exporters([node], tmp_path, address=address, ca_file=certs / "ca.crt") as [e]:
+        got = scraped_up(e)
+        assert got['redis_exporter_last_scrape_error{err=""}'] == 0
+        # That port speaks TLS only: redis_up 1 from it means the exporter spoke TLS and trusted the CA.
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(host="127.0.0.1", port=tls_port, socket_timeout=3).ping()
+        output = e.output()
+        assert not [line for line in output.splitlines() if DENIED.search(line)], output
