@@ -652,8 +652,8 @@ class ClusterSettings:
         "metricsImage",
         f"oliver006/redis_exporter:{EXPORTER_VERSION}",
         text(lambda v: v.strip() != "" and _no_spaces(v), "a non-empty image reference without spaces"),
-        """`metrics`: the redis_exporter image (1.50 or newer: `--redis.password-file`); pulled with
-        `imagePullPolicy`.""",
+        """`metrics`: the redis_exporter image (a release with `--redis.password-file`; tested with the
+        default); pulled with `imagePullPolicy`.""",
     )
     metrics_allowed_namespaces: tuple[str, ...] = setting(
         "metricsAllowedNamespaces",
