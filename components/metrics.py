@@ -190,7 +190,7 @@ def service_monitor_manifest(s: ClusterSettings) -> Manifest:
         "spec": {
             "selector": {"matchLabels": metrics_selector_labels(s)},
             "namespaceSelector": {"matchNames": [s.namespace]},
-            "endpoints": [{"port": PORT_NAME, "path": "/metrics", "scheme": "http"}],
+            "endpoints": [{"port": PORT_NAME, "path": "/metrics"}],
         },
     }
 

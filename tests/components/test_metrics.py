@@ -174,7 +174,7 @@ def test_service_monitor_only_when_asked_selects_the_metrics_service() -> None:
         if name != "redis-cluster-metrics":
             assert not spec["selector"]["matchLabels"].items() <= other["metadata"]["labels"].items(), name
     assert spec["namespaceSelector"] == {"matchNames": ["default"]}
-    assert spec["endpoints"] == [{"port": service["spec"]["ports"][0]["name"], "path": "/metrics", "scheme": "http"}]
+    assert spec["endpoints"] == [{"port": service["spec"]["ports"][0]["name"], "path": "/metrics"}]
     [component] = [r for r in run.resources if r.typ == COMPONENT]
     assert monitor.parent == component.urn
 
