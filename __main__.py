@@ -28,6 +28,9 @@ if settings.external_access == "shared":
     pulumi.export("externalEndpoint", f"<any-node-address>:{cluster.external_node_port}")
 # The Secret's name only: `kubectl get secret <it> -o jsonpath='{.data.password}' | base64 -d`.
 pulumi.export("authSecret", cluster.auth_secret_name)
+if cluster.metrics_service_name is not None:
+    # Headless: one endpoint per pod, port `metrics` (9121).
+    pulumi.export("metricsService", cluster.metrics_service_name)
 pulumi.export("storageClassName", settings.storage_class_name)
 pulumi.export("volumeNames", [v.metadata.apply(lambda m: m.name) for v in cluster.storage.volumes])
 

@@ -17,6 +17,7 @@ from bootstrap.props import Announce, Discovery, PodDiscovery, StaticDiscovery
 from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain
 from components import labels
 from components.k8s import Manifest, resource_kwargs
+from components.metrics import Metrics, MetricsArgs, metrics_service_name
 from components.nodes import RedisNodes, RedisNodesArgs, pod_template_digest
 from components.security import Passwords, Security, SecurityArgs, passwords
 from components.services import Services, ServicesArgs, external_seeds, seed_address
@@ -86,6 +87,10 @@ class RedisCluster(pulumi.ComponentResource):
             opts=self.provider_opts,
         )
 
+        self.metrics: Metrics | None = None
+        if s.metrics:
+            self.metrics = Metrics(f"{name}-metrics", MetricsArgs(s, depends_on=deps), opts=self.provider_opts)
+
         self.storage = Storage(f"{name}-storage", StorageArgs(s, depends_on=deps), opts=self.provider_opts)
         self.services = Services(f"{name}-services", ServicesArgs(s, depends_on=deps), opts=self.provider_opts)
         self.nodes = RedisNodes(
@@ -115,6 +120,7 @@ class RedisCluster(pulumi.ComponentResource):
         self.external_node_port = s.external_node_port
         self.external_seeds: list[str] | pulumi.Output[list[str]] = external_seeds(s)
         self.auth_secret_name = labels.auth_secret_name(s)
+        self.metrics_service_name = metrics_service_name(s) if s.metrics else None
 
         # Depends on the StatefulSet, which Pulumi awaits until every pod is Ready
         # (readiness is a PING, never cluster state, so this cannot deadlock).

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import labels, redis_config, storage
+from components import labels, metrics, redis_config, storage
 from components.k8s import Manifest, resource_kwargs
 from components.settings import ClusterSettings
 
@@ -265,8 +265,8 @@ def statefulset_manifest(s: ClusterSettings) -> Manifest:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "affinity": _affinity(s),
-        "containers": [_redis_container(s)],
-        "volumes": _volumes(s),
+        "containers": [_redis_container(s), *metrics.sidecars(s)],
+        "volumes": [*_volumes(s), *metrics.volumes(s)],
     }
     if s.volume_permissions_init:
         pod_spec["initContainers"] = [_volume_permissions_container(s)]

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 from components import labels
-from components.settings import ClusterSettings
+from components.settings import EXPORTER_USER, ClusterSettings
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "start-redis.sh"
 HANDOVER_PATH = Path(__file__).parent / "scripts" / "handover.sh"
@@ -29,6 +29,23 @@ AUTH_DIR = "/etc/redis-auth"
 PASSWORD_KEY = "password"  # the `default` user: what clients and replicas (masterauth) use
 OPERATOR_USER = "operator"
 OPERATOR_PASSWORD_KEY = "operator-password"
+# The metrics sidecar's user (components/metrics.py) and its password file in the auth Secret.
+EXPORTER_PASSWORD_KEY = f"{EXPORTER_USER}-password"
+# What redis_exporter runs on every scrape (exporter.go scrapeRedisHost, v1.82.0, with CONFIG skipped by
+# `--config-command=-`): INFO (ALL), CLUSTER INFO, CLIENT SETNAME, LATENCY LATEST and HISTOGRAM, SLOWLOG LEN and
+# GET 1; PING for health checks. It never touches keys unless told to (--check-keys ...). Denied: CONFIG (CONFIG
+# GET * would show masterauth, the `default` user's password), CLUSTER NODES (only its /discover-cluster-nodes
+# endpoint with --is-cluster uses it), CLIENT LIST (only with --export-client-list).
+EXPORTER_COMMANDS = (
+    "info",
+    "ping",
+    "cluster|info",
+    "client|setname",
+    "latency|latest",
+    "latency|histogram",
+    "slowlog|len",
+    "slowlog|get",
+)
 # Memory-backed emptyDir where the start script writes auth.conf (mode 0600).
 RUN_DIR = "/run/redis"
 # TLS material (a kubernetes.io/tls Secret with ca.crt), mounted read-only.
@@ -63,15 +80,24 @@ def default_user_rules(s: ClusterSettings) -> str:
     return rules
 
 
+def exporter_user_rules() -> str:
+    """No keys, no channels, every command denied but the ones the exporter runs: its password
+    sits in a pod's Secret file next to a network-reachable HTTP server, so it must open nothing."""
+    return "on resetchannels -@all " + " ".join(f"+{command}" for command in EXPORTER_COMMANDS)
+
+
 def users_acl(s: ClusterSettings) -> str:
     """``user <name> <rules>`` per user, without passwords (the start script adds them
     from the Secret's ``<name>-password`` files). ``aclUsers`` come last, always ``on``.
 
     ``operator`` may do everything: it is what the bootstrap logs in as (it needs CONFIG
     SET masterauth and ACL SETUSER for live password rotation), with its own generated
-    password that no client is given.
+    password that no client is given. ``exporter`` (only with ``metrics``) is the sidecar's
+    read-only login (:func:`exporter_user_rules`).
     """
     lines = [f"user default {default_user_rules(s)}", f"user {OPERATOR_USER} on ~* &* +@all"]
+    if s.metrics:
+        lines.append(f"user {EXPORTER_USER} {exporter_user_rules()}")
     lines += [f"user {name} on {rules}" for name, rules in s.acl_users]
     return "\n".join(lines) + "\n"
 

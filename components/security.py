@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bootstrap.password import GeneratedPassword
-from components import labels, redis_config
+from components import labels, metrics, redis_config
 from components.k8s import Manifest, resource_kwargs
 from components.settings import ClusterSettings
 
@@ -33,15 +33,20 @@ def auth_secret_manifest(
     password: pulumi.Input[str] | None,
     operator_password: pulumi.Input[str],
     acl_passwords: Mapping[str, pulumi.Input[str]] | None = None,
+    exporter: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None,
 ) -> Manifest:
     """One file per user (the file names the start script and the probes read).
 
     No ``password`` key when auth is off: the `default` user then needs none, and the
     probes send none. ``operator`` always has one: it is what the bootstrap logs in as.
+    ``exporter`` (with ``metrics``): the `exporter` user's password, and the same in the
+    metrics sidecar's password-file form (components/metrics.py), the only key it mounts.
     """
     data: dict[str, Any] = {redis_config.OPERATOR_PASSWORD_KEY: operator_password}
     for user, value in (acl_passwords or {}).items():
         data[f"{user}-password"] = value
+    if exporter is not None:
+        data[redis_config.EXPORTER_PASSWORD_KEY], data[metrics.PASSWORD_FILE_KEY] = exporter
     if password is not None:
         data[redis_config.PASSWORD_KEY] = password
     return {
@@ -134,6 +139,7 @@ def network_policy_manifest(s: ClusterSettings) -> Manifest:
         ingress.append({"from": [{"ipBlock": {"cidr": cidr}} for cidr in s.node_cidrs], "ports": bus_port})
     if s.external_access != "none":
         ingress.append({"ports": [{"port": labels.REDIS_PORT, "protocol": "TCP"}]})
+    ingress += metrics.network_policy_ingress(s)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -158,11 +164,13 @@ def _secret(value: pulumi.Output[str]) -> pulumi.Output[str]:
 @dataclass(frozen=True)
 class Passwords:
     """``password``: the `default` user's (clients, masterauth; None when auth is off).
-    ``operator``: the `operator` user's, which only the bootstrap uses."""
+    ``operator``: the `operator` user's, which only the bootstrap uses. ``exporter``: the
+    metrics sidecar's `exporter` user's (None without ``metrics``)."""
 
     password: pulumi.Output[str] | None
     operator: pulumi.Output[str]
     acl: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    exporter: pulumi.Output[str] | None = None
 
 
 def passwords(name: str, s: ClusterSettings, opts: pulumi.ResourceOptions) -> Passwords:
@@ -179,7 +187,17 @@ def passwords(name: str, s: ClusterSettings, opts: pulumi.ResourceOptions) -> Pa
     elif s.auth:
         password = GeneratedPassword(f"{name}-password", opts=opts).value
     acl = {user: pulumi.Output.secret(value.reveal()) for user, value in s.acl_passwords}
-    return Passwords(password, operator, acl)
+    exporter = GeneratedPassword(f"{name}-exporter-password", opts=opts).value if s.metrics else None
+    return Passwords(password, operator, acl, exporter)
+
+
+def exporter_secret_data(s: ClusterSettings, pw: Passwords) -> tuple[pulumi.Output[str], pulumi.Output[str]] | None:
+    """The exporter's password and its password file, both secret (an ``apply`` on a secret stays one)."""
+    if pw.exporter is None:
+        return None
+    address = metrics.redis_address(s)
+    file = _secret(pw.exporter.apply(lambda p: metrics.password_file(address, p)))
+    return _secret(pw.exporter), file
 
 
 @dataclass(frozen=True)
@@ -205,7 +223,7 @@ class Security(pulumi.ComponentResource):
         pw = args.passwords
         self.auth_secret = k8s.core.v1.Secret(
             f"{name}-auth",
-            **resource_kwargs(auth_secret_manifest(s, pw.password, pw.operator, pw.acl)),
+            **resource_kwargs(auth_secret_manifest(s, pw.password, pw.operator, pw.acl, exporter_secret_data(s, pw))),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*args.depends_on, *args.secret_depends_on],

@@ -40,6 +40,11 @@ PASSWORD_LENGTH = (8, 512)
 # characters would start quoting or escaping.
 _PASSWORD = re.compile(r"^[!#-&(-\[\]-~]+$")
 
+# redis_exporter: the upstream image's tag by default, the same release tools/cluster builds from its Go module.
+EXPORTER_VERSION = "v1.82.0"
+# The ACL user the metrics sidecar logs in as (components/redis_config.py); an aclUsers entry may not take it.
+EXPORTER_USER = "exporter"
+
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 AntiAffinity = Literal["preferred", "required"]
 BootstrapConnection = Literal["port-forward", "direct"]
@@ -316,6 +321,33 @@ def _host_path(value: Any) -> str:
     return value.rstrip("/")
 
 
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _is_label_key(v: str) -> bool:
+    prefix, _, name = v.rpartition("/")
+    return (not prefix or _is_dns_subdomain(prefix)) and len(name) <= 63 and _LABEL_NAME.match(name) is not None
+
+
+def _labels(value: Any) -> tuple[tuple[str, str], ...]:
+    """``"key=value"`` per label; the value may be empty."""
+    pairs: list[tuple[str, str]] = []
+    bad: list[str] = []
+    for entry in _string_list(value):
+        key, sep, val = entry.partition("=")
+        if not sep or not _is_label_key(key) or len(val) > 63 or (val and _LABEL_NAME.match(val) is None):
+            bad.append(entry)
+        else:
+            pairs.append((key, val))
+    if bad:
+        raise Invalid(
+            (_RAW, f'must be a list of "<label key>=<label value>" entries (Kubernetes label syntax); not {bad}')
+        )
+    if len({k for k, _v in pairs}) != len(pairs):
+        raise Invalid((_RAW, "must not name a label key twice"))
+    return tuple(pairs)
+
+
 _CIDRS = "CIDRs such as 10.0.0.0/8 or 192.168.1.7/32 (host bits zero)"
 _SETTING = "setting"
 
@@ -396,7 +428,10 @@ class ClusterSettings:
         (the official image or busybox provide them); the init container needs `chown`.""",
     )
     image_pull_policy: PullPolicy = setting(
-        "imagePullPolicy", "IfNotPresent", choice(PULL_POLICIES), "Pull policy of the Redis containers."
+        "imagePullPolicy",
+        "IfNotPresent",
+        choice(PULL_POLICIES),
+        "Pull policy of the Redis containers (and of the metrics sidecar).",
     )
     storage_size: str = setting(
         "storageSize",
@@ -604,6 +639,43 @@ class ClusterSettings:
         from the secret config value `aclPasswords`. Not `default` or `operator`.""",
     )
     acl_passwords: tuple[tuple[str, SecretValue], ...] = field(default=(), repr=False)
+    metrics: bool = setting(
+        "metrics",
+        False,
+        BOOLEAN,
+        """Add a `redis_exporter` sidecar to every Redis pod (Prometheus metrics on port 9121, named `metrics`)
+        and the headless Service `<name>-metrics` in front of those ports. The exporter logs in as the ACL user
+        `exporter`, which may run only the read-only commands it needs (no keys, no CONFIG); its generated
+        password reaches it as a file from the Secret `<name>-auth`. See "Metrics" in the README.""",
+    )
+    metrics_image: str = setting(
+        "metricsImage",
+        f"oliver006/redis_exporter:{EXPORTER_VERSION}",
+        text(lambda v: v.strip() != "" and _no_spaces(v), "a non-empty image reference without spaces"),
+        """`metrics`: the redis_exporter image (a release with `--redis.password-file`; tested with the
+        default); pulled with `imagePullPolicy`.""",
+    )
+    metrics_allowed_namespaces: tuple[str, ...] = setting(
+        "metricsAllowedNamespaces",
+        (),
+        strings("namespace names (DNS-1123 labels)", _is_dns_label),
+        """`metrics` with `networkPolicy`: namespaces whose pods may reach the metrics port (where Prometheus
+        runs); the cluster's own namespace always may.""",
+    )
+    service_monitor: bool = setting(
+        "serviceMonitor",
+        False,
+        BOOLEAN,
+        """`metrics`: also create a `monitoring.coreos.com/v1` ServiceMonitor `<name>` selecting the metrics
+        Service, for the Prometheus Operator. Needs its CRD in the cluster (`pulumi up` fails without it).""",
+    )
+    service_monitor_labels: tuple[tuple[str, str], ...] = setting(
+        "serviceMonitorLabels",
+        (),
+        Rule('a list of "<label key>=<label value>" entries (Kubernetes label syntax)', _labels),
+        """`serviceMonitor`: extra labels on the ServiceMonitor, e.g. `["release=kube-prometheus-stack"]`: what
+        your Prometheus' `serviceMonitorSelector` matches.""",
+    )
 
     @property
     def pod_count(self) -> int:
@@ -690,7 +762,14 @@ def validate(raw: Mapping[str, Any], plaintext_keys: Collection[str] = ()) -> Cl
     for name in sorted(set(raw) - set(known) - set(SECRET_KEYS)):
         c.fail(name, raw[name], "unknown key; known keys are " + ", ".join(sorted([*known, *SECRET_KEYS])))
     s = ClusterSettings(**{key.field: c.parse(key) for key in KEYS})
-    for check in (_check_nodes, _check_endpoints, _check_limits, _check_external_access, _check_tls):
+    for check in (
+        _check_nodes,
+        _check_endpoints,
+        _check_limits,
+        _check_external_access,
+        _check_tls,
+        _check_metrics,
+    ):
         check(c, s)
     password = _check_password(c, raw.get("password"), s.auth, "password" not in plaintext_keys)
     names = [u for u, _r in s.acl_users] if c.fine("aclUsers") else None
@@ -805,6 +884,30 @@ def _check_tls(c: _Checker, s: ClusterSettings) -> None:
             s.external_access,
             "per-pod with tls needs tlsOnly: true (each pod's one client NodePort carries either the plain or the "
             "TLS port, and the node announces one)",
+        )
+
+
+def _check_metrics(c: _Checker, s: ClusterSettings) -> None:
+    """Settings of the sidecar or the ServiceMonitor without them would silently do nothing."""
+    if c.fine("metrics") and not s.metrics:
+        for key, given in (
+            ("serviceMonitor", s.service_monitor),
+            ("metricsAllowedNamespaces", s.metrics_allowed_namespaces),
+        ):
+            if given and c.fine(key):
+                c.fail(key, c.value(key), "needs metrics: true")
+    if (
+        c.fine("serviceMonitor")
+        and not s.service_monitor
+        and s.service_monitor_labels
+        and c.fine("serviceMonitorLabels")
+    ):
+        c.fail("serviceMonitorLabels", c.value("serviceMonitorLabels"), "needs serviceMonitor: true")
+    if s.metrics and c.fine("metrics", "aclUsers") and EXPORTER_USER in {u for u, _r in s.acl_users}:
+        c.fail(
+            "aclUsers",
+            c.value("aclUsers"),
+            f"must not name the user {EXPORTER_USER!r} with metrics: true (the metrics sidecar's own user)",
         )
 
 

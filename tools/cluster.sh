@@ -12,6 +12,8 @@
 #                                pod-to-pod DNS, NodePort on 127.0.0.1, down/up)
 #   tools/cluster.sh env         print shell exports (KUBECONFIG, PATH with kubectl)
 #   tools/cluster.sh image-tag SRC DST   another name for a local image (a "new version" to roll to)
+#   tools/cluster.sh exporter    build only redis_exporter (the metrics sidecar) and its image
+#   tools/cluster.sh import      import the built images into the running cluster (those `up` lacked)
 #
 # Multi-node (the same binaries; one control plane on the host, each node a network namespace with
 # its own containerd, kubelet and kube-proxy; see tools/cluster/multi.sh):
@@ -83,5 +85,10 @@ case "${1:-}" in
   images)  # build only the pause binary and the two images (debugging aid)
     mkdir -p "$BIN" "$IMAGES"; gobuild pause pause . -ldflags "-s -w"
     build_pause_image; build_redis_image ;;
+  exporter)  # build only redis_exporter and its image (what tools/cluster.sh build does for them)
+    mkdir -p "$BIN" "$IMAGES"; build_exporter; build_exporter_image ;;
+  import)  # import images built after `up` into the running cluster's containerd (those it lacks)
+    running containerd || die "the single-node cluster is not running (tools/cluster.sh up imports every image)"
+    import_images ;;
   *) usage ;;
 esac

@@ -4,7 +4,8 @@
 #   ./venv with requirements-dev.txt, and the offline Pulumi toolchain (tools/build-toolchain.sh,
 #   ~20 min cold on 2 cores, seconds when cached outside the repo).
 #   and the single-node Kubernetes for the e2e tier (tools/cluster.sh build: ~13 min cold on
-#   2 idle cores, up to ~28 min under load; seconds when cached).
+#   2 idle cores, up to ~28 min under load; seconds when cached). That build also makes
+#   redis_exporter (~45 s cold), which tests/components/test_metrics_exporter.py runs.
 #   The multi-node e2e tier (tools/cluster.sh multi) runs the same binaries: nothing more to build.
 # Set REDIS_CLUSTER_SKIP_TOOLCHAIN=1 to skip the Go builds (the engine and e2e tiers are then skipped).
 set -Eeuo pipefail

@@ -23,6 +23,7 @@ def settings(draw: st.DrawFn) -> ClusterSettings:
     nodes = draw(st.sampled_from([[], [f"node-{i}" for i in range(node_count)]]))
     external = draw(st.sampled_from(["none", "shared", "per-pod"]))
     tls = draw(st.booleans())
+    metrics = draw(st.booleans())
     raw: dict[str, Any] = {
         "name": draw(DNS_LABEL),
         "namespace": draw(DNS_LABEL),
@@ -48,5 +49,7 @@ def settings(draw: st.DrawFn) -> ClusterSettings:
         "volumePermissionsInit": draw(st.booleans()),
         "cpuLimit": draw(st.sampled_from(["", "2"])),
         "memoryLimit": draw(st.sampled_from(["", "1Gi"])),
+        "metrics": metrics,
+        "metricsAllowedNamespaces": draw(st.sampled_from([[], ["monitoring"]])) if metrics else [],
     }
     return validate(raw)

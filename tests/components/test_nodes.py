@@ -32,7 +32,8 @@ def test_statefulset_follows_settings(s: ClusterSettings) -> None:
     )
     assert list(anti) == [key]
     assert ("initContainers" in pod) == s.volume_permissions_init
-    [redis] = pod["containers"]
+    redis, *sidecars = pod["containers"]
+    assert [c["name"] for c in sidecars] == (["redis-exporter"] if s.metrics else [])
     limits = redis["resources"].get("limits", {})
     assert limits.get("cpu", "") == s.cpu_limit and limits.get("memory", "") == s.memory_limit
 

@@ -52,6 +52,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "per-pod-external-host": {"externalAccess": "per-pod", "externalHost": "203.0.113.7", "nodeCidrs": ["10.0.0.0/16"]},
     "tls-named-secret": {"tls": True, "tlsSecretName": "my-certs", "password": PASSWORD},
     "no-auth-dangerous": {"auth": False, "allowDangerousCommands": True, "networkPolicy": False},
+    # The metrics sidecar logs in with a password of its own, in its password-file form too.
+    "metrics-tls-only": {"metrics": True, "tls": True, "tlsOnly": True, "password": PASSWORD},
     "acl-users": {
         "password": PASSWORD,
         "aclUsers": ["app ~app:* +@read +@write -@dangerous", "reporter ~* +@read"],
@@ -133,10 +135,12 @@ def test_secrets_appear_only_in_secrets_bootstrap_and_tls_resources(label: str) 
 def test_the_pod_reads_passwords_from_files_only(label: str) -> None:
     sts = unsecret(program(label).one(STS).inputs)
     pod = sts["spec"]["template"]["spec"]
-    [redis] = pod["containers"]
-    env_names = {e["name"] for e in redis["env"]}
-    assert not any("PASS" in n or n == "REDISCLI_AUTH" for n in env_names)
-    assert all("secretKeyRef" not in json.dumps(e) for e in redis["env"])
+    redis = next(c for c in pod["containers"] if c["name"] == "redis")
+    for container in pod["containers"]:  # the metrics sidecar too
+        env_names = {e["name"] for e in container.get("env", [])}
+        assert not any("PASS" in n or n == "REDISCLI_AUTH" for n in env_names), container["name"]
+        assert "secretKeyRef" not in json.dumps(container), container["name"]
+        assert not any("password=" in a or a.startswith("--redis.password=") for a in container.get("args", []))
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["auth"]["secret"] == {"secretName": "redis-cluster-auth", "defaultMode": 0o440}
     assert volumes["run"]["emptyDir"]["medium"] == "Memory"

@@ -2,7 +2,8 @@
 
 * Tests here are skipped (with the reason) when the cluster has not been built
   (``tools/cluster.sh build``) or when not running as root.
-* ``cluster`` (module): the single-node cluster. Reuses a running one, or runs
+* ``cluster`` (module): the single-node cluster. Reuses a running one (importing the images it
+  lacks, ``tools/cluster.sh import``), or runs
   ``tools/cluster.sh up`` and, if it started it, ``tools/cluster.sh down`` when the
   module that used it is done (set ``REDIS_CLUSTER_E2E_KEEP=1`` to leave it running),
   so it does not idle on the 2 cores while the multi-node module runs.
@@ -99,6 +100,11 @@ def cluster() -> Iterator[Cluster]:
             _sh("down", timeout=120)
             pytest.fail(f"tools/cluster.sh up failed ({up.returncode}):\n{up.stderr[-4000:]}")
         started = True
+    else:
+        # A cluster started before `tools/cluster.sh build` made an image (the metrics sidecar's) lacks it.
+        imported = _sh("import", timeout=120)
+        if imported.returncode != 0:
+            pytest.fail(f"tools/cluster.sh import failed ({imported.returncode}):\n{imported.stderr[-2000:]}")
     kubeconfig = Path(_sh("kubeconfig").stdout.strip())
     try:
         yield Cluster(kubeconfig=kubeconfig, bin_dir=cluster_cache_dir() / "bin", started_here=started)

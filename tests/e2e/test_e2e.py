@@ -26,6 +26,13 @@ ordered steps, each asserting on what really happened:
    preview shows the bootstrap and the StatefulSet as updates; the bootstrap restarts every pod once,
    replicas first, each master after a handover (OnDelete: the controller restarts nothing itself);
    under a writing client no acknowledged write is lost and no CLUSTERDOWN is seen.
+11. a lost volume: a master pod's claim, PV and data deleted (README "A lost volume or node"); refresh
+   and up bring the volume back empty; the pod starts as a new node, its old id is forgotten everywhere,
+   it is a replica again and every key is there.
+12. metrics switched on (the redis_exporter sidecar, the locally built image): every pod, scraped
+   through the API server's pod proxy, reports redis_up 1, cluster_state ok, all slots and its key
+   count (= its DBSIZE; masters add up to every key, replicas match their master); the metrics Service
+   lists every pod; the restricted `exporter` user is refused nothing (ACL LOG, exporter log).
 
 A failed step skips the later ones (they build on its state); the stack is destroyed at the end
 either way. Timings of every step are printed at the end (run with ``-s`` to see them).
@@ -56,6 +63,7 @@ import redis
 from pulumi import automation as auto
 from redis.crc import key_slot
 
+from components.settings import EXPORTER_VERSION
 from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
     EngineRun,
@@ -79,6 +87,7 @@ from tests.e2e.helpers import (
     write_keys,
 )
 from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
+from tests.prometheus import samples
 
 pytestmark = pytest.mark.e2e
 
@@ -720,3 +729,106 @@ def _seed(e2e: E2E) -> tuple[str, int]:
 
 def _exists(kube: Kube, kind: str, name: str) -> bool:
     return kube.run("get", kind, name, "--ignore-not-found", "-o", "name", check=False).stdout.strip() != ""
+
+
+# --- 12 -----------------------------------------------------------------------------------------------
+
+# tools/cluster.sh builds it from the Go module (tools/cluster/exporter) at the release the program pins.
+EXPORTER_IMAGE = f"localhost/redis-cluster/redis-exporter:{EXPORTER_VERSION}-local"
+METRICS_PORT = 9121
+# Inside the redis container (busybox has wget; the exporter's image has no shell): DBSIZE as `default`,
+# then the ACL LOG as `operator` — each password read from its mounted file into REDISCLI_AUTH.
+_POD_KEYS_AND_ACL_LOG = (
+    'auth() { unset REDISCLI_AUTH; if [ -s "$1" ]; then IFS= read -r REDISCLI_AUTH < "$1" || true; '
+    "export REDISCLI_AUTH; fi; }; "
+    "auth /etc/redis-auth/password; redis-cli -h 127.0.0.1 -p 6379 dbsize; echo @@@; "
+    "auth /etc/redis-auth/operator-password; redis-cli --user operator -h 127.0.0.1 -p 6379 acl log"
+)
+
+
+def _scrape(e2e: E2E, pod: str) -> tuple[str, str]:
+    """A pod's /metrics through the API server's pod proxy (what `kubectl get --raw` reaches); if the API
+    cannot proxy here, from inside the pod (busybox wget on loopback). Returns (text, the path used)."""
+    raw = f"/api/v1/namespaces/{e2e.namespace}/pods/{pod}:{METRICS_PORT}/proxy/metrics"
+    proxied = e2e.kube.run("get", "--raw", raw, check=False, timeout=60)
+    if proxied.returncode == 0 and "redis_up" in proxied.stdout:
+        return proxied.stdout, "api-proxy"
+    inside = e2e.kube.run(
+        "exec", "-n", e2e.namespace, pod, "-c", "redis", "--",
+        "wget", "-qO-", f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=60,
+    )  # fmt: skip
+    return inside.stdout, f"exec wget (api proxy: {proxied.stderr.strip()[-200:]})"
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_12_metrics_from_every_pod(e2e: E2E) -> None:
+    ns, kube = e2e.namespace, e2e.kube
+    pods = pod_names(MASTERS)
+    e2e.stack.set_config("redis-cluster:metrics", auto.ConfigValue("true"))
+    e2e.stack.set_config("redis-cluster:metricsImage", auto.ConfigValue(EXPORTER_IMAGE))
+    t0 = time.monotonic()
+    e2e.up("metrics on (a rolling update adds the sidecar)")
+    e2e.timings["12: up (metrics on, rolling)"] = time.monotonic() - t0
+    assert e2e.outputs.get("metricsService") == f"{NAME}-metrics", e2e.outputs.get("metricsService")
+    running = wait_pods_ready(kube, ns, SELECTOR, pods, timeout=300)
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+    for name, obj in running.items():
+        statuses = {c["name"]: c for c in obj["status"].get("containerStatuses") or []}
+        exporter = statuses.get("redis-exporter")
+        assert exporter is not None, f"{name} has no redis-exporter container: {sorted(statuses)}"
+        assert exporter["ready"] and EXPORTER_IMAGE in exporter["image"], (name, exporter)
+
+    # What Prometheus discovers: the metrics Service has every pod (Ready or not) on port 9121.
+    def endpoints_problem() -> str | None:
+        slices = kube.items("endpointslices", "-n", ns, "-l", f"kubernetes.io/service-name={NAME}-metrics")
+        targets = {(ep.get("targetRef") or {}).get("name") for sl in slices for ep in sl.get("endpoints") or []}
+        ports = {p.get("port") for sl in slices for p in sl.get("ports") or []}
+        if targets != set(pods) or ports != {METRICS_PORT}:
+            return f"endpoints {sorted(map(str, targets))} on ports {ports}"
+        return None
+
+    wait_for(f"Service {NAME}-metrics to list every pod on port {METRICS_PORT}", endpoints_problem, timeout=60)
+
+    got: dict[str, dict[str, float]] = {}
+    paths: dict[str, str] = {}
+    for pod in pods:
+        text, paths[pod] = _scrape(e2e, pod)
+        got[pod] = samples(text)
+        m = got[pod]
+        assert m.get("redis_up") == 1, f"{pod}: redis_up {m.get('redis_up')}"
+        assert m.get('redis_exporter_last_scrape_error{err=""}') == 0, f"{pod}: the last scrape failed"
+        assert m.get("redis_cluster_state") == 1, f"{pod}: redis_cluster_state {m.get('redis_cluster_state')}"
+        assert m.get("redis_cluster_slots_ok") == 16384, f"{pod}: slots ok {m.get('redis_cluster_slots_ok')}"
+        assert m.get("redis_cluster_known_nodes") == len(pods) and m.get("redis_cluster_size") == MASTERS, pod
+        assert 'redis_db_keys{db="db0"}' in m, f"{pod}: no redis_db_keys"
+    e2e.notes["step 12 scrape path"] = sorted(set(paths.values()))
+
+    # Key metrics agree with each node's DBSIZE; the masters' sum is every key; replicas hold their master's.
+    views = {pod: pod_view(kube, ns, pod) for pod in pods}
+    by_id = {view.myself.node_id: pod for pod, view in views.items()}
+    masters = [pod for pod, view in views.items() if view.myself.is_master]
+    assert len(masters) == MASTERS, f"masters {masters}"
+    total = 0
+    errors: dict[str, list[str]] = {}
+    for pod in pods:
+        out = kube.run("exec", "-n", ns, pod, "-c", "redis", "--", "sh", "-c", _POD_KEYS_AND_ACL_LOG, timeout=60).stdout
+        dbsize, sep, acl_log = out.partition("@@@")
+        assert sep, f"{pod}: unexpected output {out[:300]!r}"
+        keys = got[pod]['redis_db_keys{db="db0"}']
+        assert keys == int(dbsize.strip()), f"{pod}: redis_db_keys {keys}, DBSIZE {dbsize.strip()}"
+        # The restricted `exporter` user was never refused a command (the servers' own record).
+        assert "exporter" not in acl_log, f"{pod}: ACL LOG has entries of the exporter user: {acl_log[:1000]}"
+        logs = kube.run("logs", "-n", ns, pod, "-c", "redis-exporter", timeout=60).stdout.splitlines()
+        denied = [ln for ln in logs if any(w in ln for w in ("NOPERM", "no permissions", "WRONGPASS", "NOAUTH"))]
+        assert not denied, f"{pod}: the exporter was refused: {denied[:5]}"
+        errors[pod] = [ln for ln in logs if "level=error" in ln][:3]
+        if pod in masters:
+            total += int(keys)
+            assert 'role="master"' in "".join(k for k in got[pod] if k.startswith("redis_instance_info")), pod
+        else:
+            master = by_id[str(views[pod].myself.master_id)]
+            assert keys == got[master]['redis_db_keys{db="db0"}'], f"{pod} holds {keys} keys, its master {master} more"
+    assert total >= KEYS, f"the masters' redis_db_keys add up to {total}, fewer than the {KEYS} keys written"
+    e2e.notes["step 12 other exporter errors"] = {pod: lines for pod, lines in errors.items() if lines}
+    e2e.notes["step 12 keys by pod"] = {pod: got[pod]['redis_db_keys{db="db0"}'] for pod in pods}

@@ -62,6 +62,12 @@ build_binaries() {
   step "go build etcd" gobuild etcd etcd go.etcd.io/etcd/server/v3 -ldflags "-s -w"
   step "go build coredns" gobuild coredns coredns . -ldflags "-s -w"
   step "go build pause" gobuild pause pause . -ldflags "-s -w"
+  step "go build redis_exporter" build_exporter
+}
+
+build_exporter() {
+  gobuild redis_exporter exporter github.com/oliver006/redis_exporter \
+    -ldflags "-s -w -X main.BuildVersion=$EXPORTER_VERSION -X main.BuildCommitSha=go-module-proxy -X main.BuildDate=2026-01-01"
 }
 
 # docker-archive (docker save v1.2 layout), importable with `ctr images import`
@@ -135,6 +141,20 @@ EOF
   rm -rf "$r"
 }
 
+# The upstream image's shape (scratch, /redis_exporter, uid 59000, port 9121). Cached per binary
+# stamp, not only per IMAGE_REV: a new exporter version makes a new image without a rev bump.
+build_exporter_image() {
+  local out="$IMAGES/exporter.tar" stamp; stamp="$(cat "$BIN/.redis_exporter.stamp")"
+  if [[ -s "$out" && "$(cat "$out.stamp" 2>/dev/null)" == "$stamp" ]]; then log "  exporter image: cached"; return 0; fi
+  local r; r="$(mktemp -d)"
+  chmod 755 "$r"
+  cp "$BIN/redis_exporter" "$r/redis_exporter"
+  make_image "$r" "$EXPORTER_IMAGE" "$out" \
+    '{"User":"59000:59000","Entrypoint":["/redis_exporter"],"ExposedPorts":{"9121/tcp":{}}}'
+  echo "$stamp" > "$out.stamp"
+  rm -rf "$r"
+}
+
 cmd_build() {
   local t0; t0=$(date +%s)
   log "cache: $CACHE"
@@ -144,6 +164,7 @@ cmd_build() {
   mkdir -p "$IMAGES"
   step "image $PAUSE_IMAGE" build_pause_image
   step "image $REDIS_IMAGE" build_redis_image
+  step "image $EXPORTER_IMAGE" build_exporter_image
   "$BIN/kubectl" version --client >/dev/null
   date -u +%FT%TZ > "$CACHE/.built"
   ln -sfn "$KEY" "$CACHE_ROOT/current"

@@ -9,6 +9,10 @@ COREDNS_VERSION=v1.14.7      # uses client-go v0.35.4, the same as Kubernetes ab
 IMAGE_REV=1                  # bump when the image recipes below change
 REDIS_IMAGE=localhost/redis-cluster/redis:7.0-local
 PAUSE_IMAGE=localhost/redis-cluster/pause:1
+# redis_exporter (the metrics sidecar): its own wrapper module (tools/cluster/exporter) and binary
+# stamp, so a version change rebuilds it and its image only, never the Kubernetes binaries.
+EXPORTER_VERSION=v1.82.0
+EXPORTER_IMAGE=localhost/redis-cluster/redis-exporter:$EXPORTER_VERSION-local
 
 # ---- network layout (all private to this machine) --------------------------------------------
 BRIDGE=rcbr0

@@ -281,9 +281,10 @@ mn_import_images() { # I
   local i="$1" sock have img tar
   sock="$(mn_sock "$i")"
   have="$("$BIN/ctr" --address "$sock" -n k8s.io images ls -q 2>/dev/null || true)"
-  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis"; do
+  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$EXPORTER_IMAGE:exporter"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
     has -xF "$img" <<<"$have" && continue
+    [[ -s "$tar" ]] || continue  # not built (a cache older than the metrics sidecar): see import_images
     "$BIN/ctr" --address "$sock" -n k8s.io images import "$tar" >/dev/null 2>"$LOGS/ctr-import-$i.log" \
       || die "ctr images import $tar on $(mn_name "$i") failed: $(cat "$LOGS/ctr-import-$i.log")"
   done

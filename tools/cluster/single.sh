@@ -197,9 +197,11 @@ dns_ready() {
 import_images() {
   local have; have="$("$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images ls -q 2>/dev/null || true)"
   local img tar
-  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis"; do
+  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$EXPORTER_IMAGE:exporter"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
     if has -xF "$img" <<<"$have"; then continue; fi
+    # a cache built before the metrics sidecar existed has no exporter image: the cluster runs without it
+    [[ -s "$tar" ]] || { log "  $img not built, not imported (tools/cluster.sh build makes it)"; continue; }
     "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images import "$tar" >/dev/null 2>"$LOGS/ctr-import.log" \
       || die "ctr images import $tar failed: $(cat "$LOGS/ctr-import.log")"
     log "  imported $img"
