@@ -14,15 +14,42 @@ parent can cut the record into "at rest" and "during the move" windows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from redis.cluster import ClusterNode, RedisCluster
 
 from bench.data import key, value
+
+
+@contextlib.contextmanager
+def running(seed: str, keys: int, out: Path) -> Iterator[None]:
+    """This probe as a child process of the benchmark: connected (its slot map loaded) when the block
+    starts; stopped (its stdin closed) and its record written to ``out`` when the block ends."""
+    from bench.child import PYTHON, REPO
+
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "bench.client", "--seed", seed, "--keys", str(keys), "--out", str(out)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+        yield
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def main() -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,8 +20,8 @@ from typing import Any
 
 import redis
 
-from bench import data
-from bench.child import PYTHON, REPO, Child, Finished, bootstrap_cmd, run
+from bench import client, data
+from bench.child import Child, Finished, bootstrap_cmd, run
 from bench.servers import Server, farm
 from bench.state import Poller
 
@@ -231,13 +230,7 @@ def reshard_once(
             before = data.slot_owners(seed)
         _wait_replicated(old)
         probe = base / "client.txt"
-        client = subprocess.Popen(
-            [PYTHON, "-m", "bench.client", "--seed", old[0].address, "--keys", str(keys), "--out", str(probe)],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            assert client.stdout is not None
-            client.stdout.readline()  # "ready": connected and slot map loaded
+        with client.running(old[0].address, keys, probe):
             rest_from = time.monotonic()
             time.sleep(REST_S)
             poller = Poller(servers, 4, 1)
@@ -262,14 +255,6 @@ def reshard_once(
             watch.stop()
             result.redis_cpu_s = {a: round(s.cpu_seconds() - cpu0[a], 2) for a, s in ((x.address, x) for x in servers)}
             time.sleep(0.2)
-        finally:
-            assert client.stdin is not None
-            client.stdin.close()
-            try:
-                client.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                client.kill()
-                client.wait(timeout=10)
         result.seconds = end - start
         rest, move, errors = _client_latencies(probe, start, end, rest_from)
         result.rest_p50_ms, result.rest_p99_ms = _pct(rest, 50), _pct(rest, 99)

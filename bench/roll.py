@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import data, servers
+from bench import client, data, servers
 from bench.child import REPO
 from bench.report import loadavg, machine_info
 from bootstrap import operations as ops
@@ -57,7 +57,6 @@ from bootstrap.roll import roll
 
 METHODS = ("rolling-update", "rolling-update+prestop", "bootstrap")
 HANDOVER = REPO / "components" / "scripts" / "handover.sh"
-PYTHON = sys.executable
 REST_S = 2.0
 LINK_WAIT_S = 60.0  # the readiness hold of components/nodes.py
 STALL_MS = 1000.0  # an operation this slow was stuck, not served
@@ -190,13 +189,7 @@ def roll_once(method: str, rnd: int, nt: int, down_s: float, keys: int, work: Pa
         with contextlib.closing(nodes[0].client(timeout=60)) as seed:
             data.load(seed, slots)
         probe = base / "client.txt"
-        client = subprocess.Popen(
-            [PYTHON, "-m", "bench.client", "--seed", nodes[0].address, "--keys", str(keys), "--out", str(probe)],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            assert client.stdout is not None
-            client.stdout.readline()
+        with client.running(nodes[0].address, keys, probe):
             time.sleep(REST_S)
             start = time.monotonic()
             try:
@@ -205,14 +198,6 @@ def roll_once(method: str, rnd: int, nt: int, down_s: float, keys: int, work: Pa
                 result.error = f"{type(exc).__name__}: {exc}"[:500]
             end = time.monotonic()
             time.sleep(REST_S)
-        finally:
-            assert client.stdin is not None
-            client.stdin.close()
-            try:
-                client.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                client.kill()
-                client.wait(timeout=10)
         records = []
         for line in probe.read_text().splitlines():
             parts = line.split(maxsplit=3)

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, split_address
-from bootstrap.operations import ConvergenceTimeout, Progress
+from bootstrap.operations import ConvergenceTimeout, Progress, poll
 from bootstrap.props import Announce
 
 REDIS_PORT = 6379
@@ -81,10 +81,11 @@ def pod_inventory(
     deadline = time.monotonic() + timeout
     announced = rolling_said = False
     if wait:
-        _poll_api(
+        poll(
             f"StatefulSet {statefulset} in namespace {namespace} to exist",
             lambda: None if _read_statefulset(apps, namespace, statefulset) else "not found",
             timeout,
+            interval=1.0,
         )
     while wait and (rolling := rollout_pending(_read_statefulset(apps, namespace, statefulset))):
         if time.monotonic() > deadline:
@@ -138,14 +139,6 @@ def _read_statefulset(apps: Any, namespace: str, name: str) -> Any:
         if exc.status == 404:
             return None
         raise
-
-
-def _poll_api(what: str, probe: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (missing := probe()) is not None:
-        if time.monotonic() > deadline:
-            raise ConvergenceTimeout(f"{what} within {timeout:.0f}s: {missing}")
-        time.sleep(1.0)
 
 
 def ensure_on_delete(namespace: str, statefulset: str, progress: Progress, context: str | None = None) -> bool:
@@ -238,7 +231,7 @@ class StatefulSetPods:
             ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
             return None if ready and pod.status.pod_ip else _not_ready(pod)
 
-        _poll_api(f"pod {name} in namespace {self._namespace} to come back Ready", back, timeout)
+        poll(f"pod {name} in namespace {self._namespace} to come back Ready", back, timeout, interval=1.0)
 
 
 def _not_ready(pod: Any) -> str:

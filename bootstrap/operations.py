@@ -419,18 +419,33 @@ def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], 
 
 
 # Redis abandons a manual failover it could not finish in 5 s (CLUSTER_MF_TIMEOUT) without a word, e.g.
-# when the election's votes did not come in time; asking again is safe (nothing switched).
+# when the election's votes did not come in time; and a replica whose election failed starts the next one
+# only 4 x cluster-node-timeout later (60 s at the default), so asking again soon is no use.
 HANDOVER_ATTEMPT_S = 8.0
+GRACEFUL_ATTEMPTS = 2
+PAUSE_MS = 10_000  # the longest a paused takeover may hold the master's writes, should this process die
 
 
-def hand_over(snap: Snapshot, connector: Connector, master_id: str, heir_id: str, timeout: float) -> None:
-    """A graceful CLUSTER FAILOVER from a live master to its replica, waited until both sides agree.
+def hand_over(
+    snap: Snapshot,
+    connector: Connector,
+    master_id: str,
+    heir_id: str,
+    timeout: float,
+    progress: Progress | None = None,
+) -> None:
+    """Switch a live master's slots to its replica with no acknowledged write lost, waited until both agree.
 
-    Without options Redis pauses the master's clients until the replica has
-    every write, so no acknowledged write is lost; the wait for the old master
+    First the graceful way: CLUSTER FAILOVER without options (Redis pauses
+    the master's clients until the replica has every write, then the replica
+    is elected). Seen on Kubernetes right after another handover: the election
+    never came through and Redis dropped it. Then the same done by hand, with
+    no election: the master's writes paused (CLIENT PAUSE WRITE; clients wait,
+    they get no error), the replica waited for until it has the master's
+    offset, CLUSTER FAILOVER TAKEOVER, the pause lifted once the replica is
+    master (the held writes then get MOVED to it). The wait for the old master
     to call itself a replica keeps its pod from stopping while clients may
-    still write to it. Asked again while Redis gave up on the last attempt;
-    the error carries what both nodes say about replication.
+    still write to it.
     """
     by_id = snap.by_id
     master, heir = by_id[master_id], by_id[heir_id]
@@ -439,24 +454,62 @@ def hand_over(snap: Snapshot, connector: Connector, master_id: str, heir_id: str
     def me(client: redis.Redis) -> NodeLine:
         return next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
 
-    deadline = time.monotonic() + timeout
-    attempts = 0
-    while not me(heir_client).is_master:
-        if time.monotonic() > deadline:
-            raise ConvergenceTimeout(
-                f"replica {heir.name} was not promoted by CLUSTER FAILOVER ({attempts} attempts in {timeout:.0f}s); "
-                f"{heir.name}: {_replication(heir_client)}; {master.name}: {_replication(master_client)}"
-            )
-        cluster(heir_client, "FAILOVER")
-        attempts += 1
-        until = min(time.monotonic() + HANDOVER_ATTEMPT_S, deadline)
-        while time.monotonic() < until and not me(heir_client).is_master:
+    def promoted_within(seconds: float) -> bool:
+        until = min(time.monotonic() + seconds, deadline)
+        while time.monotonic() < until:
+            if me(heir_client).is_master:
+                return True
             time.sleep(POLL_S)
+        return me(heir_client).is_master
+
+    deadline = time.monotonic() + timeout
+    for _ in range(GRACEFUL_ATTEMPTS):
+        if me(heir_client).is_master:
+            break
+        cluster(heir_client, "FAILOVER")
+        if promoted_within(HANDOVER_ATTEMPT_S):
+            break
+    else:
+        if progress:
+            waited = GRACEFUL_ATTEMPTS * HANDOVER_ATTEMPT_S
+            progress(
+                f"{heir.name} was not elected within {waited:.0f}s of CLUSTER FAILOVER: "
+                f"taking over with {master.name}'s writes paused"
+            )
+        _paused_takeover(master, heir, master_client, heir_client, promoted_within, deadline)
+    if not me(heir_client).is_master:
+        raise ConvergenceTimeout(
+            f"replica {heir.name} could not take over from {master.name} in {timeout:.0f}s; "
+            f"{heir.name}: {_replication(heir_client)}; {master.name}: {_replication(master_client)}"
+        )
 
     def demoted() -> str | None:
         return None if me(master_client).master_id == heir_id else f"{master.name} still calls itself a master"
 
     poll(f"{master.name} did not become a replica of {heir.name}", demoted, max(deadline - time.monotonic(), 5.0))
+
+
+def _paused_takeover(
+    master: Member,
+    heir: Member,
+    master_client: redis.Redis,
+    heir_client: redis.Redis,
+    promoted_within: Callable[[float], bool],
+    deadline: float,
+) -> None:
+    master_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
+    try:
+        target = int(master_client.info("replication").get("master_repl_offset", 0))
+
+        def synced() -> str | None:
+            got = int(heir_client.info("replication").get("slave_repl_offset", -1))
+            return None if got >= target else f"{heir.name} at offset {got}, {master.name} at {target}"
+
+        poll(f"{heir.name} did not reach {master.name}'s offset with its writes paused", synced, PAUSE_MS / 2000)
+        cluster(heir_client, "FAILOVER", "TAKEOVER")
+        promoted_within(max(min(PAUSE_MS / 2000, deadline - time.monotonic()), 1.0))
+    finally:
+        master_client.execute_command("CLIENT", "UNPAUSE")
 
 
 def _replication(client: redis.Redis) -> str:

@@ -93,7 +93,7 @@ def roll(
                 heir = snap.by_id[step.heir]
                 master = next(m for m in snap.members if m.name == step.name)
                 progress(f"{where}: {step.name} hands its slots to {heir.name} (CLUSTER FAILOVER), then restarts")
-                ops.hand_over(snap, connector, master.node_id, heir.node_id, min(left(), 60.0))
+                ops.hand_over(snap, connector, master.node_id, heir.node_id, min(left(), 60.0), progress)
             else:
                 progress(f"{where}: restarting {step.name}")
         started = time.monotonic()

@@ -143,7 +143,12 @@ class Storage(pulumi.ComponentResource):
                 k8s.core.v1.PersistentVolumeClaim(
                     f"{name}-pvc-{i}",
                     **resource_kwargs(claim_manifest(s, i)),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[volume, *args.depends_on]),
+                    # A claim the StatefulSet controller made again after a lost volume (README "A lost
+                    # volume or node") has no volumeName until the PV binds it: that is no reason to
+                    # replace it, and a replaced claim would leave its PV Released, never to bind again.
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=[volume, *args.depends_on], ignore_changes=["spec.volumeName"]
+                    ),
                 )
             )
         self.register_outputs(

@@ -8,9 +8,15 @@ its waits are the product code under test.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 import time
 
 import pytest
+import redis
+from redis.crc import key_slot
 
 from bootstrap import operations as ops
 from bootstrap.endpoints import DirectConnector, Inventory, static_inventory
@@ -148,3 +154,58 @@ def test_a_roll_before_a_scale_out_keeps_the_cluster_whole_without_the_new_nodes
     apply(nodes, 4, 1)
     assert_shape(nodes, 4, 1)
     assert missing_keys(nodes, KEYS) == []
+
+
+def test_a_handover_without_an_election_takes_over_with_the_masters_writes_paused(redis_farm: RedisFarm) -> None:
+    """The other masters frozen, so no vote can come: CLUSTER FAILOVER never completes, and the handover
+    falls back to pausing the master's writes, TAKEOVER, unpausing. Every write it acknowledged is on the
+    new master."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS)
+    apply(nodes, 3, 1)
+    master = next(n for n in nodes if myself(n).slots)
+    me = myself(master)
+    heir = next(n for n in nodes if myself(n).master_id == me.node_id)
+    others = [n for n in nodes if myself(n).slots and n is not master]
+    snap = ops.take_snapshot(static_inventory([n.address for n in nodes]), DirectConnector())
+    keys = [k for k in (f"h:{i}" for i in range(20_000)) if key_slot(k.encode()) in me.slots]
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        client = redis.Redis(host=master.host, port=master.port, socket_timeout=20, decode_responses=True)
+        for k in keys:
+            if stop.is_set():
+                return
+            try:
+                client.set(k, k)
+            except redis.ResponseError:  # MOVED: the slots are the heir's now
+                return
+            acked.append(k)
+
+    said: list[str] = []
+    writer = threading.Thread(target=write, daemon=True)
+    for n in others:
+        assert n.proc is not None
+        os.kill(n.proc.pid, signal.SIGSTOP)
+    try:
+        writer.start()
+        time.sleep(0.5)
+        with contextlib.closing(DirectConnector()) as connector:
+            ops.hand_over(snap, connector, me.node_id, myself(heir).node_id, 60, said.append)
+    finally:
+        for n in others:
+            assert n.proc is not None
+            os.kill(n.proc.pid, signal.SIGCONT)
+        stop.set()
+        writer.join(timeout=30)
+
+    assert any("writes paused" in m for m in said), said
+    assert myself(heir).is_master and myself(master).master_id == myself(heir).node_id
+    assert len(acked) > 100, len(acked)
+    # The frozen masters were marked failed meanwhile: the heir serves again once it has heard from them.
+    wait_for(lambda: "cluster_state:ok" in heir.client().execute_command("CLUSTER", "INFO"), 30, "cluster ok")
+    reader = heir.client()
+    pipe = reader.pipeline(transaction=False)
+    for k in acked:
+        pipe.get(k)
+    assert pipe.execute() == acked, "acknowledged writes missing on the new master"
