@@ -476,7 +476,7 @@ def hand_over(
                 f"{heir.name} was not elected within {waited:.0f}s of CLUSTER FAILOVER: "
                 f"taking over with {master.name}'s writes paused"
             )
-        _paused_takeover(master, heir, master_client, heir_client, promoted_within, deadline)
+        _paused_takeover(master, heir, master_client, heir_client, deadline)
     if not me(heir_client).is_master:
         raise ConvergenceTimeout(
             f"replica {heir.name} could not take over from {master.name} in {timeout:.0f}s; "
@@ -490,13 +490,12 @@ def hand_over(
 
 
 def _paused_takeover(
-    master: Member,
-    heir: Member,
-    master_client: redis.Redis,
-    heir_client: redis.Redis,
-    promoted_within: Callable[[float], bool],
-    deadline: float,
+    master: Member, heir: Member, master_client: redis.Redis, heir_client: redis.Redis, deadline: float
 ) -> None:
+    """The graceful failover's steps without its election. The pause is lifted only once the old master
+    calls itself a replica: the writes it held then get MOVED, none lands on it after the switch. Should
+    this process die, the pause ends by itself after PAUSE_MS."""
+    paused_until = time.monotonic() + PAUSE_MS / 1000 - 1.0
     master_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
     try:
         target = int(master_client.info("replication").get("master_repl_offset", 0))
@@ -505,9 +504,24 @@ def _paused_takeover(
             got = int(heir_client.info("replication").get("slave_repl_offset", -1))
             return None if got >= target else f"{heir.name} at offset {got}, {master.name} at {target}"
 
-        poll(f"{heir.name} did not reach {master.name}'s offset with its writes paused", synced, PAUSE_MS / 2000)
+        poll(f"{heir.name} did not reach {master.name}'s offset with its writes paused", synced, PAUSE_MS / 3000)
         cluster(heir_client, "FAILOVER", "TAKEOVER")
-        promoted_within(max(min(PAUSE_MS / 2000, deadline - time.monotonic()), 1.0))
+
+        def switched() -> str | None:
+            views = [
+                next(ln for ln in parse_cluster_nodes(cluster(c, "NODES")) if ln.is_myself)
+                for c in (heir_client, master_client)
+            ]
+            follows = views[1].master_id == views[0].node_id
+            if views[0].is_master and follows:
+                return None
+            return f"{heir.name} is master: {views[0].is_master}; {master.name} follows it: {follows}"
+
+        poll(
+            f"{master.name} and {heir.name} did not switch",
+            switched,
+            max(min(paused_until, deadline) - time.monotonic(), 1.0),
+        )
     finally:
         master_client.execute_command("CLIENT", "UNPAUSE")
 
