@@ -78,32 +78,30 @@ def pod_inventory(
     """
     client = _load_config(context)
     api, apps = client.CoreV1Api(), client.AppsV1Api()
-    deadline = time.monotonic() + timeout
-    announced = rolling_said = False
+    deadline = time.monotonic() + timeout  # the rollout and the pods' IPs share it
     if wait:
+        said = False
+
+        def rolled() -> str | None:
+            nonlocal said
+            sts = _read_statefulset(apps, namespace, statefulset)
+            rolling = "it does not exist yet" if sts is None else rollout_pending(sts)
+            if rolling and not said:
+                progress(f"waiting for StatefulSet {statefulset} to finish its rolling update: {rolling}")
+                said = True
+            return rolling
+
         poll(
-            f"StatefulSet {statefulset} in namespace {namespace} to exist",
-            lambda: None if _read_statefulset(apps, namespace, statefulset) else "not found",
+            f"StatefulSet {statefulset} in namespace {namespace} did not finish rolling out "
+            f"(see kubectl rollout status statefulset/{statefulset})",
+            rolled,
             timeout,
-            interval=1.0,
+            interval=2.0,
         )
-    while wait and (rolling := rollout_pending(_read_statefulset(apps, namespace, statefulset))):
-        if time.monotonic() > deadline:
-            raise ConvergenceTimeout(
-                f"StatefulSet {statefulset} in namespace {namespace} is still rolling out after {timeout:.0f}s "
-                f"({rolling}; see kubectl rollout status statefulset/{statefulset})"
-            )
-        if not rolling_said:
-            progress(f"waiting for StatefulSet {statefulset} to finish its rolling update: {rolling}")
-            rolling_said = True
-        time.sleep(2.0)
+    announced = False
     while True:
-        pods = api.list_namespaced_pod(namespace).items
         endpoints: dict[int, Endpoint] = {}
-        for pod in pods:
-            owners = pod.metadata.owner_references or []
-            if not any(o.kind == "StatefulSet" and o.name == statefulset for o in owners):
-                continue
+        for pod in owned_pods(api, namespace, statefulset).values():
             ordinal = int(pod.metadata.name.rsplit("-", 1)[1])
             if not pod.status.pod_ip or pod.metadata.deletion_timestamp:
                 continue
@@ -128,6 +126,16 @@ def pod_inventory(
             progress(f"waiting for pods {', '.join(f'{statefulset}-{i}' for i in missing)} to get an IP")
             announced = True
         time.sleep(1.0)
+
+
+def owned_pods(api: Any, namespace: str, statefulset: str) -> dict[str, Any]:
+    """The StatefulSet's pods by name (those its controller owns), whatever their state."""
+    out = {}
+    for pod in api.list_namespaced_pod(namespace).items:
+        owners = pod.metadata.owner_references or []
+        if any(o.kind == "StatefulSet" and o.name == statefulset for o in owners):
+            out[pod.metadata.name] = pod
+    return out
 
 
 def _read_statefulset(apps: Any, namespace: str, name: str) -> Any:
@@ -186,12 +194,7 @@ class StatefulSetPods:
         return str(sts.status.update_revision or "")
 
     def _pods(self) -> dict[str, Any]:
-        out = {}
-        for pod in self._api.list_namespaced_pod(self._namespace).items:
-            owners = pod.metadata.owner_references or []
-            if any(o.kind == "StatefulSet" and o.name == self._statefulset for o in owners):
-                out[pod.metadata.name] = pod
-        return out
+        return owned_pods(self._api, self._namespace, self._statefulset)
 
     def stale(self) -> list[str]:
         revision = self._revision()

@@ -58,6 +58,11 @@ def cluster(client: redis.Redis, *args: Any) -> Any:
     return client.execute_command("CLUSTER", *args)
 
 
+def myself(client: redis.Redis) -> NodeLine:
+    """The node's own line of CLUSTER NODES: its role, master and slots as it sees them now."""
+    return next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
+
+
 def poll(what: str, probe: Callable[[], str | None], timeout: float, interval: float = POLL_S) -> None:
     """Call ``probe`` until it reports nothing missing (None).
 
@@ -403,8 +408,7 @@ def fail_over(snap: Snapshot, connector: Connector, replica_ids: Sequence[str], 
         client = connector.client(replica.address)
 
         def promoted(client: redis.Redis = client) -> str | None:
-            me = next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
-            return None if me.is_master else "check its replication link (INFO replication)"
+            return None if myself(client).is_master else "check its replication link (INFO replication)"
 
         mode = rules.failover_mode(snap, replica)
         cluster(client, "FAILOVER", *mode)
@@ -451,24 +455,19 @@ def hand_over(
     master, heir = by_id[master_id], by_id[heir_id]
     heir_client, master_client = connector.client(heir.address), connector.client(master.address)
 
-    def me(client: redis.Redis) -> NodeLine:
-        return next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
-
-    def promoted_within(seconds: float) -> bool:
-        until = min(time.monotonic() + seconds, deadline)
-        while time.monotonic() < until:
-            if me(heir_client).is_master:
-                return True
-            time.sleep(POLL_S)
-        return me(heir_client).is_master
+    def promoted() -> str | None:
+        return None if myself(heir_client).is_master else f"{heir.name} is still a replica"
 
     deadline = time.monotonic() + timeout
     for _ in range(GRACEFUL_ATTEMPTS):
-        if me(heir_client).is_master:
+        if myself(heir_client).is_master:
             break
         cluster(heir_client, "FAILOVER")
-        if promoted_within(HANDOVER_ATTEMPT_S):
+        try:
+            poll("graceful failover", promoted, min(HANDOVER_ATTEMPT_S, max(deadline - time.monotonic(), 0.0)))
             break
+        except ConvergenceTimeout:
+            continue
     else:
         if progress:
             waited = GRACEFUL_ATTEMPTS * HANDOVER_ATTEMPT_S
@@ -477,14 +476,14 @@ def hand_over(
                 f"taking over with {master.name}'s writes paused"
             )
         _paused_takeover(master, heir, master_client, heir_client, deadline)
-    if not me(heir_client).is_master:
+    if not myself(heir_client).is_master:
         raise ConvergenceTimeout(
             f"replica {heir.name} could not take over from {master.name} in {timeout:.0f}s; "
             f"{heir.name}: {_replication(heir_client)}; {master.name}: {_replication(master_client)}"
         )
 
     def demoted() -> str | None:
-        return None if me(master_client).master_id == heir_id else f"{master.name} still calls itself a master"
+        return None if myself(master_client).master_id == heir_id else f"{master.name} still calls itself a master"
 
     poll(f"{master.name} did not become a replica of {heir.name}", demoted, max(deadline - time.monotonic(), 5.0))
 
@@ -508,10 +507,7 @@ def _paused_takeover(
         cluster(heir_client, "FAILOVER", "TAKEOVER")
 
         def switched() -> str | None:
-            views = [
-                next(ln for ln in parse_cluster_nodes(cluster(c, "NODES")) if ln.is_myself)
-                for c in (heir_client, master_client)
-            ]
+            views = [myself(c) for c in (heir_client, master_client)]
             follows = views[1].master_id == views[0].node_id
             if views[0].is_master and follows:
                 return None
@@ -627,7 +623,7 @@ def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> Non
     for node_id in node_ids:
         m = by_id[node_id]
         client = connector.client(m.address)
-        me = next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
+        me = myself(client)
         if me.slots:
             raise ClusterError(f"{m.name} still owns slots {format_ranges(me.slots)}; not removing it")
         if me.is_master and client.dbsize():

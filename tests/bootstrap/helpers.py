@@ -81,18 +81,27 @@ def load(nodes: list[RedisNode], count: int, prefix: str = "k") -> None:
     for start in range(0, count, 5000):
         pipe = rc.pipeline()
         for i in range(start, min(start + 5000, count)):
-            pipe.set(f"{prefix}:{i}", f"v{i}" + "x" * 90)
+            pipe.set(f"{prefix}:{i}", loaded_value(i))
         pipe.execute()
     rc.close()
 
 
-def missing_keys(nodes: list[RedisNode], count: int, prefix: str = "k") -> list[str]:
+def loaded_value(i: int) -> str:
+    """What ``load`` writes to key i."""
+    return f"v{i}" + "x" * 90
+
+
+def missing_keys(
+    nodes: list[RedisNode], count: int, prefix: str = "k", value: Callable[[int], str] = loaded_value
+) -> list[str]:
+    """Keys ``prefix:0`` .. ``prefix:count-1`` that do not read back as ``value(i)``."""
     rc = cluster_client(nodes)
     bad: list[str] = []
     for start in range(0, count, 5000):
-        keys = [f"{prefix}:{i}" for i in range(start, min(start + 5000, count))]
+        indexes = range(start, min(start + 5000, count))
+        keys = [f"{prefix}:{i}" for i in indexes]
         values = rc.mget_nonatomic(keys)
-        bad += [k for k, v in zip(keys, values, strict=True) if v != f"v{k.split(':')[1]}" + "x" * 90]
+        bad += [k for i, k, v in zip(indexes, keys, values, strict=True) if v != value(i)]
     rc.close()
     return bad
 

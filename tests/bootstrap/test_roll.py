@@ -27,7 +27,6 @@ from tests.bootstrap.helpers import (
     Traffic,
     apply,
     assert_shape,
-    cluster_client,
     load,
     missing_keys,
     myself,
@@ -92,22 +91,9 @@ def test_a_roll_restarts_every_node_once_without_a_lost_write_or_a_client_error(
     assert_shape(nodes, 3, 1)
     assert missing_keys(nodes, KEYS) == []
     # Every acknowledged live write is readable (the Traffic thread wrote live:0 .. live:written-1).
-    lost = missing_live(nodes, traffic.written)
+    lost = missing_keys(nodes, traffic.written, prefix="live", value=str)
     assert lost == [], lost[:5]
     assert all(not myself(pods.nodes[a]).is_master for a in masters_before), "the old masters came back as replicas"
-
-
-def missing_live(nodes: list[RedisNode], count: int) -> list[str]:
-    rc = cluster_client(nodes)
-    try:
-        keys = [f"live:{i}" for i in range(count)]
-        out: list[str] = []
-        for start in range(0, count, 5000):
-            chunk = keys[start : start + 5000]
-            out += [k for k, v in zip(chunk, rc.mget_nonatomic(chunk), strict=True) if v != k.split(":")[1]]
-        return out
-    finally:
-        rc.close()
 
 
 def test_a_master_whose_replica_has_no_link_is_not_restarted_and_the_error_names_both(redis_farm: RedisFarm) -> None:
