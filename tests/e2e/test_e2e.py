@@ -53,7 +53,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -832,3 +832,54 @@ def test_12_metrics_from_every_pod(e2e: E2E) -> None:
     assert total >= KEYS, f"the masters' redis_db_keys add up to {total}, fewer than the {KEYS} keys written"
     e2e.notes["step 12 other exporter errors"] = {pod: lines for pod, lines in errors.items() if lines}
     e2e.notes["step 12 keys by pod"] = {pod: got[pod]['redis_db_keys{db="db0"}'] for pod in pods}
+
+
+# --- the upgrade path of a stack made before OnDelete ----------------------------------------------------
+
+
+def test_a_statefulset_made_with_rolling_update_is_switched_to_on_delete_so_the_program_can_apply_it(
+    cluster: Cluster, kubectl: Callable[..., subprocess.CompletedProcess[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server keeps the rollingUpdate it defaulted and refuses a plain type change
+    (kubernetes/kubernetes#100151); the drain's patch (kube.ensure_on_delete) lets the program's
+    server-side apply of `OnDelete` through. Without the patch the second apply fails."""
+    import kubernetes.config.kube_config as kube_config
+
+    from bootstrap.kube import ensure_on_delete
+
+    # The client reads KUBECONFIG once, when it is first imported: point it at this cluster either way.
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(cluster.kubeconfig))
+    name, ns = f"upgrade-{uuid.uuid4().hex[:6]}", "default"
+    manifest: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": 0,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "Never"}]},
+            },
+        },
+    }
+
+    def apply(spec: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return kubectl("apply", "--server-side", "--field-manager=e2e-program", "-f", "-",
+                       input=json.dumps(spec), check=check)  # fmt: skip
+
+    on_delete = {**manifest, "spec": {**manifest["spec"], "updateStrategy": {"type": "OnDelete"}}}
+    try:
+        apply(manifest)
+        refused = apply(on_delete, check=False)
+        assert refused.returncode != 0 and "rollingUpdate" in refused.stderr, refused.stderr
+        said: list[str] = []
+        assert ensure_on_delete(ns, name, said.append) is True and "OnDelete" in said[0]
+        assert ensure_on_delete(ns, name, said.append) is False, "a second call patches nothing"
+        apply(on_delete)
+        got = json.loads(kubectl("get", "statefulset", "-n", ns, name, "-o", "json").stdout)
+        assert got["spec"]["updateStrategy"] == {"type": "OnDelete"}, got["spec"]["updateStrategy"]
+    finally:
+        kubectl("delete", "statefulset", "-n", ns, name, "--ignore-not-found", check=False)
