@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child import Child, bootstrap_cmd
-from bench.servers import farm
+from bench.servers import cli_binary, farm
 from bench.state import Poller
 
 TOOLS = ("bootstrap", "redis-cli")
@@ -49,7 +49,7 @@ class FormationRun:
 def command(tool: str, masters: int, addresses: list[str]) -> list[str]:
     if tool == "bootstrap":
         return bootstrap_cmd("apply", "--masters", str(masters), "--replicas", "1", "--timeout", "300", *addresses)
-    return ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
+    return [cli_binary(), "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
 
 
 WRITABLE_DELAY_S = 2.0  # cluster.h CLUSTER_WRITABLE_DELAY: a new master stays fail this long after its first cron

@@ -51,6 +51,7 @@ def machine_info() -> dict[str, str]:
         "python": platform.python_version(),
         "redis-py": redis.__version__,
         "server": servers.server_version(servers.server_binary()),
+        "cli": servers.server_version(servers.cli_binary()),
         "commit": commit.strip(),
         "load average at start": loadavg(),
     }

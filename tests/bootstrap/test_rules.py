@@ -176,6 +176,17 @@ def test_a_replica_tells_the_views_that_miss_its_role_in_small_clusters_only() -
     assert rules.announcements(snap) == {}
 
 
+def test_only_a_slotless_new_master_and_its_slotless_replica_swap_roles() -> None:
+    members = [*three_by_one(), member(6), member(7)]
+    snap = agreed(members)
+    new, spare, owner = members[6].node_id, members[7].node_id, members[0].node_id
+    assert rules.role_swaps(snap, [new], [(spare, new)]) == [(new, spare)]
+    assert rules.role_swaps(snap, [owner], [(spare, owner)]) == [], "a master with slots is never swapped"
+    assert rules.role_swaps(snap, [], [(spare, new)]) == [], "a node not receiving slots gains nothing"
+    holding = agreed([*members[:6], members[6], replace(members[7], slots=frozenset({5}))])
+    assert rules.role_swaps(holding, [new], [(spare, new)]) == [], "a replica-to-be that owns a slot is not"
+
+
 def test_failover_mode_follows_what_redis_will_elect() -> None:
     members = three_by_one()
     snap = agreed(members)
