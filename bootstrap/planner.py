@@ -251,15 +251,15 @@ def _assign_replicas(
     for n in pool:
         if n.id not in owner:
             augment(n, set())
-    # Seats no cross-domain node can fill: same-domain nodes, existing links first.
-    for seat in seats:
-        if seat in match:
-            continue
-        free = [n for n in pool if n.id not in owner]
-        if not free:
-            break
-        best = min(free, key=lambda n: (n.master_id != seat[0], n.member.order))
-        match[seat], owner[best.id] = best.id, seat
+    # Seats no cross-domain node can fill: same-domain nodes. Every existing link is kept before any
+    # seat takes a free node: filled seat by seat, the first master without a replica took the lowest
+    # ordinal, which was another master's replica, and every replica after it moved on (each a full resync).
+    for keep_link in (True, False):
+        for seat in seats:
+            free = [n for n in pool if n.id not in owner and (n.master_id == seat[0] or not keep_link)]
+            if seat not in match and free:
+                best = min(free, key=lambda n: n.member.order)
+                match[seat], owner[best.id] = best.id, seat
     # Spare nodes beyond the shape still replicate something: the master with fewest replicas.
     for n in pool:
         if n.id not in owner:

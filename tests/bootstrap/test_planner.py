@@ -218,3 +218,27 @@ def test_more_masters_than_free_nodes_turns_a_surplus_replica_into_a_master() ->
     after = simulate(members[:8], p)
     assert_shape(after, Shape(4, 1))
     assert plan(after, Shape(4, 1)).empty
+
+
+@PROPS
+@given(masters=st.integers(2, 6), replicas=st.integers(1, 2), data=st.data())
+def test_on_one_domain_a_lost_master_replaced_empty_moves_no_other_replica(
+    masters: int, replicas: int, data: st.DataObject
+) -> None:
+    """All pods on one Kubernetes node: the lost master's replica has taken over and an empty node stands
+    at its ordinal. Only the newcomer gets a role; a replica moved to another master costs a full resync
+    and a LOADING window (the e2e lost-volume step once moved all three and failed on it)."""
+    s = Shape(masters, replicas)
+    members = formed(masters, replicas, domains=1)
+    # Roles as rolls and handovers leave them: some masters handed over to one of their replicas.
+    for mid in data.draw(st.lists(st.sampled_from([m.node_id for m in members if m.slots]), unique=True)):
+        heir = next(r for r in members if r.master_id == mid)
+        members = simulate(members, Plan(failovers=(heir.node_id,)))
+    lost = data.draw(st.sampled_from([m for m in members if m.slots]))
+    heir = data.draw(st.sampled_from([r for r in members if r.master_id == lost.node_id]))
+    members = [m for m in simulate(members, Plan(failovers=(heir.node_id,))) if m.node_id != lost.node_id]
+    newcomer = replace(lost, node_id="new", slots=frozenset(), is_master=True, master_id=None, keys=0)
+    p = plan([*members, newcomer], s, {lost.node_id: frozenset()})
+    assert [r for r, _ in p.replicate] == ["new"], p.describe()
+    assert not (p.moves or p.failovers or p.detach or p.assign), p.describe()
+    assert_shape(simulate([*members, newcomer], p), s)
