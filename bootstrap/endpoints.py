@@ -16,10 +16,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 
 SOCKET_TIMEOUT_S = 10.0
 MIGRATE_SOCKET_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 5.0
+# A node that answers LOADING (a replica loading the dataset of a full resync, a restarted pod reading its
+# AOF) is asked again every LOADING_POLL_S, at most LOADING_RETRIES times; the run's deadline bounds it too.
+LOADING_POLL_S = 0.1
+LOADING_RETRIES = 3000
 
 
 class DeadlineExceeded(redis.TimeoutError):
@@ -168,9 +174,12 @@ class DirectConnector:
 
     def _new_client(self, address: str, timeout: float) -> redis.Redis:
         host, port = self.dial(address)
-        # No retries (a pool built here has none): every wait above is a bounded loop of its own, and a
-        # retried MIGRATE to a frozen node multiplied its socket timeout by the retry count.
+        # Retries for LOADING only: every other wait is a bounded loop of its own above (a retried MIGRATE
+        # to a frozen node multiplied its socket timeout by the retry count). A loading node has not run
+        # the command, so asking again is safe; without this a replica's full resync after a REPLICATE
+        # (its load takes ms to minutes) failed the next look at the cluster with "does not answer".
         pool = redis.ConnectionPool(
+            retry=Retry(ConstantBackoff(LOADING_POLL_S), LOADING_RETRIES, supported_errors=(redis.BusyLoadingError,)),
             connection_class=DeadlineConnection,
             deadline=self._deadline,
             label=address,

@@ -14,10 +14,12 @@ import signal
 import time
 
 import pytest
+import redis
 
+from bench import servers
 from bootstrap import lease, migration
 from bootstrap import operations as ops
-from bootstrap.endpoints import DirectConnector, static_inventory
+from bootstrap.endpoints import DirectConnector, connected, static_inventory
 from bootstrap.model import SLOTS
 from tests.bootstrap.helpers import (
     HOSTS,
@@ -399,3 +401,29 @@ def test_a_target_that_has_not_bound_the_sources_slots_yet_is_told_before_it_imp
     assert set(slots) <= myself(nodes[6]).slots
     assert open_slots(nodes) == {}
     assert missing_keys(nodes, KEYS) == []
+
+
+def test_a_node_loading_its_dataset_is_waited_for_not_reported_down(redis_farm: RedisFarm) -> None:
+    """A replica's full resync ends in a load that answers LOADING to CLUSTER NODES and DBSIZE (the e2e
+    lost-volume step failed on one, right after a REPLICATE). The bootstrap's look waits until the node
+    has loaded and then sees it whole, instead of calling it down."""
+    keys = 2_000_000
+    (node,) = redis_farm.spawn(1, extra={"appendonly": "no", "enable-debug-command": "local"})
+    node.client().execute_command("DEBUG", "POPULATE", keys)
+    node.client().save()
+    node.stop()
+    node.proc = servers.launch([node.binary, str(node.dir / "redis.conf")])
+    probe = node.client()
+
+    def loading() -> bool:
+        try:
+            return str(probe.info("persistence").get("loading")) == "1"
+        except redis.ConnectionError:
+            return False  # not listening yet
+
+    wait_for(loading, 10, "the restarted node to be loading its dataset")
+    with connected(DirectConnector()) as connector:
+        snap = ops.take_snapshot(static_inventory([node.address]), connector)
+    (member,) = snap.members
+    assert member.keys == keys, "the look returned before the load finished"
+    assert not loading()

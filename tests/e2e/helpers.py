@@ -455,6 +455,17 @@ class EngineRun:
     def tail(self, n: int = 60) -> str:
         return "\n".join(line.rstrip() for line in self.lines[-n:])
 
+    def errors(self) -> str:
+        """The last line of every error diagnostic (a provider's traceback ends in its message): what a
+        failed run's summary line should say, before the long engine output."""
+        said = [
+            e.diagnostic_event.message.strip().splitlines()[-1]
+            for e in self.events
+            if e.diagnostic_event is not None and e.diagnostic_event.severity == "error"
+            and e.diagnostic_event.message.strip()
+        ]  # fmt: skip
+        return " | ".join(dict.fromkeys(said))
+
     def ops(self) -> dict[str, str]:
         """Resource name (the last URN part) -> planned/performed op, for every resource but `same`."""
         out: dict[str, str] = {}
@@ -589,5 +600,5 @@ def up_watched(
     if problem:
         raise AssertionError(f"{problem}; the engine was interrupted. Engine output:\n{run.tail()}")
     if error:
-        raise AssertionError(f"`pulumi up` failed: {error[0]}\nEngine output:\n{run.tail()}") from error[0]
+        raise AssertionError(f"`pulumi up` failed: {run.errors()}\nEngine output:\n{run.tail()}") from error[0]
     return result[0]
