@@ -590,22 +590,27 @@ VIEW_WAIT_S = 15.0
 
 def replicate(snap: Snapshot, connector: Connector, pairs: Sequence[tuple[str, str]]) -> None:
     by_id = snap.by_id
+    parallel(lambda pair: replicate_one(connector, by_id[pair[0]], pair[1]), pairs)
 
-    def run(pair: tuple[str, str]) -> None:
-        replica, master = by_id[pair[0]], pair[1]
 
-        def replicating() -> str | None:
-            try:
-                cluster(connector.client(replica.address), "REPLICATE", master)
-                return None
-            except redis.ResponseError as exc:
-                if not any(t in str(exc) for t in _VIEW_BEHIND):
-                    raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
-                return str(exc)
+def replicate_one(connector: Connector, replica: Member, master_id: str, timeout: float = VIEW_WAIT_S) -> None:
+    """CLUSTER REPLICATE, asked again while the replica's view of the master is behind; nothing to do
+    when it follows that master already (Valkey turns the old primary of an empty shard into a replica
+    of the node that took it over by itself)."""
+    client = connector.client(replica.address)
 
-        poll(f"CLUSTER REPLICATE on {replica.name} kept failing", replicating, VIEW_WAIT_S)
+    def replicating() -> str | None:
+        if myself(client).master_id == master_id:
+            return None
+        try:
+            cluster(client, "REPLICATE", master_id)
+            return None
+        except redis.ResponseError as exc:
+            if not any(t in str(exc) for t in _VIEW_BEHIND):
+                raise ClusterError(f"CLUSTER REPLICATE on {replica.name}: {exc}") from exc
+            return str(exc)
 
-    parallel(run, pairs)
+    poll(f"CLUSTER REPLICATE on {replica.name} kept failing", replicating, timeout)
 
 
 def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> None:
@@ -687,17 +692,17 @@ def serve_at_once(snap: Snapshot, connector: Connector, swaps: Sequence[tuple[st
             poll(f"{r.name} as replica", lambda: ok(rc), SWAP_WAIT_S)
             cluster(rc, "FAILOVER", "TAKEOVER")
             poll(f"{r.name} promoted", lambda: master(rc), SWAP_WAIT_S)
-            cluster(mc, "REPLICATE", r.node_id)
+            replicate_one(connector, m, r.node_id, SWAP_WAIT_S)
             poll(f"{m.name} as replica", lambda: ok(mc), SWAP_WAIT_S)
             cluster(mc, "FAILOVER", "TAKEOVER")
             poll(f"{m.name} promoted again", lambda: master(mc), SWAP_WAIT_S)
             said = f"{m.name} serves at once: its empty replica {r.name} held the role and gave it back"
-        except (ConvergenceTimeout, redis.ResponseError) as exc:
+        except (ClusterError, redis.ResponseError) as exc:
             said = f"{m.name} waits out Redis' rejoin delay: the role swap with {r.name} stopped ({exc})"
             if not myself(mc).is_master:  # the planned master stays the master
                 cluster(mc, "FAILOVER", "TAKEOVER")
                 poll(f"{m.name} promoted again", lambda: master(mc), SWAP_WAIT_S)
-        cluster(rc, "REPLICATE", m.node_id)
+        replicate_one(connector, r, m.node_id)
         progress(f"{said} ({time.monotonic() - started:.2f}s)")
 
     parallel(swap, swaps)
