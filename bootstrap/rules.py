@@ -172,15 +172,16 @@ def role_swaps(snap: Snapshot, targets: Iterable[str], pairs: Iterable[tuple[str
     """(new master, its new replica) pairs that can skip Redis' rejoin delay (see ``operations.serve_at_once``).
 
     Both must be slotless: the swap runs CLUSTER FAILOVER TAKEOVER twice, which
-    is only harmless when neither side owns a slot.
+    is only harmless when neither side owns a slot. One replica per master (the
+    first listed): two swaps of one master at once would race for its role.
     """
     by_id, wanted = snap.by_id, set(targets)
-    return [
-        (master, replica)
-        for replica, master in pairs
-        if master in wanted and master in by_id and replica in by_id
-        and not by_id[master].slots and not by_id[replica].slots
-    ]  # fmt: skip
+    chosen: dict[str, str] = {}
+    for replica, master in pairs:
+        m, r = by_id.get(master), by_id.get(replica)
+        if master in wanted and m and r and not m.slots and not r.slots and master not in chosen:
+            chosen[master] = replica
+    return list(chosen.items())
 
 
 def failover_mode(snap: Snapshot, replica: Member) -> tuple[str, ...]:

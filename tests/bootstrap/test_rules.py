@@ -185,6 +185,11 @@ def test_only_a_slotless_new_master_and_its_slotless_replica_swap_roles() -> Non
     assert rules.role_swaps(snap, [], [(spare, new)]) == [], "a node not receiving slots gains nothing"
     holding = agreed([*members[:6], members[6], replace(members[7], slots=frozenset({5}))])
     assert rules.role_swaps(holding, [new], [(spare, new)]) == [], "a replica-to-be that owns a slot is not"
+    second = member(8)
+    two = agreed([*members, second])
+    assert rules.role_swaps(two, [new], [(spare, new), (second.node_id, new)]) == [(new, spare)], (
+        "two replicas of one new master: one swap, or the two would race for its role"
+    )
 
 
 def test_failover_mode_follows_what_redis_will_elect() -> None:
