@@ -746,7 +746,23 @@ def serve_at_once(snap: Snapshot, connector: Connector, swaps: Sequence[tuple[st
         replicate_one(connector, r, m.node_id)
         progress(f"{said} ({time.monotonic() - started:.2f}s)")
 
+    def behind() -> str | None:
+        """Nodes that still see a swapped master as a replica: a source refuses SETSLOT MIGRATING to it
+        ("Target node is not a master"), seen once in the engine tier 0.1 s after a swap."""
+
+        def lagging(x: Member) -> list[str]:
+            lines = {ln.node_id: ln for ln in parse_cluster_nodes(cluster(connector.client(x.address), "NODES"))}
+            return [
+                f"{x.name} sees {by_id[i].name} as a replica" for i, _ in swaps if i in lines and not lines[i].is_master
+            ]
+
+        lag = [said for part in parallel(lagging, snap.members) for said in part]
+        return "; ".join(lag[:5]) or None
+
     parallel(swap, swaps)
+    if swaps:
+        with contextlib.suppress(ConvergenceTimeout):  # the moves then say which node refused, as before
+            poll("every node to see the swapped masters as masters", behind, VIEW_WAIT_S)
 
 
 def _info(client: redis.Redis, replica: bool) -> str:
