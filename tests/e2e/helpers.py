@@ -600,5 +600,6 @@ def up_watched(
     if problem:
         raise AssertionError(f"{problem}; the engine was interrupted. Engine output:\n{run.tail()}")
     if error:
-        raise AssertionError(f"`pulumi up` failed: {run.errors()}\nEngine output:\n{run.tail()}") from error[0]
+        said = run.errors() or error[0]  # no error diagnostic (the engine itself failed): the exception
+        raise AssertionError(f"`pulumi up` failed: {said}\nEngine output:\n{run.tail()}") from error[0]
     return result[0]
