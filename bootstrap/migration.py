@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from bootstrap import rules
-from bootstrap.atomic_migration import move_atomic, supports_atomic_migration
+from bootstrap.atomic_migration import dialect, move_atomic, rounds
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
 from bootstrap.model import Member, SlotMove, Snapshot, format_ranges, parse_cluster_nodes
 from bootstrap.operations import ClusterError, Progress, cluster, fail_over, myself, parallel, wait_serving
@@ -76,10 +76,12 @@ def move_slots(
 ) -> int:
     """Execute the planned moves, source/target pairs in parallel; returns the number of keys moved.
 
-    Where every node taking part has atomic slot migration (Valkey 9), the
-    server moves each pair's slots itself (``atomic_migration``): no slot is
-    ever left open, and it is 25-90x faster there than MIGRATE, whose every
-    SETSLOT waits for the replicas' acknowledgement on Valkey (bench/NOTES.md).
+    Where every node taking part has the same atomic slot migration (Valkey 9,
+    Redis 8.4+), the server moves each pair's slots itself
+    (``atomic_migration``): no slot is ever left open, and on Valkey it is
+    25-90x faster than MIGRATE, whose every SETSLOT waits for the replicas'
+    acknowledgement there (bench/NOTES.md). Redis runs one such task per node,
+    so its pairs go in rounds in which no node takes part twice.
     """
     if not moves:
         return 0
@@ -87,7 +89,8 @@ def move_slots(
     counter = _Counter(sum(len(m.slots) for m in moves), progress)
     masters = [m for m in snap.members if m.is_master]
     taking_part = {by_id[i] for move in moves for i in (move.source, move.target)}
-    atomic = all(supports_atomic_migration(connector.client(m.address)) for m in taking_part)
+    dialects = {dialect(connector.client(m.address)) for m in taking_part}
+    atomic = len(dialects) == 1 and None not in dialects
     deadline = time.monotonic() + (connector.remaining() or MIGRATE_TIMEOUT_MS / 1000 * 10)
 
     def run(move: SlotMove) -> None:
@@ -99,7 +102,11 @@ def move_slots(
         chunks = [move.slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(move.slots), SLOTS_PER_CHUNK)]
         _stream(connector, src, dst, others, chunks, counter.add)
 
-    parallel(run, moves)
+    if atomic and dialects == {"redis"}:
+        for indices in rounds([(m.source, m.target) for m in moves]):
+            parallel(run, [moves[i] for i in indices])
+    else:
+        parallel(run, moves)
     return counter.keys
 
 

