@@ -35,8 +35,8 @@ from typing import Literal
 import redis
 
 from bootstrap.endpoints import Connector
-from bootstrap.model import Member, format_ranges, parse_cluster_nodes, to_ranges
-from bootstrap.operations import ClusterError, ConvergenceTimeout, Progress, cluster
+from bootstrap.model import Member, format_ranges, to_ranges
+from bootstrap.operations import ClusterError, ConvergenceTimeout, Progress, cluster, view
 
 POLL_S = 0.05
 COUNT_PIPELINE = 1024  # COUNTKEYSINSLOT per round trip when counting what moves
@@ -226,8 +226,8 @@ def _move_redis(
     for, its last error reported once, until the deadline cancels it.
     """
     client = connector.client(dst.address)
-    owners = {s: ln.node_id for ln in parse_cluster_nodes(cluster(client, "NODES")) for s in ln.slots}
-    elsewhere = [s for s in wanted if owners.get(s) != src.node_id]
+    seen = view(client).get(src.node_id)
+    elsewhere = [s for s in wanted if seen is None or s not in seen.slots]
     if elsewhere:
         raise ClusterError(
             f"cannot move {what}: {dst.address} does not see {src.address} own slots {format_ranges(elsewhere)}"
@@ -251,6 +251,7 @@ def _move_redis(
         if job.get("source") not in (None, src.node_id):
             raise ClusterError(f"atomic migration of {what} (task {task}) took the slots from {job.get('source')}")
         if state == REDIS_DONE:
+            _recount(client, dst, wanted[0], progress)
             return f" (writes paused {job.get('write_pause_ms', '?')} ms)"
         if state == REDIS_CANCELLED:
             raise ClusterError(f"atomic migration of {what} cancelled on {dst.address} (task {task}): {error}")
@@ -265,3 +266,19 @@ def _move_redis(
                 f"{': ' + error if error else ''}); cancelled on {dst.address} (task {task})"
             )
         time.sleep(POLL_S)
+
+
+def _recount(client: redis.Redis, dst: Member, slot: int, progress: Progress) -> None:
+    """Make the target recount the cluster after it took slots (Redis 8.6).
+
+    Its takeover bumps the epoch and broadcasts, but never marks the node's
+    own cluster state for update, so a master that had no slots before went on
+    reporting the old ``cluster_size`` (and computing its quorum from it) until
+    something else changed: seen as ``cluster_size:3`` on the new master of a
+    4-master cluster, for good. ``SETSLOT <its own slot> NODE <itself>``
+    changes nothing but that.
+    """
+    try:
+        cluster(client, "SETSLOT", slot, "NODE", dst.node_id)
+    except redis.ResponseError as exc:
+        progress(f"{dst.address} took slots but did not recount the cluster ({exc}); its cluster_size may lag")

@@ -67,7 +67,19 @@ def assert_shape(nodes: list[RedisNode], masters: int, replicas: int) -> None:
         assert all(host_of[r.node_id] != host_of[m.node_id] for r in reps), "replica on its master's host"
     for n in nodes:
         assert "cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO")
+    # Every node counts the masters serving slots (its failover quorum is half of that, plus one). Gossip
+    # brings the last change to the others within a ping; a node that itself took slots by Redis 8.6's
+    # atomic migration never recounted until the bootstrap made it (atomic_migration._move_redis).
+    deadline = time.monotonic() + 5
+    while sizes_seen := {n.address: cluster_size(n) for n in nodes if cluster_size(n) != masters}:
+        assert time.monotonic() < deadline, f"cluster_size is not {masters} on {sizes_seen}"
+        time.sleep(0.1)
     redis_cli_check(nodes[0])
+
+
+def cluster_size(node: RedisNode) -> int:
+    info = node.client().execute_command("CLUSTER", "INFO")
+    return int(info.split("cluster_size:")[1].split()[0])
 
 
 def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
