@@ -22,8 +22,8 @@ import redis
 from bootstrap import rules
 from bootstrap.atomic_migration import dialect, move_atomic, rounds
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
-from bootstrap.model import Member, SlotMove, Snapshot, format_ranges, parse_cluster_nodes
-from bootstrap.operations import ClusterError, Progress, cluster, fail_over, myself, parallel, wait_serving
+from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
+from bootstrap.operations import ClusterError, Progress, cluster, fail_over, myself, parallel, view, wait_serving
 
 # Slots opened at once per source/target pair. Closing a chunk makes the target bump its config epoch,
 # and every node then saves nodes.conf with fsync, stalling its clients (measured: 256 -> 1024 cut the move
@@ -73,6 +73,7 @@ def move_slots(
     connector: Connector,
     moves: Sequence[SlotMove],
     progress: Progress,
+    allow_atomic: bool = True,
 ) -> int:
     """Execute the planned moves, source/target pairs in parallel; returns the number of keys moved.
 
@@ -82,6 +83,7 @@ def move_slots(
     25-90x faster than MIGRATE, whose every SETSLOT waits for the replicas'
     acknowledgement there (bench/NOTES.md). Redis runs one such task per node,
     so its pairs go in rounds in which no node takes part twice.
+    ``allow_atomic=False`` takes the MIGRATE path anyway (``python -m bench.atomic`` compares the two).
     """
     if not moves:
         return 0
@@ -90,7 +92,7 @@ def move_slots(
     masters = [m for m in snap.members if m.is_master]
     taking_part = {by_id[i] for move in moves for i in (move.source, move.target)}
     dialects = {dialect(connector.client(m.address)) for m in taking_part}
-    atomic = len(dialects) == 1 and None not in dialects
+    atomic = allow_atomic and len(dialects) == 1 and None not in dialects
     deadline = time.monotonic() + (connector.remaining() or MIGRATE_TIMEOUT_MS / 1000 * 10)
 
     def run(move: SlotMove) -> None:
@@ -174,8 +176,8 @@ def _bind_to_source(source: redis.Redis, target: redis.Redis, src: Member, slots
     just met the cluster). The source's own view is the authority, and
     SETSLOT NODE of another node leaves the target's keys and marks alone.
     """
-    view = next((ln for ln in parse_cluster_nodes(cluster(target, "NODES")) if ln.node_id == src.node_id), None)
-    unbound = [s for s in slots if view is None or s not in view.slots]
+    seen = view(target).get(src.node_id)
+    unbound = [s for s in slots if seen is None or s not in seen.slots]
     if unbound:
         owned = myself(source).slots
         _pipeline(target, [("SETSLOT", s, "NODE", src.node_id) for s in unbound if s in owned])

@@ -63,6 +63,11 @@ def myself(client: redis.Redis) -> NodeLine:
     return next(ln for ln in parse_cluster_nodes(cluster(client, "NODES")) if ln.is_myself)
 
 
+def view(client: redis.Redis) -> dict[str, NodeLine]:
+    """The node's CLUSTER NODES by node id: whom it knows, in which role, owning which slots, as it sees them now."""
+    return {ln.node_id: ln for ln in parse_cluster_nodes(cluster(client, "NODES"))}
+
+
 def poll(what: str, probe: Callable[[], str | None], timeout: float, interval: float = POLL_S) -> None:
     """Call ``probe`` until it reports nothing missing (None).
 
@@ -504,21 +509,20 @@ def _unlinked(snap: Snapshot, connector: Connector, heir: Member) -> str | None:
     either way: nothing to wait for.
     """
 
-    def view(m: Member) -> dict[str, NodeLine] | None:
+    def seen_by(m: Member) -> dict[str, NodeLine] | None:
         try:
-            lines = parse_cluster_nodes(cluster(connector.client(m.address, timeout=LINK_PROBE_S), "NODES"))
+            return view(connector.client(m.address, timeout=LINK_PROBE_S))
         except DeadlineExceeded:
             raise
         except (redis.ConnectionError, redis.TimeoutError):
             return None
-        return {ln.node_id: ln for ln in lines}
 
     def up(seen: dict[str, NodeLine], peer: Member) -> bool:
         line = seen.get(peer.node_id)
         return line is not None and line.connected and not line.failed
 
     voters = [m for m in snap.members if m.is_master and m.slots and m.node_id != heir.node_id]
-    views = dict(zip((m.node_id for m in [heir, *voters]), parallel(view, [heir, *voters]), strict=True))
+    views = dict(zip((m.node_id for m in [heir, *voters]), parallel(seen_by, [heir, *voters]), strict=True))
     heirs_view = views[heir.node_id] or {}
     down = []
     for v in voters:
@@ -751,7 +755,7 @@ def serve_at_once(snap: Snapshot, connector: Connector, swaps: Sequence[tuple[st
         ("Target node is not a master"), seen once in the engine tier 0.1 s after a swap."""
 
         def lagging(x: Member) -> list[str]:
-            lines = {ln.node_id: ln for ln in parse_cluster_nodes(cluster(connector.client(x.address), "NODES"))}
+            lines = view(connector.client(x.address))
             return [
                 f"{x.name} sees {by_id[i].name} as a replica" for i, _ in swaps if i in lines and not lines[i].is_master
             ]
