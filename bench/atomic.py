@@ -1,11 +1,14 @@
-"""``python -m bench.atomic``: Valkey 9's atomic slot migration against the bootstrap's MIGRATE path.
+"""``python -m bench.atomic``: atomic slot migration against the bootstrap's MIGRATE path.
 
-Same server (Valkey 9), same cluster, same slots, same keys: 8 fresh servers
-formed into 4 masters x 1 replica by ``converge``, N keys loaded, then the 4th
-master's slots moved in equal thirds to the other three, in parallel (the
-shape of a scale-in). ``migrate`` is bootstrap.migration.move_slots (SETSLOT
-IMPORTING/MIGRATING, pipelined MIGRATE, SETSLOT NODE everywhere); ``atomic``
-is bootstrap.atomic_migration.move_atomic (one CLUSTER MIGRATESLOTS per pair).
+Same server (Valkey 9 or Redis 8.4+), same cluster, same slots, same keys: 8
+fresh servers formed into 4 masters x 1 replica by ``converge``, N keys
+loaded, then the 4th master's slots moved in equal thirds to the other three
+(the shape of a scale-in). Both methods are bootstrap.migration.move_slots:
+``migrate`` told not to use the server's atomic migration (SETSLOT
+IMPORTING/MIGRATING, pipelined MIGRATE, SETSLOT NODE everywhere, pairs in
+parallel), ``atomic`` as converge runs it (one CLUSTER MIGRATESLOTS per pair in
+parallel on Valkey, one CLUSTER MIGRATION IMPORT per pair one after another on
+Redis, which runs one task per node).
 Timed from the first command to every node's view showing the new owners;
 every key is read back afterwards. Writes bench/results/atomic.json; the
 numbers go into bench/NOTES.md by hand (this is not part of ``python -m bench``).
@@ -26,11 +29,10 @@ from bench import data, servers
 from bench.child import REPO
 from bench.report import loadavg
 from bootstrap import migration
-from bootstrap.atomic_migration import move_atomic
 from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, static_inventory
 from bootstrap.model import Member, Shape, SlotMove, parse_cluster_nodes
-from bootstrap.operations import parallel, take_snapshot
+from bootstrap.operations import take_snapshot
 
 METHODS = ("migrate", "atomic")
 
@@ -77,13 +79,9 @@ def once(method: str, keys: int, slots_of: list[list[int]], work: Path, rnd: int
             thirds = [leaving[i::3] for i in range(3)]
             pairs = list(zip((a, b, c), thirds, strict=True))
             start = time.monotonic()
-            if method == "migrate":
-                snap = take_snapshot(inventory, connector)
-                moves = [SlotMove(d.node_id, dst.node_id, tuple(part)) for dst, part in pairs]
-                moved = migration.move_slots(snap, connector, moves, _quiet)
-            else:
-                deadline = time.monotonic() + 300
-                moved = sum(parallel(lambda p: move_atomic(connector, d, p[0], p[1], deadline, _quiet), pairs))
+            snap = take_snapshot(inventory, connector)
+            moves = [SlotMove(d.node_id, dst.node_id, tuple(part)) for dst, part in pairs]
+            moved = migration.move_slots(snap, connector, moves, _quiet, allow_atomic=method == "atomic")
             tool_done = time.monotonic()
             seen = _everyone_sees(farm, set(leaving), {a.node_id, b.node_id, c.node_id})
             with contextlib.closing(farm[0].client(timeout=60)) as seed:
@@ -108,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.atomic", description=__doc__)
     p.add_argument("--keys", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument(
-        "--server", default="valkey-9", help="a path or short name (bench.servers.SERVERS); atomic needs valkey-9"
-    )
+    p.add_argument("--server", default="valkey-9", help="a path or bench.servers.SERVERS name (valkey-9, redis-8.6)")
     p.add_argument("--methods", type=lambda t: tuple(t.split(",")), default=METHODS, help="migrate,atomic")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "atomic.json")
     args = p.parse_args(argv)
