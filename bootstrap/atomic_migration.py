@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import redis
@@ -148,75 +149,71 @@ def move_atomic(
     if kind is None:
         raise ClusterError(f"{src.address} has no atomic slot migration (Valkey 9+ or Redis 8.4+); cannot move {what}")
     keys = _count_keys(connector.client(src.address), wanted)
+    move = _Move(connector, src, dst, wanted, what, keys, deadline, progress)
     started = time.monotonic()
-    move = _move_valkey if kind == "valkey" else _move_redis
-    note = move(connector, src, dst, wanted, what, keys, deadline, progress)
+    note = (_move_valkey if kind == "valkey" else _move_redis)(move)
     seconds = time.monotonic() - started
-    progress(f"atomic migration of {what} done: {keys} keys in {seconds:.2f}s{note}")
-    return keys
+    progress(f"atomic migration of {what} done: {move.keys} keys in {seconds:.2f}s{note}")
+    return move.keys
 
 
-def _move_valkey(
-    connector: Connector,
-    src: Member,
-    dst: Member,
-    wanted: Sequence[int],
-    what: str,
-    keys: int,
-    deadline: float,
-    progress: Progress,
-) -> str:
+@dataclass(frozen=True)
+class _Move:
+    """One pair's move as both dialects need it: ``what`` names it in every message, ``keys`` counted before."""
+
+    connector: Connector
+    src: Member
+    dst: Member
+    wanted: Sequence[int]
+    what: str
+    keys: int
+    deadline: float
+    progress: Progress
+
+
+def _move_valkey(m: _Move) -> str:
     """MIGRATESLOTS on the source. CANCELSLOTMIGRATIONS has no job argument, so other moves out of
     ``src`` running at the same time are cancelled too (and raise ClusterError: give parallel moves one
     deadline)."""
-    client = connector.client(src.address)
+    client = m.connector.client(m.src.address)
     before = {job.get("name") for job in _jobs(client)}
     args: list[str | int] = ["CLUSTER", "MIGRATESLOTS", "SLOTSRANGE"]
-    for lo, hi in to_ranges(wanted):
+    for lo, hi in to_ranges(m.wanted):
         args += [lo, hi]
-    args += ["NODE", dst.node_id]
+    args += ["NODE", m.dst.node_id]
     try:
         client.execute_command(*args)
     except redis.ResponseError as exc:
-        raise ClusterError(f"CLUSTER MIGRATESLOTS of {what} refused by {src.address}: {exc}") from exc
-    progress(f"atomic migration of {what} started ({keys} keys)")
+        raise ClusterError(f"CLUSTER MIGRATESLOTS of {m.what} refused by {m.src.address}: {exc}") from exc
+    m.progress(f"atomic migration of {m.what} started ({m.keys} keys)")
     while True:
         ours = [
             job
             for job in _jobs(client)
             if job.get("name") not in before
             and job.get("operation") == "EXPORT"
-            and job.get("target_node") == dst.node_id
+            and job.get("target_node") == m.dst.node_id
         ]
         failed = [job for job in ours if job.get("state") in FAILED]
         if failed:
             job = failed[0]
             raise ClusterError(
-                f"atomic migration of {what} {job.get('state')} on {src.address} (job {job.get('name')}): "
+                f"atomic migration of {m.what} {job.get('state')} on {m.src.address} (job {job.get('name')}): "
                 f"{job.get('message') or 'no message; see CLUSTER GETSLOTMIGRATIONS on both nodes'}"
             )
         if ours and all(job.get("state") == DONE for job in ours):
             return ""
-        if time.monotonic() > deadline:
+        if time.monotonic() > m.deadline:
             states = ", ".join(f"{job.get('slot_ranges')}: {job.get('state')}" for job in ours) or "no job listed"
             with contextlib.suppress(redis.RedisError):
                 client.execute_command("CLUSTER", "CANCELSLOTMIGRATIONS")  # rolls back: the slots stay on src
             raise ConvergenceTimeout(
-                f"atomic migration of {what} not done by the deadline ({states}); cancelled on {src.address}"
+                f"atomic migration of {m.what} not done by the deadline ({states}); cancelled on {m.src.address}"
             )
         time.sleep(POLL_S)
 
 
-def _move_redis(
-    connector: Connector,
-    src: Member,
-    dst: Member,
-    wanted: Sequence[int],
-    what: str,
-    keys: int,
-    deadline: float,
-    progress: Progress,
-) -> str:
+def _move_redis(m: _Move) -> str:
     """MIGRATION IMPORT on the target, after checking that the target sees ``src`` own every slot.
 
     IMPORT takes its source from the slots' owner in the target's view, so
@@ -225,45 +222,45 @@ def _move_redis(
     (a source busy with another export fails it, for one), so it is waited
     for, its last error reported once, until the deadline cancels it.
     """
-    client = connector.client(dst.address)
-    seen = view(client).get(src.node_id)
-    elsewhere = [s for s in wanted if seen is None or s not in seen.slots]
+    client = m.connector.client(m.dst.address)
+    seen = view(client).get(m.src.node_id)
+    elsewhere = [s for s in m.wanted if seen is None or s not in seen.slots]
     if elsewhere:
         raise ClusterError(
-            f"cannot move {what}: {dst.address} does not see {src.address} own slots {format_ranges(elsewhere)}"
+            f"cannot move {m.what}: {m.dst.address} does not see {m.src.address} own slots {format_ranges(elsewhere)}"
         )
     args: list[str | int] = ["CLUSTER", "MIGRATION", "IMPORT"]
-    for lo, hi in to_ranges(wanted):
+    for lo, hi in to_ranges(m.wanted):
         args += [lo, hi]
     while True:
         try:
             task = _text(client.execute_command(*args))
             break
         except redis.ResponseError as exc:
-            if REDIS_BUSY not in str(exc) or time.monotonic() > deadline:
-                raise ClusterError(f"CLUSTER MIGRATION IMPORT of {what} refused by {dst.address}: {exc}") from exc
+            if REDIS_BUSY not in str(exc) or time.monotonic() > m.deadline:
+                raise ClusterError(f"CLUSTER MIGRATION IMPORT of {m.what} refused by {m.dst.address}: {exc}") from exc
         time.sleep(POLL_S)
-    progress(f"atomic migration of {what} started ({keys} keys, task {task})")
+    m.progress(f"atomic migration of {m.what} started ({m.keys} keys, task {task})")
     reported = ""
     while True:
         job = next(iter(records(cluster(client, "MIGRATION", "STATUS", "ID", task))), {})
         state, error = job.get("state", "not listed"), job.get("last_error", "")
-        if job.get("source") not in (None, src.node_id):
-            raise ClusterError(f"atomic migration of {what} (task {task}) took the slots from {job.get('source')}")
+        if job.get("source") not in (None, m.src.node_id):
+            raise ClusterError(f"atomic migration of {m.what} (task {task}) took the slots from {job.get('source')}")
         if state == REDIS_DONE:
-            _recount(client, dst, wanted[0], progress)
+            _recount(client, m.dst, m.wanted[0], m.progress)
             return f" (writes paused {job.get('write_pause_ms', '?')} ms)"
         if state == REDIS_CANCELLED:
-            raise ClusterError(f"atomic migration of {what} cancelled on {dst.address} (task {task}): {error}")
+            raise ClusterError(f"atomic migration of {m.what} cancelled on {m.dst.address} (task {task}): {error}")
         if error and error != reported:
             reported = error
-            progress(f"atomic migration of {what}: {state} ({error}); the server retries it")
-        if time.monotonic() > deadline:
+            m.progress(f"atomic migration of {m.what}: {state} ({error}); the server retries it")
+        if time.monotonic() > m.deadline:
             with contextlib.suppress(redis.RedisError):
                 cluster(client, "MIGRATION", "CANCEL", "ID", task)  # rolls back: the slots stay on src
             raise ConvergenceTimeout(
-                f"atomic migration of {what} not done by the deadline ({state}"
-                f"{': ' + error if error else ''}); cancelled on {dst.address} (task {task})"
+                f"atomic migration of {m.what} not done by the deadline ({state}"
+                f"{': ' + error if error else ''}); cancelled on {m.dst.address} (task {task})"
             )
         time.sleep(POLL_S)
 
