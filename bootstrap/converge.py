@@ -151,6 +151,9 @@ def _execute(
             ops.wait_known(snap, connector, step.replicate, left())
             ops.replicate(snap, connector, step.replicate)
             ops.wait_meshed(inventory, connector, left(), progress)
+            if fresh:  # the new masters own slots but no key: serve now, not after Redis' delays
+                formed = ops.take_snapshot(inventory, connector)
+                ops.serve_at_once(formed, connector, rules.formation_swaps(formed), progress)
             return 0
         ops.wait_meshed(inventory, connector, left(), progress)
         snap = ops.take_snapshot(inventory, connector)

@@ -171,9 +171,10 @@ def announcements(snap: Snapshot) -> dict[str, list[Member]]:
 def role_swaps(snap: Snapshot, targets: Iterable[str], pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """(new master, its new replica) pairs that can skip Redis' rejoin delay (see ``operations.serve_at_once``).
 
-    Both must be slotless: the swap runs CLUSTER FAILOVER TAKEOVER twice, which
-    is only harmless when neither side owns a slot. One replica per master (the
-    first listed): two swaps of one master at once would race for its role.
+    Both must be slotless: the slots come later, by migration, and a master
+    serving slots already has nothing to gain (a fresh formation's masters own
+    slots but no key: ``formation_swaps``). One replica per master (the first
+    listed): two swaps of one master at once would race for its role.
     """
     by_id, wanted = snap.by_id, set(targets)
     chosen: dict[str, str] = {}
@@ -181,6 +182,18 @@ def role_swaps(snap: Snapshot, targets: Iterable[str], pairs: Iterable[tuple[str
         m, r = by_id.get(master), by_id.get(replica)
         if master in wanted and m and r and not m.slots and not r.slots and master not in chosen:
             chosen[master] = replica
+    return list(chosen.items())
+
+
+def formation_swaps(snap: Snapshot) -> list[tuple[str, str]]:
+    """(master, replica) pairs of a fresh formation for ``operations.serve_at_once``: every master with
+    slots and no key, with its first replica (by order) that owns no slot and holds no key."""
+    by_id = snap.by_id
+    chosen: dict[str, str] = {}
+    for r in sorted(snap.members, key=lambda x: x.order):
+        m = by_id.get(r.master_id or "")
+        if m and m.slots and not m.keys and not r.slots and not r.keys and m.node_id not in chosen:
+            chosen[m.node_id] = r.node_id
     return list(chosen.items())
 
 

@@ -61,6 +61,28 @@ def test_formation_leaves_every_view_in_agreement_without_waiting_for_gossip(red
     assert took < 10, f"apply took {took:.1f}s: it waited for regular pings instead of announcing"
 
 
+def test_a_fresh_formation_serves_without_waiting_out_redis_delays(redis_farm: RedisFarm) -> None:
+    """Redis holds a master that was a minority in the fail state for its rejoin delay (5 s at a 15 s node
+    timeout) and a just-started one for 2 s more; a replica is exempt. Each keyless master's empty replica
+    takes the role with its slots and hands it back, one pair at a time, so the cluster serves in well under
+    either delay, with the planned masters as masters, each owning its slots in every node's view."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS, extra={"cluster-node-timeout": "15000"})
+    time.sleep(1)  # past nothing: both delays would still be ahead (5 s rejoin, 2 s writable)
+    log: list[str] = []
+    connector = DirectConnector()
+    started = time.monotonic()
+    try:
+        converge(static_inventory([n.address for n in nodes]), connector, Shape(3, 1), 60, progress=log.append)
+    finally:
+        connector.close()
+    took = time.monotonic() - started
+    assert sum("serves at once" in line for line in log) == 3, log
+    assert took < 3, f"formation took {took:.1f}s: it waited out Redis' delays ({log})"
+    planned = {line.rsplit(" to ", 1)[1] for line in log if line.startswith("assign slots")}
+    assert {ln.address for ln in table(nodes[0]) if ln.is_master and ln.slots} == planned
+    assert_shape(nodes, 3, 1)  # every view agrees, every node ok, cluster_size 3 everywhere, redis-cli check
+
+
 def test_create_5x2(redis_farm: RedisFarm) -> None:
     nodes = redis_farm.spawn(15, hosts=HOSTS)
     apply(nodes, 5, 2)

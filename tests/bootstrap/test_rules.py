@@ -192,6 +192,24 @@ def test_only_a_slotless_new_master_and_its_slotless_replica_swap_roles() -> Non
     )
 
 
+def test_a_fresh_formation_swaps_each_keyless_master_with_its_first_keyless_replica() -> None:
+    members = three_by_one()
+    masters = [m for m in members if m.slots]
+    assert rules.formation_swaps(agreed(members)) == [
+        (m.node_id, r.node_id) for m in masters for r in members if r.master_id == m.node_id
+    ]
+    second = member(6, master_id=masters[0].node_id)
+    assert [pair for pair in rules.formation_swaps(agreed([*members, second])) if pair[0] == masters[0].node_id] == [
+        (masters[0].node_id, next(r.node_id for r in members if r.master_id == masters[0].node_id))
+    ], "one replica per master, the first by order: two swaps of one master would race for its role"
+    with_keys = [replace(m, keys=1) if m is masters[1] else m for m in members]
+    assert masters[1].node_id not in dict(rules.formation_swaps(agreed(with_keys))), (
+        "a master holding keys keeps its role"
+    )
+    replica_keys = [replace(m, keys=1) if m.master_id == masters[2].node_id else m for m in members]
+    assert masters[2].node_id not in dict(rules.formation_swaps(agreed(replica_keys)))
+
+
 def test_failover_mode_follows_what_redis_will_elect() -> None:
     members = three_by_one()
     snap = agreed(members)
