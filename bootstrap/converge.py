@@ -151,7 +151,9 @@ def _execute(
             ops.wait_known(snap, connector, step.replicate, left())
             ops.replicate(snap, connector, step.replicate)
             ops.wait_meshed(inventory, connector, left(), progress)
-            if fresh:  # the new masters own slots but no key: serve now, not after Redis' delays
+            if fresh and len(snap.members) <= rules.ROLE_ANNOUNCE_MAX_NODES:
+                # The new masters own slots but no key: serve now, not after Redis' delays (not above the
+                # limit, see rules.formation_swaps, so a big formation is not looked at once more for nothing).
                 formed = ops.take_snapshot(inventory, connector)
                 ops.serve_at_once(formed, connector, rules.formation_swaps(formed), progress)
             return 0

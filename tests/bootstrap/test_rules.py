@@ -208,6 +208,11 @@ def test_a_fresh_formation_swaps_each_keyless_master_with_its_first_keyless_repl
     )
     replica_keys = [replace(m, keys=1) if m.master_id == masters[2].node_id else m for m in members]
     assert masters[2].node_id not in dict(rules.formation_swaps(agreed(replica_keys)))
+    ranges = [range(i * 1365, (i + 1) * 1365) for i in range(11)]
+    big = [member(i, ranges[i]) for i in range(11)]
+    big += [member(11 + i, master_id=big[i].node_id) for i in range(11)]
+    assert len(big) > rules.ROLE_ANNOUNCE_MAX_NODES
+    assert rules.formation_swaps(agreed(big)) == [], "above the announcement limit roles spread by gossip only"
 
 
 def test_failover_mode_follows_what_redis_will_elect() -> None:
