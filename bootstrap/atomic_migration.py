@@ -76,10 +76,6 @@ def dialect(client: redis.Redis) -> Dialect | None:
     return None
 
 
-def supports_atomic_migration(client: redis.Redis) -> bool:
-    return dialect(client) is not None
-
-
 def rounds(pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
     """Indices of ``pairs`` (source, target) in rounds where no node takes part twice.
 
