@@ -18,6 +18,8 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v busybox >/dev/null || need_apt+=(busybox)
+command -v make >/dev/null || need_apt+=(make)  # tools/build-redis.sh (gcc is on the machine)
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
     step "apt-get install ${need_apt[*]}"
     SUDO=""
