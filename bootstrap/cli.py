@@ -19,7 +19,7 @@ from bootstrap import operations as ops
 from bootstrap import rules
 from bootstrap.converge import adopt, converge, describe, require_enough_nodes
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
-from bootstrap.model import PlanError, Shape, parse_cluster_nodes
+from bootstrap.model import PlanError, Shape, parse_cluster_nodes, parse_slot_selection
 from bootstrap.planner import plan
 
 PASSWORD_ENV = "REDISCLI_AUTH"
@@ -39,7 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=text)
         c.add_argument("--masters", type=int, required=True)
         c.add_argument("--replicas", type=int, required=True, help="replicas per master")
-        c.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+        c.add_argument("--timeout", type=_seconds, default=600.0, help="seconds for the whole run")
+        c.add_argument(
+            "--accept-lost-slots",
+            type=_slot_ranges,
+            default=frozenset(),
+            metavar="RANGES|all",
+            help="slots whose every copy is gone that may be reassigned empty (e.g. 5461-10922, or all); "
+            "without it such slots stop the run, named with the keys they likely held",
+        )
         c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
         c.add_argument(
             "nodes",
@@ -53,6 +61,23 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
     c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--timeout is {text!r}: it takes a number of seconds above 0")
+    return value
+
+
+def _slot_ranges(text: str) -> frozenset[int]:
+    try:
+        return parse_slot_selection(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--accept-lost-slots is {exc}") from None
 
 
 def _members_of(seed: str, connector: Connector) -> Inventory:
@@ -82,7 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lines = plan(snap.members, shape, snap.ghosts).describe(snap.names())
                 print("\n".join(lines) if lines else "nothing to do: the cluster has the declared shape")
                 return 0
-            outcome = converge(inventory, connector, shape, args.timeout, _progress, adopt_unlisted=True)
+            outcome = converge(
+                inventory,
+                connector,
+                shape,
+                args.timeout,
+                _progress,
+                adopt_unlisted=True,
+                accept_lost=args.accept_lost_slots,
+            )
             _progress(
                 f"cluster ok: {shape.masters} masters x {shape.replicas_per_master} replicas, "
                 f"{outcome.keys_moved} keys moved, {outcome.seconds:.2f}s"

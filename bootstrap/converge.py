@@ -40,6 +40,7 @@ def converge(
     timeout: float,
     progress: ops.Progress,
     adopt_unlisted: bool = False,
+    accept_lost: frozenset[int] = frozenset(),
 ) -> Outcome:
     """Bring the endpoints to ``shape``; raise ClusterError with the reason when that is impossible.
 
@@ -47,13 +48,18 @@ def converge(
     and removed (the command line's "list the nodes you want" semantics). Off
     for Kubernetes, where every legitimate node is a pod we listed, so an
     unlisted live member means a foreign cluster and is refused.
+
+    ``accept_lost``: slots whose every copy is gone that a person has said may
+    be reassigned empty. Any other such slot stops the run before it is
+    reassigned (``ops.DataLossRefused``), naming the slots and the keys they
+    likely held: losing data is never the bootstrap's own decision.
     """
     started = time.monotonic()
     require_enough_nodes(inventory, shape)
     # Every socket read and connect ends by the deadline too: a frozen node cannot hold the run past it.
     connector.set_deadline(started + timeout)
     try:
-        return _converge(inventory, connector, shape, timeout, progress, adopt_unlisted, started)
+        return _converge(inventory, connector, shape, timeout, progress, adopt_unlisted, accept_lost, started)
     except DeadlineExceeded as exc:
         raise ops.ConvergenceTimeout(f"the run's {timeout:.0f}s are up: {exc}") from exc
     except (redis.RedisError, OSError) as exc:
@@ -80,6 +86,7 @@ def _converge(
     timeout: float,
     progress: ops.Progress,
     adopt_unlisted: bool,
+    accept_lost: frozenset[int],
     started: float,
 ) -> Outcome:
     deadline = started + timeout
@@ -92,7 +99,7 @@ def _converge(
     if adopt_unlisted and (adopted := adopt(inventory, first)) != inventory:
         inventory, first = adopted, ops.take_snapshot(adopted, connector)
     with lease.hold(first, connector, progress):
-        return _rounds(inventory, connector, shape, progress, left, started)
+        return _rounds(inventory, connector, shape, progress, left, started, accept_lost)
 
 
 def _rounds(
@@ -102,18 +109,27 @@ def _rounds(
     progress: ops.Progress,
     left: Callable[[], float],
     started: float,
+    accept_lost: frozenset[int],
 ) -> Outcome:
     executed: list[Plan] = []
     keys_moved = 0
     for _ in range(MAX_ROUNDS):
         snap = ops.take_snapshot(inventory, connector)
         ops.refuse_unsafe(snap)
+        if ops.fold_in(snap, connector, progress):
+            snap = ops.take_snapshot(inventory, connector)
         # Each on a fresh look: the repair may promote a replica, which must then not be relinked.
         if repair_open_slots(snap, connector, progress, min(left(), 60.0)):
             snap = ops.take_snapshot(inventory, connector)
         if ops.relink_replicas(snap, connector, progress):
             snap = ops.take_snapshot(inventory, connector)
         step = plan(snap.members, shape, snap.ghosts)
+        if refused := set(step.lost_slots) - accept_lost:
+            raise ops.DataLossRefused(
+                f"{rules.describe_lost(snap, refused)}. They were not reassigned: bring those nodes back with "
+                f"their data and run again, or accept the loss by naming the slots (python -m bootstrap apply "
+                f"--accept-lost-slots {format_ranges(refused)}; in the Pulumi program the setting acceptLostSlots)"
+            )
         if step.empty and ops.mesh(snap, connector) == 0:
             ops.announce(snap, connector)
             break
@@ -163,14 +179,16 @@ def _execute(
         # only after Redis' rejoin delay: start that clock now rather than at the owners' next ping.
         ops.announce(snap, connector)
     if step.failovers:
-        ops.fail_over(snap, connector, step.failovers, timeout=min(left(), 60.0))
+        ops.fail_over(snap, connector, step.failovers, timeout=min(left(), 60.0), progress=progress)
     ops.forget(connector, snap.members, step.forget)
     if step.detach:
         ops.detach(snap, connector, step.detach)
     if step.failovers or step.detach:
         return 0  # roles changed: look again before moving anything
-    if not fresh:
+    if not fresh and step.assign:
         ops.assign_slots(snap, connector, step.assign, fresh=False)
+        # A slot without an owner in a formed cluster had one, which may come back from its data.
+        ops.outrank(snap, connector, [owner for owner, _ in step.assign])
     # Before the moves: a new master's replica then syncs an empty dataset during Redis' rejoin delay
     # and follows the moved keys as a stream, instead of a full copy of them afterwards. A master that
     # still owns slots can become a replica only once they have moved off it.
@@ -185,8 +203,17 @@ def _execute(
     moved = move_slots(snap, connector, step.moves, progress)
     ops.replicate(snap, connector, [pair for pair in step.replicate if pair not in now])
     ops.remove(snap, connector, step.remove)
+    if step.remove:
+        names = snap.names()
+        progress(
+            f"removed {', '.join(names[i] for i in step.remove)} from the cluster: stop them now; until then they "
+            f"still answer clients, and a replica among them keeps receiving its old master's writes"
+        )
     if step.lost_slots:
-        progress(f"slots {format_ranges(step.lost_slots)} were reassigned empty: their owner is gone")
+        progress(
+            f"slots {format_ranges(step.lost_slots)} were reassigned empty, as accepted: every copy was gone; their "
+            f"new owners outrank the old one should it come back"
+        )
     return moved
 
 

@@ -66,13 +66,12 @@ class _Route:
                     pipe.execute_command(*args)
                     return pipe.execute()[1]
                 return client.execute_command(*args)
-            except redis.ResponseError as exc:
-                kind, _, rest = str(exc).partition(" ")
-                if kind not in ("MOVED", "ASK"):
-                    raise
-                seen = rest.split()[-1]
-                self.address, asking = self.addresses.get(seen, seen), kind == "ASK"
-                if kind == "MOVED":
+            except redis.exceptions.AskError as exc:
+                # By type: redis-py drops the "ASK"/"MOVED" word from the text (MovedError is an AskError).
+                seen = f"{exc.host}:{exc.port}"
+                moved = isinstance(exc, redis.exceptions.MovedError)
+                self.address, asking = self.addresses.get(seen, seen), not moved
+                if moved:
                     self.addresses[seen] = self.address
         raise ClusterError(f"lease key {KEY}: redirected more than 5 times, last to {self.address}")
 

@@ -21,7 +21,7 @@ import redis
 
 from bootstrap import rules
 from bootstrap.atomic_migration import dialect, move_atomic, rounds
-from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, split_address
+from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, DeadlineExceeded, split_address
 from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
 from bootstrap.operations import ClusterError, Progress, cluster, fail_over, myself, parallel, view, wait_serving
 
@@ -97,12 +97,24 @@ def move_slots(
 
     def run(move: SlotMove) -> None:
         src, dst = by_id[move.source], by_id[move.target]
-        if atomic:
-            counter.add(len(move.slots), move_atomic(connector, src, dst, move.slots, deadline, progress))
-            return
-        others = [m for m in masters if m.node_id not in (src.node_id, dst.node_id)]
-        chunks = [move.slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(move.slots), SLOTS_PER_CHUNK)]
-        _stream(connector, src, dst, others, chunks, counter.add)
+        try:
+            if atomic:
+                counter.add(len(move.slots), move_atomic(connector, src, dst, move.slots, deadline, progress))
+                return
+            others = [m for m in masters if m.node_id not in (src.node_id, dst.node_id)]
+            chunks = [move.slots[i : i + SLOTS_PER_CHUNK] for i in range(0, len(move.slots), SLOTS_PER_CHUNK)]
+            _stream(connector, src, dst, others, chunks, counter.add)
+        except DeadlineExceeded:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # redis-py's text names no node ("Connection closed by server."): ask which one is gone.
+            silent = [f"{m.name} ({m.address})" for m in (src, dst) if not _answers(connector, m)]
+            who = " and ".join(silent) or f"{src.name} ({src.address}) or {dst.name} ({dst.address})"
+            raise ClusterError(
+                f"moving slots {format_ranges(move.slots)} from {src.name} to {dst.name}: {who} stopped answering "
+                f"({type(exc).__name__}: {exc}); no key is lost: the slots left open are finished by the next "
+                f"apply once the node is back or its replica has taken over"
+            ) from exc
 
     if atomic and dialects == {"redis"}:
         for indices in rounds([(m.source, m.target) for m in moves]):
@@ -110,6 +122,15 @@ def move_slots(
     else:
         parallel(run, moves)
     return counter.keys
+
+
+def _answers(connector: Connector, m: Member) -> bool:
+    try:
+        return bool(connector.client(m.address, timeout=2).ping())
+    except DeadlineExceeded:
+        raise
+    except (redis.RedisError, OSError):
+        return False
 
 
 def _stream(

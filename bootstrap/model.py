@@ -43,6 +43,23 @@ def parse_ranges(text: str) -> frozenset[int]:
     return frozenset(slots)
 
 
+SLOT_SELECTION = f"'all' or slot ranges from 0 to {SLOTS - 1} such as 5461-10922,16000"
+
+
+def parse_slot_selection(text: str) -> frozenset[int]:
+    """``all`` or ranges (``0-5460,10923``) as a person names slots: raises ValueError unless every part
+    is a slot or an ascending range of slots (``SLOT_SELECTION`` says what is allowed)."""
+    if text.strip() == "all":
+        return frozenset(range(SLOTS))
+    slots: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        lo, _, hi = part.partition("-")
+        if not (lo.isdigit() and (hi.isdigit() or not hi)) or int(hi or lo) < int(lo) or int(hi or lo) >= SLOTS:
+            raise ValueError(f"{text!r}: it takes {SLOT_SELECTION}")
+        slots.update(range(int(lo), int(hi or lo) + 1))
+    return frozenset(slots)
+
+
 # --- CLUSTER NODES ------------------------------------------------------------
 
 
@@ -224,7 +241,7 @@ class Plan:
         out += [f"PROBLEM: {p}" for p in self.problems]
         if self.lost_slots:
             lost = format_ranges(self.lost_slots)
-            out.append(f"WARNING: slots {lost} had no live owner; their keys are lost")
+            out.append(f"LOST: slots {lost} have no live copy, their keys are lost; reassigned only when accepted")
         return out
 
 

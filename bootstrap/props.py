@@ -16,6 +16,8 @@ holds::
     podTemplate                  digest of the StatefulSet's pod template ("" when there is none): a
                                  change makes the bootstrap roll the pods (bootstrap/roll.py)
     password, operatorPassword   secrets, optional: the default user's and the bootstrap's ACL user's
+    acceptLostSlots              optional: "all" or slot ranges whose every copy is gone that may be
+                                 reassigned empty (spent once used: see provider.apply)
 
 The provider's outputs echo these inputs (``read`` gets only outputs), so
 :meth:`Props.from_props` also reads an output dict and ignores the other keys.
@@ -38,7 +40,7 @@ CONNECTIONS: tuple[Connection, ...] = get_args(Connection)
 # How a password is held: a pulumi.Input[str] while the program declares the resource, a str in the provider.
 P = TypeVar("P")
 
-INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds", "podTemplate")
+INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds", "podTemplate", "acceptLostSlots")
 SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
 DEFAULT_TIMEOUT = 600
 
@@ -140,6 +142,7 @@ class Props(Generic[P]):
     operator_password: P | None = None  # the ACL user the bootstrap logs in as; None: log in as default
     phase: Phase = "converge"
     pod_template: str = ""  # what the pods should run; its change alone is what a preview shows for a roll
+    accept_lost_slots: str = ""  # a person's consent to reassign these lost slots empty (model.parse_slot_selection)
 
     @property
     def shape(self) -> Shape:
@@ -165,6 +168,7 @@ class Props(Generic[P]):
             "operatorPassword": self.operator_password,
             # Only when there is one: state written before it existed then reads the same.
             **({"podTemplate": self.pod_template} if self.pod_template else {}),
+            **({"acceptLostSlots": self.accept_lost_slots} if self.accept_lost_slots else {}),
         }
 
     @staticmethod
@@ -182,6 +186,7 @@ class Props(Generic[P]):
                 operator_password=str(props["operatorPassword"]) if props.get("operatorPassword") else None,
                 phase=_choice(props.get("phase") or "converge", PHASES, "phase"),
                 pod_template=str(props.get("podTemplate") or ""),
+                accept_lost_slots=str(props.get("acceptLostSlots") or ""),
             )
         except PropsError:
             raise

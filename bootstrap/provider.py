@@ -23,7 +23,7 @@ from bootstrap import rules
 from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
-from bootstrap.model import Snapshot
+from bootstrap.model import Snapshot, format_ranges, parse_slot_selection
 from bootstrap.props import PodDiscovery, Props, PropsError, StaticDiscovery
 from bootstrap.roll import Pods, roll
 
@@ -124,14 +124,46 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
         if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress):
             inventory = pods.inventory(timeout)  # restarted pods may have new IPs
         timeout = max(timeout - (time.monotonic() - started), 60.0)
-    with connected(_connector(p, inventory)) as connector:
-        outcome = converge(inventory, connector, p.shape, timeout, progress, adopt_unlisted=static)
-        if not drain and old and new and old != new:
-            drop_password(inventory, connector, old, progress)
+    last = _last_acceptance(previous)
+    spent = bool(last) and p.accept_lost_slots == last.get("setting")
+    accept = frozenset() if spent or not p.accept_lost_slots else parse_slot_selection(p.accept_lost_slots)
+    try:
+        with connected(_connector(p, inventory)) as connector:
+            outcome = converge(
+                inventory, connector, p.shape, timeout, progress, adopt_unlisted=static, accept_lost=accept
+            )
+            if not drain and old and new and old != new:
+                drop_password(inventory, connector, old, progress)
+    except ops.DataLossRefused as exc:
+        if spent:
+            raise ops.DataLossRefused(
+                f"{exc} (acceptLostSlots {p.accept_lost_slots!r} was spent {last.get('at')} on slots "
+                f"{last.get('slots')}: consent is for one loss; to accept this one, set it to the slots named "
+                f"here, in any other spelling than the spent one)"
+            ) from exc
+        raise
     progress(f"cluster ok: {p.masters} masters x {p.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
+    if reassigned := frozenset().union(*(step.lost_slots for step in outcome.plans)):
+        last = {"setting": p.accept_lost_slots, "slots": format_ranges(reassigned), "at": _now()}
+    record = {"lostSlotsAccepted": last} if last else {}
     if drain:
-        return {**_public(p), "clusterState": "drained", "draining": leaving}
-    return {**_public(p), **_observed(outcome.snapshot, [])}
+        return {**_public(p), "clusterState": "drained", "draining": leaving, **record}
+    return {**_public(p), **_observed(outcome.snapshot, []), **record}
+
+
+def _last_acceptance(state: Mapping[str, Any] | None) -> dict[str, str]:
+    """The last time lost slots were reassigned empty under acceptLostSlots: its value, the slots, when.
+
+    Consent is for one loss: a value left in the config must not quietly
+    accept the next one, so the value used last is spent (kept in the outputs
+    from then on), and a new loss needs a value spelled differently.
+    """
+    record = (state or {}).get("lostSlotsAccepted")
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, Mapping) else {}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
 
 def observe(props: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -150,7 +182,8 @@ def observe(props: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
     if stale:
         # A roll that was cut short (timeout, a failed pod): the next `pulumi up` goes on with it.
         problems.append(f"pods {', '.join(stale)} run an old revision of the pod template")
-    return {**_public(p), **_observed(snap, problems)}
+    last = _last_acceptance(props)
+    return {**_public(p), **_observed(snap, problems), **({"lostSlotsAccepted": last} if last else {})}
 
 
 def _declared_changed(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:

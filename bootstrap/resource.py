@@ -45,6 +45,7 @@ class ClusterBootstrap(Resource):
     nodeIds: pulumi.Output[dict[str, str]]
     announcedAddresses: pulumi.Output[list[str]]
     problems: pulumi.Output[list[str]]
+    lostSlotsAccepted: pulumi.Output[dict[str, str]]  # when lost slots were reassigned empty: which, when, why
 
     def __init__(self, name: str, args: BootstrapArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         props = _props(args, "converge")
@@ -56,6 +57,7 @@ class ClusterBootstrap(Resource):
                 "nodeIds": None,
                 "announcedAddresses": None,
                 "problems": None,
+                "lostSlotsAccepted": None,
             }
         )
         super().__init__(RedisClusterProvider(), name, props, _secret_password(opts))
@@ -66,8 +68,9 @@ class ClusterDrain(Resource):
 
     clusterState: pulumi.Output[str]
     draining: pulumi.Output[list[str]]
+    lostSlotsAccepted: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: BootstrapArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         props = _props(args, "drain")
-        props.update({"clusterState": None, "draining": None})
+        props.update({"clusterState": None, "draining": None, "lostSlotsAccepted": None})
         super().__init__(RedisClusterProvider(), name, props, _secret_password(opts))

@@ -75,16 +75,172 @@ def unsafe(snap: Snapshot) -> list[str]:
             f"{', '.join(seen_by)} belong(s) to, but is not part of this deployment: refusing to "
             f"change a cluster shared with nodes we do not manage"
         )
+    claims = double_claims(snap)
+    for c in claims:
+        if not c.safe_to_fold:
+            problems.append(
+                f"{c.stale.name} ({c.stale.address}, config epoch {c.stale_epoch}) claims slots "
+                f"{format_ranges(c.slots)} that {c.current.name} ({c.current.address}, epoch {c.current_epoch}) "
+                f"serves for the rest of the cluster: once they meet, Redis gives the slots to the higher epoch and "
+                f"drops the other's keys in them. Refusing: check both nodes' keys, then empty the one to give up "
+                f"(FLUSHALL, CLUSTER RESET HARD) or raise {c.current.name}'s epoch (CLUSTER BUMPEPOCH) and run again"
+            )
+    paired = {frozenset((c.stale.node_id, c.current.node_id)) for c in claims}
+
+    def knows(a: Member, b: Member) -> bool:
+        return any(line.node_id == b.node_id for line in snap.views[a.node_id])
+
     # Two groups that each own slots and do not know each other are two clusters.
     owners = [m for m in snap.members if m.slots and m.node_id not in loners]
     for i, a in enumerate(owners):
         for b in owners[i + 1 :]:
-            if not any(line.node_id == b.node_id for line in snap.views[a.node_id]):
+            if frozenset((a.node_id, b.node_id)) in paired:
+                continue  # one came back after its slots were reassigned: said above, or folded in
+            if not knows(a, b) and not knows(b, a):  # a forgotten node that returns still knows the others
                 problems.append(
                     f"{a.name} and {b.name} both own slots but do not know each other: they belong to "
                     f"different clusters; refusing to merge them"
                 )
     return problems
+
+
+# --- what is gone ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A gone master's slots that no live member serves, and the live replicas that could take them."""
+
+    owner: str  # the gone master's node id
+    address: str  # where the views last saw it
+    slots: frozenset[int]
+    heirs: tuple[str, ...]  # live replica ids; none: every copy of these slots is gone
+
+
+def losses(snap: Snapshot) -> list[Loss]:
+    """Every gone master that still owns slots nobody alive claims (as the planner counts them)."""
+    out = []
+    for ghost, slots in sorted(snap.ghosts.items()):
+        if not slots:
+            continue
+        heirs = tuple(m.node_id for m in sorted(snap.members, key=lambda m: m.order) if m.master_id == ghost)
+        address = next((ln.address for lines in snap.views.values() for ln in lines if ln.node_id == ghost), "")
+        out.append(Loss(ghost, address, slots, heirs))
+    return out
+
+
+def lost_slots(snap: Snapshot) -> frozenset[int]:
+    """Slots whose every copy is gone: reassigning them is a decision only a person makes."""
+    return frozenset().union(*(loss.slots for loss in losses(snap) if not loss.heirs))
+
+
+def quorum(snap: Snapshot) -> tuple[int, int]:
+    """(masters that can vote, masters Redis counts): Redis counts every master that owns slots, the gone
+    ones too, and an election needs (counted // 2) + 1 votes."""
+    alive = sum(1 for m in snap.members if m.is_master and m.slots)
+    return alive, alive + len(losses(snap))
+
+
+def quorum_lost(snap: Snapshot) -> bool:
+    """No failover can be elected: too few masters answer. Only TAKEOVER (no vote) promotes a replica then."""
+    alive, counted = quorum(snap)
+    return alive < counted // 2 + 1
+
+
+def estimated_keys(snap: Snapshot, slots: Collection[int]) -> int:
+    """Keys ``slots`` likely held: the live masters' keys per slot (the gone ones cannot be asked)."""
+    owners = [m for m in snap.members if m.is_master and m.slots]
+    owned = sum(len(m.slots) for m in owners)
+    return round(sum(m.keys for m in owners) * len(slots) / owned) if owned else 0
+
+
+def describe_lost(snap: Snapshot, slots: Collection[int]) -> str:
+    """What is lost, whose it was, and how many keys it likely held; for errors, `check` and the refresh."""
+    chosen = set(slots)
+    gone = [f"{loss.owner[:8]} ({loss.address or 'no address'})" for loss in losses(snap) if loss.slots & chosen]
+    return (
+        f"slots {format_ranges(chosen)} ({len(chosen)} slots, about {estimated_keys(snap, chosen):,} keys by the "
+        f"live masters' keys per slot) have no live copy: master(s) {', '.join(gone)} and every replica are gone"
+    )
+
+
+def loss_report(snap: Snapshot) -> list[str]:
+    """What `check` and the refresh say about gone masters: a lost quorum, slots with no copy left."""
+    found = losses(snap)
+    if not found:
+        return []
+    out = []
+    alive, counted = quorum(snap)
+    unserved = sum(len(loss.slots) for loss in found)
+    heirs = [loss for loss in found if loss.heirs]
+    if quorum_lost(snap):
+        out.append(
+            f"{counted - alive} of {counted} masters are gone: no failover can be elected; {unserved} slots unserved"
+            + ("; `apply` promotes their replicas" if heirs else "")
+        )
+    elif heirs:
+        waiting = sum(len(loss.slots) for loss in heirs)
+        out.append(f"{waiting} slots of gone masters are unserved until a replica is promoted")
+    if lost := lost_slots(snap):
+        out.append(
+            f"{describe_lost(snap, lost)}; `apply` reassigns them empty only when told to "
+            f"(--accept-lost-slots {format_ranges(lost)})"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class DoubleClaim:
+    """Two live masters that each claim slots as their own: one came back after its slots were reassigned."""
+
+    stale: Member  # the claim Redis would drop (lower config epoch)
+    current: Member
+    slots: frozenset[int]
+    stale_epoch: int
+    current_epoch: int
+
+    @property
+    def safe_to_fold(self) -> bool:
+        """The stale claimant is the one the rest of the cluster does not count as the owner."""
+        return self.stale_epoch < self.current_epoch
+
+
+def double_claims(snap: Snapshot) -> list[DoubleClaim]:
+    """Slots two live members of one cluster (they know some node in common) claim in their own views.
+
+    The current claim is the one the other members' views give the slots to
+    (the cluster's), the stale one the other; when the views do not decide, the
+    higher config epoch, as Redis decides when the two meet.
+    """
+    selves = {m.node_id: next(ln for ln in snap.views[m.node_id] if ln.is_myself) for m in snap.members}
+    known = {m.node_id: {ln.node_id for ln in snap.views[m.node_id] if not ln.is_myself} for m in snap.members}
+    claimants = [m for m in snap.members if m.is_master and m.slots]
+    out = []
+    for i, a in enumerate(claimants):
+        for b in claimants[i + 1 :]:
+            both = a.slots & b.slots
+            if not both or not (known[a.node_id] & known[b.node_id]):
+                continue  # no acquaintance in common: two different clusters (``unsafe`` refuses them)
+            slot = min(both)
+            votes = {a.node_id: 0, b.node_id: 0}
+            for x in snap.members:
+                if x.node_id in votes:
+                    continue
+                owner = next((ln.node_id for ln in snap.views[x.node_id] if ln.is_master and slot in ln.slots), None)
+                if owner in votes:
+                    votes[owner] += 1
+            ea, eb = selves[a.node_id].config_epoch, selves[b.node_id].config_epoch
+            current, stale = (a, b) if (votes[a.node_id], ea) > (votes[b.node_id], eb) else (b, a)
+            out.append(
+                DoubleClaim(
+                    stale=stale,
+                    current=current,
+                    slots=frozenset(both),
+                    stale_epoch=selves[stale.node_id].config_epoch,
+                    current_epoch=selves[current.node_id].config_epoch,
+                )
+            )
+    return out
 
 
 # --- reaching the shape -----------------------------------------------------
@@ -207,10 +363,13 @@ def formation_swaps(snap: Snapshot) -> list[tuple[str, str]]:
 def failover_mode(snap: Snapshot, replica: Member) -> tuple[str, ...]:
     """CLUSTER FAILOVER's option: none with the master alive, FORCE when it is gone, TAKEOVER when it is
     gone and owned no slots (Redis holds no election for a replica of such a master, e.g. a migration
-    target that died before its first slot closed)."""
+    target that died before its first slot closed) or when too few masters answer to elect anyone
+    (``quorum_lost``: waiting for a FORCE that cannot be granted only spent the run's time)."""
     if replica.master_id in snap.by_id:
         return ()
-    return ("FORCE",) if snap.ghosts.get(replica.master_id or "") else ("TAKEOVER",)
+    if not snap.ghosts.get(replica.master_id or "") or quorum_lost(snap):
+        return ("TAKEOVER",)
+    return ("FORCE",)
 
 
 # --- open slots after a fault ---------------------------------------------------
@@ -409,7 +568,11 @@ def health(
     cluster-node-timeout); pushing it to every node at once (a MEET per view) doubled the
     handshake load of a 100-node formation and, repeated while the nodes were busy, fed on itself.
     """
-    problems: list[str] = list(snap.unreachable)
+    problems: list[str] = [*snap.unreachable, *loss_report(snap)]
+    problems += [
+        f"{c.stale.name} came back claiming slots {format_ranges(c.slots)} that {c.current.name} serves"
+        for c in double_claims(snap)
+    ]
     ids = {m.node_id for m in snap.members}
     names = snap.names()
     reference: dict[int, str] | None = None

@@ -29,6 +29,8 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 
 import pulumi
 
+from bootstrap.model import SLOT_SELECTION, parse_slot_selection
+
 NAMESPACE = "redis-cluster"
 
 # Keys read with cfg.get_secret: no default, never in Pulumi.yaml and never shown in a message.
@@ -306,6 +308,13 @@ def _is_cidr(v: str) -> bool:
     return True
 
 
+def _is_slot_selection(v: str) -> bool:
+    try:
+        return v == "" or bool(parse_slot_selection(v))
+    except ValueError:
+        return False
+
+
 def _is_host_port(v: str) -> bool:
     match = _HOST_PORT.match(v)
     return match is not None and 1 <= int(match["port"]) <= 65535
@@ -523,6 +532,16 @@ class ClusterSettings:
         600,
         integer(1, 86400),
         "How long the bootstrap may take to form or converge the cluster.",
+    )
+    accept_lost_slots: str = setting(
+        "acceptLostSlots",
+        "",
+        text(_is_slot_selection, f"empty, or {SLOT_SELECTION}"),
+        """Slots whose every copy is gone (a master and all its replicas lost with their data) that the next
+        `pulumi up` may reassign empty. Without it such an `up` fails, naming the slots and the keys they likely
+        held, and reassigns nothing. Consent is for one loss: the value is spent once used (the bootstrap's
+        `lostSlotsAccepted` output says which slots and when), and a later loss needs a value spelled
+        differently (e.g. the ranges that `up` names instead of `all`).""",
     )
     bootstrap_endpoints: tuple[str, ...] = setting(
         "bootstrapEndpoints",

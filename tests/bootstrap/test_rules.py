@@ -225,6 +225,85 @@ def test_failover_mode_follows_what_redis_will_elect() -> None:
     assert rules.failover_mode(gone_without, members[3]) == ("TAKEOVER",)
 
 
+def gone(snap: Snapshot, *masters: Member, heirs_too: bool = False) -> Snapshot:
+    """``snap`` with these masters (and, with ``heirs_too``, their replicas) gone: failed in every view."""
+    ids = {m.node_id for m in masters}
+    lost = [m for m in snap.members if m.node_id in ids or (heirs_too and m.master_id in ids)]
+    members = [m for m in snap.members if m not in lost]
+    views = {
+        m.node_id: [
+            replace(ln, flags=ln.flags | {"fail"}) if ln.node_id in {x.node_id for x in lost} else ln
+            for ln in snap.views[m.node_id]
+        ]
+        for m in members
+    }
+    ghosts, strangers = rules.unserved(members, views)
+    return Snapshot(members=members, views=views, ghosts=ghosts, strangers=strangers)
+
+
+def test_a_lost_majority_is_promoted_by_takeover_and_named() -> None:
+    members = three_by_one()
+    one_gone = gone(agreed(members), members[0])
+    assert rules.quorum(one_gone) == (2, 3) and not rules.quorum_lost(one_gone)
+    assert rules.failover_mode(one_gone, members[3]) == ("FORCE",)
+    two_gone = gone(agreed(members), members[0], members[1])
+    assert rules.quorum(two_gone) == (1, 3) and rules.quorum_lost(two_gone)
+    assert rules.failover_mode(two_gone, members[3]) == ("TAKEOVER",)
+    report = rules.loss_report(two_gone)
+    assert report == [
+        f"2 of 3 masters are gone: no failover can be elected; {10922} slots unserved; `apply` promotes their replicas"
+    ]
+    assert rules.lost_slots(two_gone) == frozenset(), "their replicas hold copies"
+
+
+def test_a_shard_gone_with_its_replicas_is_lost_with_an_estimate_of_its_keys() -> None:
+    members = [replace(m, keys=2 * len(m.slots)) for m in three_by_one()]
+    snap = gone(agreed(members), members[1], heirs_too=True)
+    assert rules.lost_slots(snap) == frozenset(range(5461, 10922))
+    assert rules.estimated_keys(snap, range(5461, 10922)) == 5461 * 2
+    report = rules.loss_report(snap)
+    assert len(report) == 1, "one master of three gone: the quorum holds"
+    assert report[0].startswith("slots 5461-10921 (5461 slots, about 10,922 keys by the live masters' keys per slot)")
+    assert "id001 (10.0.0.1:6379)" in report[0] and "--accept-lost-slots 5461-10921" in report[0]
+    assert any("5461-10921" in p for p in rules.health(snap, ok_infos(snap.members)).problems)
+
+
+def claimed_twice(stale_epoch: int, current_epoch: int) -> tuple[Snapshot, Member, Member]:
+    """pod-0 came back claiming 0-5460, which pod-6 took over; the others see pod-6 as their owner."""
+    members = three_by_one()
+    returned = members[0]
+    taker = member(6, range(0, 5461))
+    others = [m for m in members if m is not returned]
+    everyone = [*members, taker]
+
+    def epoch(m: Member) -> int:
+        return {returned.node_id: stale_epoch, taker.node_id: current_epoch}.get(m.node_id, 1)
+
+    views = {
+        m.node_id: [replace(line_of(o, myself=o is m), config_epoch=epoch(o)) for o in [*others, taker]]
+        for m in [*others, taker]
+    }
+    views[returned.node_id] = [replace(line_of(o, myself=o is returned), config_epoch=epoch(o)) for o in members]
+    ghosts, strangers = rules.unserved(everyone, views)
+    return Snapshot(members=everyone, views=views, ghosts=ghosts, strangers=strangers), returned, taker
+
+
+def test_a_node_back_with_reassigned_slots_is_folded_in_when_outranked_and_refused_when_not() -> None:
+    snap, returned, taker = claimed_twice(stale_epoch=3, current_epoch=7)
+    [claim] = rules.double_claims(snap)
+    assert (claim.stale, claim.current, claim.safe_to_fold) == (returned, taker, True)
+    assert claim.slots == frozenset(range(0, 5461))
+    assert rules.unsafe(snap) == [], "outranked: folded in, not refused"
+    assert any("came back claiming slots 0-5460" in p for p in rules.health(snap, ok_infos(snap.members)).problems)
+
+    snap, returned, taker = claimed_twice(stale_epoch=9, current_epoch=7)
+    [claim] = rules.double_claims(snap)
+    assert claim.stale == returned, "the cluster's view decides who is current, not the epoch"
+    assert not claim.safe_to_fold
+    [problem] = rules.unsafe(snap)
+    assert "config epoch 9" in problem and "epoch 7" in problem and "Refusing" in problem
+
+
 # --- open slots -----------------------------------------------------------------
 
 

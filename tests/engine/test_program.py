@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from bootstrap.model import SLOTS, parse_ranges
+from bootstrap.model import SLOTS, format_ranges, parse_ranges
 from tests.components.harness import assert_valid_kubernetes, declared_defaults, engine_config, run_program
 from tests.conftest import RedisFarm, RedisNode
 
@@ -143,3 +143,60 @@ def test_bootstrap_in_the_engine_create_scale_refresh_destroy(
     stack.destroy(on_output=lines.append)
     info = nodes[0].client().execute_command("CLUSTER", "INFO")
     assert "cluster_state:ok" in info, "destroy must leave the cluster and its data alone"
+
+
+def bootstrap_outputs(stack: auto.Stack) -> dict[str, Any]:
+    state = {r["urn"].rsplit("::", 1)[1]: r for r in resources(stack)}
+    return dict(state["redis-cluster-bootstrap"]["outputs"])
+
+
+def lose_a_shard(nodes: list[RedisNode]) -> tuple[RedisNode, RedisNode, frozenset[int]]:
+    """Kill a master that owns slots and its replica (SIGKILL): every copy of its slots is gone."""
+    lines = {n.address: n.client().execute_command("CLUSTER", "NODES") for n in nodes}
+    selves = {a: next(ln for ln in text.splitlines() if "myself" in ln).split() for a, text in lines.items()}
+    master = next(n for n in nodes if "master" in selves[n.address][2] and len(selves[n.address]) > 8)
+    replica = next(n for n in nodes if selves[n.address][3] == selves[master.address][0])
+    slots = parse_ranges(",".join(selves[master.address][8:]))
+    for n in (master, replica):
+        n.stop(hard=True)
+    return master, replica, slots
+
+
+def test_lost_slots_are_reassigned_only_with_accept_lost_slots_and_the_consent_is_spent(
+    engine_stack: EngineStackFactory, redis_farm: RedisFarm, tmp_path: Path
+) -> None:
+    """A lost shard fails `pulumi up` naming the slots; acceptLostSlots lets the next up reassign them and is
+    then spent: the same value left in the config does not accept the next loss."""
+    nodes = redis_farm.spawn(10, hosts=HOSTS)
+    listed = nodes[:6]
+    stack = engine_stack(config={"renderYamlTo": str(tmp_path / "m"), "masters": 3, "replicasPerMaster": 1})
+    set_endpoints(stack, listed)
+    lines: list[str] = []
+    assert stack.up(on_output=lines.append).outputs["clusterState"].value == "ok", "\n".join(lines)
+
+    master, replica, lost = lose_a_shard(listed)
+    listed = [n for n in listed if n not in (master, replica)] + nodes[6:8]
+    set_endpoints(stack, listed)
+    with pytest.raises(auto.CommandError) as refused:
+        stack.up(on_output=lines.append)
+    assert f"slots {format_ranges(lost)}" in str(refused.value) and "acceptLostSlots" in str(refused.value)
+    urns = {r["urn"].rsplit("::", 1)[1]: r["urn"] for r in resources(stack)}
+    stack.refresh(on_output=lines.append, target=[urns["redis-cluster-bootstrap"]])
+    assert any("have no live copy" in p for p in bootstrap_outputs(stack)["problems"]), bootstrap_outputs(stack)
+
+    stack.set_config("redis-cluster:acceptLostSlots", auto.ConfigValue("all"))
+    accepted = stack.up(on_output=lines.append)
+    assert accepted.outputs["clusterState"].value == "ok", "\n".join(lines)
+    record = bootstrap_outputs(stack)["lostSlotsAccepted"]
+    assert (record["setting"], record["slots"]) == ("all", format_ranges(lost)), record
+
+    master, replica, lost = lose_a_shard(listed)
+    listed = [n for n in listed if n not in (master, replica)] + nodes[8:10]
+    set_endpoints(stack, listed)
+    with pytest.raises(auto.CommandError) as spent:
+        stack.up(on_output=lines.append)
+    assert "acceptLostSlots 'all' was spent" in str(spent.value), str(spent.value)[-3000:]
+    stack.set_config("redis-cluster:acceptLostSlots", auto.ConfigValue(format_ranges(lost)))
+    again = stack.up(on_output=lines.append)
+    assert again.outputs["clusterState"].value == "ok", "\n".join(lines)
+    assert bootstrap_outputs(stack)["lostSlotsAccepted"]["slots"] == format_ranges(lost)
