@@ -25,10 +25,12 @@ from typing import Protocol
 
 from bootstrap import operations as ops
 from bootstrap import rules
+from bootstrap.converge import converge
 from bootstrap.endpoints import Connector, Inventory, connected
 from bootstrap.model import Shape, Snapshot
 
 HOLD_REPORT_S = 10.0
+HEAL_AFTER_S = 10.0  # a restarted node is normally whole again within a few seconds (its replica's resync)
 
 
 class Pods(Protocol):
@@ -77,7 +79,12 @@ def roll(
     progress(f"rolling {total} pod(s) to the new revision, one at a time, replicas first: {', '.join(first)}")
     inventory = pods.inventory(left())
     with connected(connect(inventory)) as connector:
-        whole = _Whole.of(_look(inventory, connector)[0])
+        snap, down = _look(inventory, connector)
+        whole = _Whole.of(snap)
+        if not down and (problems := whole.problems(snap, ops.cluster_infos(snap, connector))):
+            # E.g. a lost volume: its pod back empty, the old id a ghost. Healed now, the roll can go on.
+            _heal(inventory, connector, _heal_shape(whole, shape), "; ".join(problems[:3]), deadline, progress)
+            whole = _Whole.of(_look(inventory, connector)[0])
     done: list[str] = []
     while stale := pods.stale():
         if len(done) >= 2 * total:
@@ -100,10 +107,18 @@ def roll(
         pods.restart(step.name, left(), progress)
         inventory = pods.inventory(left())
         with connected(connect(inventory)) as connector:
+            healed = False
 
-            def back(inventory: Inventory = inventory, connector: Connector = connector) -> str | None:
-                snap, _ = _look(inventory, connector)
+            def back(
+                inventory: Inventory = inventory, connector: Connector = connector, started: float = started
+            ) -> str | None:
+                nonlocal healed
+                snap, down = _look(inventory, connector)
                 problems = whole.problems(snap, ops.cluster_infos(snap, connector))
+                if problems and not down and not healed and time.monotonic() - started > HEAL_AFTER_S:
+                    healed = True  # once per restart: what a restart leaves (a replica resyncing) passes alone
+                    _heal(inventory, connector, _heal_shape(whole, shape), "; ".join(problems[:3]), deadline, progress)
+                    return "healed"
                 return "; ".join(problems[:5]) or None
 
             ops.poll(
@@ -166,6 +181,7 @@ def _next(
     anything (the last restart not healed yet, a replica resyncing), look again until it lets go or
     the time is up; the error names the pod the roll waits to restart and why."""
     reported = 0.0
+    healed = False
     while True:
         snap, down = _look(inventory, connector)
         step = rules.next_restart(snap, stale, ops.caught_up(snap, connector), shape.replicas_per_master, down)
@@ -178,6 +194,10 @@ def _next(
             if not problems:
                 return step
             reason = f"{step.name} restarts once the cluster is whole: {'; '.join(problems[:3])}"
+            if not healed and not down:  # the converge needs every node to answer
+                healed = True
+                _heal(inventory, connector, _heal_shape(whole, shape), reason, deadline, progress)
+                continue
         else:
             reason = step.reason
         now = time.monotonic()
@@ -187,3 +207,29 @@ def _next(
             progress(f"rolling restart waits: {reason}")
             reported = now
         time.sleep(0.2)
+
+
+def _heal_shape(whole: _Whole, declared: Shape) -> Shape:
+    """The shape the roll found (a scale-out waits for the converge after the roll), replicas as declared."""
+    return Shape(whole.masters or declared.masters, declared.replicas_per_master)
+
+
+def _heal(
+    inventory: Inventory, connector: Connector, shape: Shape, reason: str, deadline: float, progress: ops.Progress
+) -> None:
+    """Mend what keeps the cluster from being whole before the next restart, as the converge after the
+    roll would: a ghost left by a lost volume, a missing replica, an heir to promote, a slot left open.
+
+    Without it a roll that met such a fault waited out its timeout, and since the converge runs only
+    after the roll, every later `pulumi up` failed the same way: the fault could not be healed without
+    reverting the template change. The shape is the one the roll found (a scale-out waits for the
+    converge after it). A loss only a person may accept stops the roll with its own message; anything
+    else that fails here is said, and the roll waits as before.
+    """
+    progress(f"rolling restart: healing first ({reason})")
+    try:
+        converge(inventory, connector, shape, max(deadline - time.monotonic(), 1.0), progress)
+    except ops.DataLossRefused:
+        raise
+    except ops.ClusterError as exc:
+        progress(f"rolling restart: could not heal ({exc}); waiting for the cluster to be whole")

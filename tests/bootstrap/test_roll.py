@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import threading
 import time
@@ -195,3 +196,24 @@ def test_a_handover_without_an_election_takes_over_with_the_masters_writes_pause
     for k in acked:
         pipe.get(k)
     assert pipe.execute() == acked, "acknowledged writes missing on the new master"
+
+
+def test_a_roll_that_meets_a_lost_volume_heals_it_first_and_rolls_every_node(redis_farm: RedisFarm) -> None:
+    """A replica's volume lost (it came back empty at its address, a new node) and a template change in one
+    run: the roll waited for the cluster to be whole, which only the converge after it would have made it,
+    and failed at its timeout on every `pulumi up` ("still lists 1 node(s) not in the deployment")."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS)
+    apply(nodes, 3, 1)
+    load(nodes, KEYS)
+    replica = next(n for n in nodes if myself(n).master_id)
+    replica.stop(hard=True)
+    shutil.rmtree(replica.dir)
+    replica.start()
+    assert len(table(replica)) == 1, "the precondition: an empty node that knows no one"
+    pods = LoopbackPods(nodes, stale=nodes)
+
+    order = run_roll(pods, Shape(3, 1), timeout=120)
+
+    assert sorted(order) == sorted(n.address for n in nodes), "every node restarted exactly once"
+    assert_shape(nodes, 3, 1)
+    assert missing_keys(nodes, KEYS) == []
