@@ -106,6 +106,10 @@ class BenchPods:
         _restart(self.farm, server, self.down_s)
         self._stale.discard(name)
 
+    def ready(self, name: str) -> bool:
+        server = next(s for s in self.farm.servers if s.address == name)
+        return server.proc is not None and server.proc.poll() is None
+
 
 def _restart(farm: servers.Farm, server: servers.Server, down_s: float) -> None:
     servers.stop(server.proc)

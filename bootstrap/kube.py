@@ -118,9 +118,12 @@ def pod_inventory(
             return Inventory(tuple(endpoints[i] for i in sorted(endpoints)))
         if time.monotonic() > deadline:
             names = ", ".join(f"{statefulset}-{i}" for i in missing)
+            pods = owned_pods(api, namespace, statefulset)
+            causes = [f"{n}: {_not_ready(pods[n], api)}" for n in names.split(", ") if n in pods]
             raise ConvergenceTimeout(
                 f"pods {names} in namespace {namespace} have no IP after {timeout:.0f}s "
                 f"(pending, unschedulable or a volume not bound? see kubectl describe pod)"
+                + (f": {'; '.join(causes)}" if causes else "")
             )
         if not announced:
             progress(f"waiting for pods {', '.join(f'{statefulset}-{i}' for i in missing)} to get an IP")
@@ -171,6 +174,9 @@ def ensure_on_delete(namespace: str, statefulset: str, progress: Progress, conte
     return True
 
 
+CONTROLLER_WAIT_S = 300.0  # the controller sees a spec within a second; minutes mean it is not running
+
+
 class StatefulSetPods:
     """The StatefulSet's pods as ``bootstrap.roll.Pods``: stale = not at its update revision; a restart
     deletes the pod (gracefully: its preStop hook runs) and waits for the controller's new one."""
@@ -190,8 +196,27 @@ class StatefulSetPods:
         self._api, self._apps = client.CoreV1Api(), client.AppsV1Api()
 
     def _revision(self) -> str:
-        sts = self._apps.read_namespaced_stateful_set(self._statefulset, self._namespace)
-        return str(sts.status.update_revision or "")
+        """The revision pods should run, once the controller has seen the current spec.
+
+        Before that, the status still names the old revision: every pod looked current and `pulumi up`
+        succeeded without rolling anything (Pulumi's await returned "updated (0.28s)" before the
+        controller had looked; a paused or slow controller-manager makes it last).
+        """
+        found: list[str] = []
+
+        def seen() -> str | None:
+            sts = self._apps.read_namespaced_stateful_set(self._statefulset, self._namespace)
+            observed, generation = sts.status.observed_generation or 0, sts.metadata.generation or 0
+            if observed < generation:
+                return (
+                    f"the StatefulSet controller has not seen generation {generation} yet (observed {observed}): "
+                    f"is kube-controller-manager running?"
+                )
+            found.append(str(sts.status.update_revision or ""))
+            return None
+
+        poll(f"StatefulSet {self._statefulset}'s new spec to be seen", seen, CONTROLLER_WAIT_S, interval=1.0)
+        return found[-1]
 
     def _pods(self) -> dict[str, Any]:
         return owned_pods(self._api, self._namespace, self._statefulset)
@@ -222,7 +247,7 @@ class StatefulSetPods:
         old = self._pods().get(name)
         old_uid = old.metadata.uid if old is not None else None
         if old is not None and not old.metadata.deletion_timestamp:
-            self._api.delete_namespaced_pod(name, self._namespace)
+            self._evict(name, timeout, progress)
         revision = self._revision()
 
         def back() -> str | None:
@@ -232,18 +257,82 @@ class StatefulSetPods:
             if (pod.metadata.labels or {}).get(REVISION_LABEL) != revision:
                 return f"recreated at revision {(pod.metadata.labels or {}).get(REVISION_LABEL)}, not {revision}"
             ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-            return None if ready and pod.status.pod_ip else _not_ready(pod)
+            return None if ready and pod.status.pod_ip else _not_ready(pod, self._api)
 
         poll(f"pod {name} in namespace {self._namespace} to come back Ready", back, timeout, interval=1.0)
 
+    def ready(self, name: str) -> bool:
+        """Kubernetes' word on whether the pod serves: its Ready condition, and not being deleted."""
+        pod = self._pods().get(name)
+        if pod is None or pod.metadata.deletion_timestamp:
+            return False
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
-def _not_ready(pod: Any) -> str:
-    """Why a pod is not Ready, in the words kubectl would show (ErrImageNeverPull, CrashLoopBackOff, ...)."""
+    def _evict(self, name: str, timeout: float, progress: Progress) -> None:
+        """Stop the pod through the Eviction API, so the PodDisruptionBudget is honoured.
+
+        A plain delete bypassed it: a `kubectl drain` (or a second run) could take another pod of the
+        shard, the heir of a handover among them, while this one was down. The budget refuses (429)
+        while another pod is disrupted; that is waited out, bounded by the run's time.
+        """
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=self._namespace))
+        said = False
+
+        def evicted() -> str | None:
+            nonlocal said
+            try:
+                self._api.create_namespaced_pod_eviction(name, self._namespace, body)
+                return None
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None  # gone already
+                if exc.status != 429:
+                    raise
+                reason = f"the PodDisruptionBudget does not allow evicting {name} now (another pod is disrupted)"
+                if not said:
+                    progress(f"waiting: {reason}")
+                    said = True
+                return reason
+
+        poll(f"evicting pod {name} in namespace {self._namespace}", evicted, timeout, interval=2.0)
+
+
+def _not_ready(pod: Any, api: Any = None) -> str:
+    """Why a pod is not Ready, in the words kubectl would show: the container's state (ErrImageNeverPull,
+    CrashLoopBackOff ...), how its last run ended (OOMKilled, exit code), restarts, and the pod's latest
+    warning events (FailedScheduling, FailedMount ...) when ``api`` can read them."""
+    said = []
     for status in pod.status.container_statuses or []:
         waiting = status.state.waiting if status.state else None
-        if waiting and waiting.reason:
-            return f"container {status.name}: {waiting.reason} {waiting.message or ''}".strip()
-    return f"phase {pod.status.phase}, not Ready (see kubectl describe pod {pod.metadata.name})"
+        last = status.last_state.terminated if status.last_state else None
+        parts = [f"{waiting.reason} {waiting.message or ''}".strip()] if waiting and waiting.reason else []
+        if last is not None:
+            parts.append(f"last run ended {last.reason or 'Error'} (exit code {last.exit_code})")
+        if status.restart_count:
+            parts.append(f"{status.restart_count} restart(s)")
+        if parts:
+            said.append(f"container {status.name}: {', '.join(parts)}")
+    said += _warnings(api, pod) if api is not None else []
+    return "; ".join(said) or f"phase {pod.status.phase}, not Ready (see kubectl describe pod {pod.metadata.name})"
+
+
+def _warnings(api: Any, pod: Any, most: int = 3) -> list[str]:
+    """The pod's latest warning events, newest last; none when they cannot be read (no right to, say)."""
+    try:
+        events = api.list_namespaced_event(
+            pod.metadata.namespace, field_selector=f"involvedObject.name={pod.metadata.name},type=Warning"
+        ).items
+    except Exception:  # a diagnostic must never hide the error it decorates
+        return []
+
+    def when(e: Any) -> Any:
+        return e.last_timestamp or e.event_time or e.metadata.creation_timestamp
+
+    recent = sorted((e for e in events if when(e) is not None), key=when)[-most:]
+    return [f"event {e.reason}: {(e.message or '').strip()}" for e in recent]
 
 
 class PortForwardConnector(DirectConnector):

@@ -48,6 +48,10 @@ class Pods(Protocol):
         """Stop the pod and wait until it runs the current revision and answers again."""
         ...
 
+    def ready(self, name: str) -> bool:
+        """Whether what runs the pod says it serves (Kubernetes: its Ready condition)."""
+        ...
+
 
 def roll(
     pods: Pods,
@@ -79,12 +83,12 @@ def roll(
     progress(f"rolling {total} pod(s) to the new revision, one at a time, replicas first: {', '.join(first)}")
     inventory = pods.inventory(left())
     with connected(connect(inventory)) as connector:
-        snap, down = _look(inventory, connector)
+        snap, down = _sure_look(pods, inventory, connector, deadline)
         whole = _Whole.of(snap)
         if not down and (problems := whole.problems(snap, ops.cluster_infos(snap, connector))):
             # E.g. a lost volume: its pod back empty, the old id a ghost. Healed now, the roll can go on.
-            _heal(inventory, connector, _heal_shape(whole, shape), "; ".join(problems[:3]), deadline, progress)
-            whole = _Whole.of(_look(inventory, connector)[0])
+            _heal(inventory, connector, _heal_shape(whole, shape, snap), "; ".join(problems[:3]), deadline, progress)
+            whole = _Whole.of(_sure_look(pods, inventory, connector, deadline)[0])
     done: list[str] = []
     while stale := pods.stale():
         if len(done) >= 2 * total:
@@ -92,7 +96,7 @@ def roll(
         inventory = pods.inventory(left())
         where = f"pod {len(done) + 1} of {total}"
         with connected(connect(inventory)) as connector:
-            step = _next(inventory, connector, shape, whole, set(stale), deadline, progress)
+            step = _next(pods, inventory, connector, shape, whole, set(stale), deadline, progress)
             if step.warning:
                 progress(f"WARNING: {step.warning}")
             if step.heir:
@@ -117,7 +121,8 @@ def roll(
                 problems = whole.problems(snap, ops.cluster_infos(snap, connector))
                 if problems and not down and not healed and time.monotonic() - started > HEAL_AFTER_S:
                     healed = True  # once per restart: what a restart leaves (a replica resyncing) passes alone
-                    _heal(inventory, connector, _heal_shape(whole, shape), "; ".join(problems[:3]), deadline, progress)
+                    heal_shape = _heal_shape(whole, shape, snap)
+                    _heal(inventory, connector, heal_shape, "; ".join(problems[:3]), deadline, progress)
                     return "healed"
                 return "; ".join(problems[:5]) or None
 
@@ -169,6 +174,7 @@ def _look(inventory: Inventory, connector: Connector) -> tuple[Snapshot, set[str
 
 
 def _next(
+    pods: Pods,
     inventory: Inventory,
     connector: Connector,
     shape: Shape,
@@ -184,22 +190,27 @@ def _next(
     healed = False
     while True:
         snap, down = _look(inventory, connector)
-        step = rules.next_restart(snap, stale, ops.caught_up(snap, connector), shape.replicas_per_master, down)
-        if step is None:
-            raise ops.ClusterError(f"pods {', '.join(sorted(stale))} are stale but none is a cluster member")
-        if isinstance(step, rules.Restart):
-            if step.name in down or step.name not in {m.name for m in snap.members}:
-                return step  # it serves nothing now: restarting it costs nothing
-            problems = whole.problems(snap, ops.cluster_infos(snap, connector))
-            if not problems:
-                return step
-            reason = f"{step.name} restarts once the cluster is whole: {'; '.join(problems[:3])}"
-            if not healed and not down:  # the converge needs every node to answer
-                healed = True
-                _heal(inventory, connector, _heal_shape(whole, shape), reason, deadline, progress)
-                continue
+        # Down must mean down: a pod restarts without a handover only when Kubernetes agrees it serves
+        # nothing, not because one look (through a tunnel, say) failed. A master taken for down would stop
+        # with its slots.
+        if unsure := sorted(n for n in down & stale if pods.ready(n)):
+            reason = f"{', '.join(unsure)} did not answer, but Kubernetes reports them Ready: looking again"
         else:
-            reason = step.reason
+            step = rules.next_restart(snap, stale, ops.caught_up(snap, connector), shape.replicas_per_master, down)
+            if step is None:
+                raise ops.ClusterError(f"pods {', '.join(sorted(stale))} are stale but none is a cluster member")
+            if isinstance(step, rules.Hold):
+                reason = step.reason
+            elif step.name in down or step.name not in {m.name for m in snap.members}:
+                return step  # it serves nothing now: restarting it costs nothing
+            elif not (problems := whole.problems(snap, ops.cluster_infos(snap, connector))):
+                return step
+            else:
+                reason = f"{step.name} restarts once the cluster is whole: {'; '.join(problems[:3])}"
+                if not healed and not down:  # the converge needs every node to answer
+                    healed = True
+                    _heal(inventory, connector, _heal_shape(whole, shape, snap), reason, deadline, progress)
+                    continue
         now = time.monotonic()
         if now > deadline:
             raise ops.ConvergenceTimeout(f"rolling restart stopped: {reason}")
@@ -209,9 +220,26 @@ def _next(
         time.sleep(0.2)
 
 
-def _heal_shape(whole: _Whole, declared: Shape) -> Shape:
-    """The shape the roll found (a scale-out waits for the converge after the roll), replicas as declared."""
-    return Shape(whole.masters or declared.masters, declared.replicas_per_master)
+def _heal_shape(whole: _Whole, declared: Shape, snap: Snapshot) -> Shape:
+    """As many masters as own slots now, or as the roll found, whichever is more: a heal moves no slot (a
+    scale-out waits for the converge after the roll); replicas as declared."""
+    owning = sum(1 for m in snap.members if m.is_master and m.slots) + len(rules.losses(snap))
+    return Shape(max(whole.masters, owning) or declared.masters, declared.replicas_per_master)
+
+
+def _sure_look(pods: Pods, inventory: Inventory, connector: Connector, deadline: float) -> tuple[Snapshot, set[str]]:
+    """``_look``, again while a pod that did not answer is one Kubernetes reports Ready: the roll's picture
+    of the whole cluster must not be taken while one of its masters merely looked silent."""
+    while True:
+        snap, down = _look(inventory, connector)
+        unsure = sorted(n for n in down if pods.ready(n))
+        if not unsure:
+            return snap, down
+        if time.monotonic() > deadline:
+            raise ops.ConvergenceTimeout(
+                f"rolling restart stopped: {', '.join(unsure)} did not answer, but Kubernetes reports them Ready"
+            )
+        time.sleep(0.2)
 
 
 def _heal(

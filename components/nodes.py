@@ -277,6 +277,10 @@ def statefulset_manifest(s: ClusterSettings) -> Manifest:
             "name": labels.statefulset_name(s),
             "namespace": s.namespace,
             "labels": labels.standard_labels(s, "redis"),
+            # pulumi-kubernetes would wait (10 min) for every pod to be Ready, so a pod crash-looping on a
+            # bad template never reached the bootstrap's roll that replaces it with the fixed one. The
+            # bootstrap owns the wait instead: bounded, and naming each pod's cause (bootstrap/kube.py).
+            "annotations": dict(storage.SKIP_AWAIT),
         },
         "spec": {
             "serviceName": labels.headless_service_name(s),
@@ -321,7 +325,14 @@ def pdb_manifest(s: ClusterSettings) -> Manifest:
             "namespace": s.namespace,
             "labels": labels.standard_labels(s, "redis"),
         },
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels.selector_labels(s)}},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": labels.selector_labels(s)},
+            # A pod that is not Ready (crash-looping on a bad config, say) serves nothing: evicting it costs no
+            # availability, and the bootstrap's roll must be able to replace it with the fixed template even
+            # while it holds the budget (the default policy would refuse every eviction then).
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 

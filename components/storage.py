@@ -93,8 +93,8 @@ def volume_manifest(s: ClusterSettings, ordinal: int) -> Manifest:
 
 # pulumi-kubernetes awaits a claim of a WaitForFirstConsumer class only while it is Pending
 # (pulumi/pulumi-kubernetes#3130); ours are pre-bound and often Bound before the first poll, which
-# it then waits out for 5 minutes and fails (seen in 3 of 4 e2e runs). Binding is still proven:
-# the StatefulSet, which depends on the claims, is awaited until every pod is Ready.
+# it then waits out for 5 minutes and fails (seen in 3 of 4 e2e runs). Binding is still proven: the
+# bootstrap, which depends on the StatefulSet, waits (bounded) until every pod runs and answers.
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bootstrap.kube import rollout_pending
+from bootstrap.kube import _not_ready, rollout_pending
 
 
 def sts(
@@ -45,3 +45,41 @@ def test_a_roll_in_progress_and_pods_not_yet_created_are_pending() -> None:
 def test_with_on_delete_only_an_unseen_spec_is_waited_for() -> None:
     assert rollout_pending(sts(4, 4, "rev-b", "rev-c", 0, strategy="OnDelete")) is None
     assert rollout_pending(sts(5, 4, "rev-b", "rev-c", 0, strategy="OnDelete")) is not None
+
+
+def crash_looping_pod() -> object:
+    status = SimpleNamespace(
+        name="redis",
+        state=SimpleNamespace(waiting=SimpleNamespace(reason="CrashLoopBackOff", message="back-off 40s")),
+        last_state=SimpleNamespace(terminated=SimpleNamespace(reason="OOMKilled", exit_code=137)),
+        restart_count=4,
+    )
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name="redis-cluster-2", namespace="ns"),
+        status=SimpleNamespace(phase="Running", container_statuses=[status]),
+    )
+
+
+def test_a_pod_that_does_not_come_back_is_named_with_its_cause_and_its_warnings() -> None:
+    """What `kubectl describe pod` would show, in the error of a roll or a wait that gave up."""
+    event = SimpleNamespace(
+        reason="BackOff",
+        message="Back-off restarting failed container redis",
+        last_timestamp=1,
+        event_time=None,
+        metadata=SimpleNamespace(creation_timestamp=1),
+    )
+    events = SimpleNamespace(list_namespaced_event=lambda ns, field_selector: SimpleNamespace(items=[event]))
+    said = _not_ready(crash_looping_pod(), events)
+    assert said == (
+        "container redis: CrashLoopBackOff back-off 40s, last run ended OOMKilled (exit code 137), 4 restart(s); "
+        "event BackOff: Back-off restarting failed container redis"
+    )
+
+
+def test_events_that_cannot_be_read_leave_the_cause_as_it_is() -> None:
+    def forbidden(ns: str, field_selector: str) -> object:
+        raise PermissionError("events: forbidden")
+
+    said = _not_ready(crash_looping_pod(), SimpleNamespace(list_namespaced_event=forbidden))
+    assert said.endswith("4 restart(s)")

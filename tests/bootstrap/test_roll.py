@@ -34,7 +34,7 @@ from tests.bootstrap.helpers import (
     table,
     wait_for,
 )
-from tests.conftest import RedisFarm, RedisNode
+from tests.conftest import RedisFarm, RedisNode, free_cluster_port
 
 KEYS = 20_000
 
@@ -61,6 +61,9 @@ class LoopbackPods:
         node.restart()
         self._stale.discard(name)
         self.restarted.append(name)
+
+    def ready(self, name: str) -> bool:
+        return self.nodes[name].running
 
 
 def run_roll(pods: LoopbackPods, shape: Shape, timeout: float = 180) -> list[str]:
@@ -215,5 +218,36 @@ def test_a_roll_that_meets_a_lost_volume_heals_it_first_and_rolls_every_node(red
     order = run_roll(pods, Shape(3, 1), timeout=120)
 
     assert sorted(order) == sorted(n.address for n in nodes), "every node restarted exactly once"
+    assert_shape(nodes, 3, 1)
+    assert missing_keys(nodes, KEYS) == []
+
+
+class BlindConnector(DirectConnector):
+    """Sees one node as silent for a while (a tunnel that failed): it keeps running and serving all along."""
+
+    def __init__(self, blind_to: str, until: float) -> None:
+        super().__init__()
+        self.blind_to, self.until = blind_to, until
+
+    def client(self, address: str, timeout: float = 5.0) -> redis.Redis:
+        if address == self.blind_to and time.monotonic() < self.until:
+            return redis.Redis(host="127.0.0.1", port=free_cluster_port(), socket_timeout=1)  # nobody listens
+        return super().client(address, timeout)
+
+
+def test_a_master_that_only_looks_down_is_not_restarted_with_its_slots(redis_farm: RedisFarm) -> None:
+    """A stale pod that does not answer is restarted first, without a handover (it serves nothing). One
+    failed look is no proof of that: while Kubernetes says the pod runs, the roll looks again."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS)
+    apply(nodes, 3, 1)
+    load(nodes, KEYS)
+    master = next(n for n in nodes if myself(n).slots)
+    pods = LoopbackPods(nodes, stale=[master])
+    until = time.monotonic() + 3.0
+
+    roll(pods, lambda _inventory: BlindConnector(master.address, until), Shape(3, 1), 120, progress=print)
+
+    assert pods.restarted == [master.address]
+    assert pods.roles_when_stopped == {master.address: False}, "it stopped while it still owned slots"
     assert_shape(nodes, 3, 1)
     assert missing_keys(nodes, KEYS) == []

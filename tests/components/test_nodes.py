@@ -86,5 +86,8 @@ def test_every_graceful_stop_runs_the_handover_from_the_config_map_within_the_gr
     assert "REDIS_CLI_TLS" in tls_env, "with the plain port closed the hook speaks TLS"
 
 
-def test_pdb_allows_one_disruption() -> None:
-    assert nodes.pdb_manifest(validate({}))["spec"]["maxUnavailable"] == 1
+def test_pdb_allows_one_disruption_and_never_protects_a_pod_that_serves_nothing() -> None:
+    spec = nodes.pdb_manifest(validate({}))["spec"]
+    assert spec["maxUnavailable"] == 1
+    # A crash-looping pod holds the budget; the roll that fixes it must still be able to evict it.
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -604,3 +604,21 @@ def up_watched(
         said = run.errors() or error[0]  # no error diagnostic (the engine itself failed): the exception
         raise AssertionError(f"`pulumi up` failed: {said}\nEngine output:\n{run.tail()}") from error[0]
     return result[0]
+
+
+@contextlib.contextmanager
+def controller_manager_paused(kubeconfig: Path, seconds: float) -> Iterator[None]:
+    """Freeze the embedded cluster's kube-controller-manager (SIGSTOP) for ``seconds`` from now, as a slow or
+    overloaded control plane would be; it is resumed then, and on any exit of the block. The pid is the one
+    tools/cluster.sh recorded when it started the process (run with --leader-elect=false: nothing expires)."""
+    pid_file = kubeconfig.parent / "pids" / "kube-controller-manager.pid"
+    pid = int(pid_file.read_text().strip())
+    assert "kube-controller-manager" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"), pid
+    os.kill(pid, signal.SIGSTOP)
+    timer = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        os.kill(pid, signal.SIGCONT)

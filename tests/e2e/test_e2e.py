@@ -44,6 +44,7 @@ REDIS_CLUSTER_E2E_KEEP_DATA=1 keeps the hostPath data directory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -72,6 +73,7 @@ from tests.e2e.helpers import (
     changes,
     check_keys,
     cluster_client,
+    controller_manager_paused,
     key,
     missing_keys,
     pod_view,
@@ -597,9 +599,12 @@ _OPERATOR_CLI = (
 )
 
 
-def _roll(e2e: E2E, what: str, key_: str, value: str) -> None:
+def _roll(e2e: E2E, what: str, key_: str, value: str, pause_controller_s: float = 0.0) -> None:
     """One `pulumi up` that changes what the pods run, under a writing client: preview shows the roll
-    as updates, the bootstrap restarts every pod once (replicas first), nothing is lost or down."""
+    as updates, the bootstrap restarts every pod once (replicas first), nothing is lost or down.
+
+    ``pause_controller_s``: the controller-manager is frozen that long from the start of the up; the
+    StatefulSet's status then still names the old revision, and the up used to succeed rolling nothing."""
     ns, kube = e2e.namespace, e2e.kube
     pods = pod_names(MASTERS)
     # From the nodes themselves: a handover since the last `up` (step 9) is not in the outputs.
@@ -617,8 +622,14 @@ def _roll(e2e: E2E, what: str, key_: str, value: str) -> None:
     with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
         time.sleep(2)
         t0 = time.monotonic()
+        paused = (
+            controller_manager_paused(e2e.kube.kubeconfig, pause_controller_s)
+            if pause_controller_s
+            else contextlib.nullcontext()
+        )
         try:
-            e2e.up(f"{what}: up")
+            with paused:
+                e2e.up(f"{what}: up")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- the pods' last log lines ---\n{_pod_logs(e2e, pods)}") from exc
         e2e.timings[f"10: {what}"] = time.monotonic() - t0
@@ -655,7 +666,7 @@ def test_10_image_and_config_changes_roll_pod_by_pod_without_a_lost_write(e2e: E
     _roll(e2e, "image tag", "image", IMAGE_B)
     images = {p["spec"]["containers"][0]["image"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values()}
     assert images == {IMAGE_B}, images
-    _roll(e2e, "config change", "nodeTimeoutMs", "16000")
+    _roll(e2e, "config change", "nodeTimeoutMs", "16000", pause_controller_s=20.0)
     for name in pod_names(MASTERS):
         got = e2e.kube.run(
             "exec",
