@@ -624,10 +624,15 @@ def _paused_takeover(
     master: Member, heir: Member, master_client: redis.Redis, heir_client: redis.Redis, deadline: float
 ) -> None:
     """The graceful failover's steps without its election. The pause is lifted only once the old master
-    calls itself a replica: the writes it held then get MOVED, none lands on it after the switch. Should
-    this process die, the pause ends by itself after PAUSE_MS."""
-    paused_until = time.monotonic() + PAUSE_MS / 1000 - 1.0
+    calls itself a replica: the writes it held then get MOVED, none lands on it after the switch.
+
+    Once the heir has taken over, the pause is never lifted while the old master still calls itself the
+    owner (it was, after ~9 s, whatever the old master believed): a write it accepted then would be lost
+    when it learns. The pause is renewed until the run's deadline; past it the run fails, saying so, and
+    the pause ends by itself within PAUSE_MS, as it does should this process die.
+    """
     master_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
+    unpause = True
     try:
         target = int(master_client.info("replication").get("master_repl_offset", 0))
 
@@ -645,13 +650,28 @@ def _paused_takeover(
                 return None
             return f"{heir.name} is master: {views[0].is_master}; {master.name} follows it: {follows}"
 
-        poll(
-            f"{master.name} and {heir.name} did not switch",
-            switched,
-            max(min(paused_until, deadline) - time.monotonic(), 1.0),
-        )
+        while True:
+            renew_at = time.monotonic() + PAUSE_MS / 1000 - 1.0
+            try:
+                poll(
+                    f"{master.name} and {heir.name} did not switch",
+                    switched,
+                    max(min(renew_at, deadline) - time.monotonic(), 1.0),
+                )
+                return
+            except ConvergenceTimeout:
+                if not myself(heir_client).is_master:
+                    raise  # no takeover: the master still owns its slots, and may serve again
+                if time.monotonic() >= deadline:
+                    unpause = False
+                    raise ConvergenceTimeout(
+                        f"{heir.name} took over, but {master.name} has not learned it: its writes stay paused "
+                        f"(for at most {PAUSE_MS / 1000:.0f}s more), since a write it accepted would be lost"
+                    ) from None
+                master_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
     finally:
-        master_client.execute_command("CLIENT", "UNPAUSE")
+        if unpause:
+            master_client.execute_command("CLIENT", "UNPAUSE")
 
 
 def _replication(client: redis.Redis) -> str:

@@ -9,7 +9,9 @@ once its master has been gone for the hold time.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -136,6 +138,42 @@ def test_a_master_hands_its_slots_to_its_replica_and_no_acknowledged_write_is_lo
     assert PASSWORD not in out.stderr + out.stdout and OPERATOR_PASSWORD not in out.stderr + out.stdout
 
 
+def test_behind_nat_the_heir_is_found_at_its_announced_address(redis_farm: RedisFarm, tmp_path: Path) -> None:
+    """Each replica's connections leave from another address (127.0.0.9, as behind kube-proxy SNAT or a
+    masquerading CNI); it announces its own. INFO replication's ip= is then 127.0.0.9, where nobody listens:
+    the hook used to dial it, find no replica and stop as master (slots down for the node timeout)."""
+    masters = redis_farm.spawn(3, hosts=HOSTS, password=PASSWORD, extra={"user": OPERATOR_ACL})
+    replicas = [
+        redis_farm.spawn(
+            1,
+            hosts=[host],
+            password=PASSWORD,
+            extra={"user": OPERATOR_ACL, "bind-source-addr": "127.0.0.9", "cluster-announce-ip": host},
+        )[0]
+        for host in HOSTS[1:] + HOSTS[:1]
+    ]
+    cluster = [*masters, *replicas]
+    with contextlib.closing(DirectConnector(OPERATOR_PASSWORD, "operator")) as connector:
+        converge(static_inventory([n.address for n in cluster]), connector, Shape(3, 1), 120, lambda m: None)
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    (auth / redis_config.OPERATOR_PASSWORD_KEY).write_text(OPERATOR_PASSWORD)
+    master = next(n for n in cluster if myself(n).slots)
+    replica = next(n for n in cluster if myself(n).master_id == myself(master).node_id)
+    assert master.client().info("replication")["slave0"]["ip"] == "127.0.0.9", "the precondition: NAT"
+
+    with Writer(cluster) as writer:
+        time.sleep(1.0)
+        out = handover(master, auth, ["sh"])
+        time.sleep(1.0)
+
+    assert out.returncode == 0, out.stderr
+    assert f"handed over to {replica.host}:{replica.port}" in out.stderr, out.stderr
+    assert myself(replica).is_master and myself(replica).slots
+    assert writer.lost() == [], "an acknowledged write was lost"
+    assert not [e for e in writer.errors if e.startswith(("ClusterDownError", "ConnectionError"))], writer.errors
+
+
 def test_a_replica_and_a_master_without_replica_stop_as_they_are(
     secured: tuple[list[RedisNode], Path], redis_farm: RedisFarm
 ) -> None:
@@ -147,7 +185,7 @@ def test_a_replica_and_a_master_without_replica_stop_as_they_are(
     lone = secured_cluster(redis_farm, 3, 0)
     started = time.monotonic()
     out = handover(lone[0], auth, ["sh"])
-    assert out.returncode == 0 and "no online replica" in out.stderr, out.stderr
+    assert out.returncode == 0 and "no replica with a live link" in out.stderr, out.stderr
     assert myself(lone[0]).is_master and time.monotonic() - started < 5
 
 
@@ -182,3 +220,32 @@ def test_readiness_holds_a_syncing_replica_back_and_lets_go_when_its_master_is_g
     wait_for(lambda: newcomer.client().info("replication")["master_link_status"] == "down", 10, "down")
     assert ready(newcomer, auth, hold=3) == 1
     wait_for(lambda: ready(newcomer, auth, hold=3) == 0, 15, "the hold to end")
+
+
+def test_without_an_election_the_hook_takes_over_with_writes_paused(
+    secured: tuple[list[RedisNode], Path],
+) -> None:
+    """The other masters frozen (SIGSTOP), so no vote can come: the hook used to wait its whole budget and
+    stop as master. It now pauses the master's writes, lets the heir take over, and unpauses once it
+    follows; the writes it held then go to the new master."""
+    cluster, auth = secured
+    master = next(n for n in cluster if myself(n).slots)
+    replica = next(n for n in cluster if myself(n).master_id == myself(master).node_id)
+    voters = [n for n in cluster if myself(n).slots and n is not master]
+    with Writer(cluster) as writer:
+        time.sleep(1.0)
+        for v in voters:
+            assert v.proc is not None
+            os.kill(v.proc.pid, signal.SIGSTOP)
+        try:
+            out = handover(master, auth, ["sh"])
+        finally:
+            for v in voters:
+                assert v.proc is not None
+                os.kill(v.proc.pid, signal.SIGCONT)
+        time.sleep(1.0)
+
+    assert out.returncode == 0, out.stderr
+    assert f"handed over to {replica.host}:{replica.port} by TAKEOVER" in out.stderr, out.stderr
+    assert myself(replica).is_master and myself(master).master_id == myself(replica).node_id
+    assert writer.lost() == [], "an acknowledged write was lost"
