@@ -60,6 +60,22 @@ def claims(nodes: list[RedisNode]) -> dict[int, list[str]]:
     return out
 
 
+def lose_a_shard(redis_farm: RedisFarm) -> tuple[list[RedisNode], RedisNode, RedisNode, frozenset[int]]:
+    """3x1 formed on 6 of 8 nodes, KEYS loaded, then one master and its only replica killed (their data
+    kept on disk). Returns (the 6 other nodes: 4 survivors then 2 fresh, the master, its replica, its slots)."""
+    nodes = redis_farm.spawn(8, hosts=HOSTS)
+    formed = nodes[:6]
+    apply(formed, 3, 1)
+    load(formed, KEYS)
+    master = next(n for n in formed if myself(n).slots)
+    replica = replica_of(formed, master)
+    lost = myself(master).slots
+    synced(master)
+    master.stop(hard=True)
+    replica.stop(hard=True)
+    return [n for n in nodes if n not in (master, replica)], master, replica, lost
+
+
 def test_a_lost_majority_of_masters_is_named_by_check_and_repaired_by_apply_inside_30s(redis_farm: RedisFarm) -> None:
     """2 of 3 masters killed for good: no election can win. `apply` used to wait out a FORCE failover for
     60 s per replica (and fail a 30 s run every time); it promotes by TAKEOVER at once now."""
@@ -102,18 +118,8 @@ def test_a_lost_shard_is_refused_until_accepted_and_its_return_never_serves_its_
     Now it refuses, naming the slots and the keys they likely held, until told; and when the shard comes
     back from its own data at its old addresses it never serves those slots again (its epoch is lower than
     the new owner's, so it becomes a replica instead of a second master of them)."""
-    nodes = redis_farm.spawn(8, hosts=HOSTS)
-    formed, fresh = nodes[:6], nodes[6:]
-    apply(formed, 3, 1)
-    load(formed, KEYS)
-    master = next(n for n in formed if myself(n).slots)
-    replica = replica_of(formed, master)
-    lost = myself(master).slots
-    synced(master)
-    master.stop(hard=True)
-    replica.stop(hard=True)
-    survivors = [n for n in formed if n not in (master, replica)]
-    listed = [*survivors, *fresh]
+    listed, master, replica, lost = lose_a_shard(redis_farm)
+    survivors = listed[:4]
     ranges = format_ranges(lost)
     gone_keys = keys_in(lost)
 
@@ -260,17 +266,7 @@ def test_a_returning_shard_that_cannot_reach_the_cluster_is_folded_in_when_liste
     (pods rescheduled): its nodes.conf names addresses nobody answers at, so Redis never tells it it was
     outranked and it serves its old slots to whoever dials it. Listed again, it meets the new owner and
     becomes its replica; the keys written since stay."""
-    nodes = redis_farm.spawn(8, hosts=HOSTS)
-    formed = nodes[:6]
-    apply(formed, 3, 1)
-    load(formed, KEYS)
-    master = next(n for n in formed if myself(n).slots)
-    replica = replica_of(formed, master)
-    lost = myself(master).slots
-    synced(master)
-    master.stop(hard=True)
-    replica.stop(hard=True)
-    listed = [n for n in nodes if n not in (master, replica)]
+    listed, master, replica, lost = lose_a_shard(redis_farm)
     accepted = run_cli(
         "apply", "--masters", "3", "--replicas", "1", "--accept-lost-slots", "all", *(n.address for n in listed)
     )
