@@ -25,6 +25,9 @@ NEWER_PASS=(
     tests/bootstrap/test_provider_process.py::test_create_diff_update_read_delete_over_grpc
     tests/bootstrap/test_converge.py::test_scale_out_and_in_with_live_traffic_loses_no_key
 )
+# Valkey 9 also runs what the bootstrap never does on its own (a lost quorum, a lost shard and its return,
+# the lease while its slot moves): ~110 s. Redis 8.6 passed it too when written (73 s), left out for CI time.
+VALKEY_PASS=("${NEWER_PASS[@]}" tests/bootstrap/test_safety.py)
 
 venv/bin/ruff check .
 venv/bin/ruff format --check .
@@ -43,7 +46,7 @@ if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; prin
     echo "test: the Valkey 9 pass is skipped (no valkey-9)" >&2
 else
     echo "test: bootstrap tier subset against $server" >&2
-    REDIS_CLUSTER_SERVER=valkey-9 venv/bin/pytest -q "${NEWER_PASS[@]}"
+    REDIS_CLUSTER_SERVER=valkey-9 venv/bin/pytest -q "${VALKEY_PASS[@]}"
 fi
 if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; print(resolve_server("redis-8.6"))'); then
     echo "test: the Redis 8.6 pass is SKIPPED: not built (bash tools/build-redis.sh says why)" >&2
