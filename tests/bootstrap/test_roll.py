@@ -251,3 +251,34 @@ def test_a_master_that_only_looks_down_is_not_restarted_with_its_slots(redis_far
     assert pods.roles_when_stopped == {master.address: False}, "it stopped while it still owned slots"
     assert_shape(nodes, 3, 1)
     assert missing_keys(nodes, KEYS) == []
+
+
+@pytest.mark.parametrize("replicas", [2, 0])
+def test_rolls_with_two_replicas_and_with_none_lose_no_acknowledged_write(redis_farm: RedisFarm, replicas: int) -> None:
+    """With two replicas each master hands over to one of them (the most caught up, rolled first); with none
+    a master restarts as it is, its slots down until it is back, and the roll says so first."""
+    nodes = redis_farm.spawn(3 * (1 + replicas), hosts=HOSTS)
+    apply(nodes, 3, replicas)
+    load(nodes, KEYS)
+    masters_before = {n.address for n in nodes if myself(n).slots}
+    pods = LoopbackPods(nodes, stale=nodes)
+    said: list[str] = []
+
+    with Traffic(nodes) as traffic:
+        time.sleep(0.5)
+        order = roll(pods, lambda _inventory: DirectConnector(), Shape(3, replicas), 180, progress=said.append)
+        time.sleep(0.5)
+
+    assert sorted(order) == sorted(n.address for n in nodes), "every node restarted exactly once"
+    assert traffic.written > 100, "the client kept writing through the roll"
+    assert missing_keys(nodes, KEYS) == []
+    lost = missing_keys(nodes, traffic.written, prefix="live", value=str)
+    assert lost == [], lost[:5]
+    assert_shape(nodes, 3, replicas)
+    if replicas:
+        assert not any(pods.roles_when_stopped.values()), "no node stopped while it still owned slots"
+        assert traffic.errors == [], traffic.errors[:5]
+        assert set(order[: 3 * replicas]).isdisjoint(masters_before), f"replicas first: {order}"
+    else:
+        warnings = [s for s in said if s.startswith("WARNING:") and "has no replica (0 declared)" in s]
+        assert len(warnings) == 3, said

@@ -135,6 +135,8 @@ def test_a_lost_shard_is_refused_until_accepted_and_its_return_never_serves_its_
     # Nothing that makes the loss permanent: the slots are nobody's but the gone master's.
     assert not (claims(listed).keys() & lost), "the lost slots were reassigned without consent"
     assert any(ln.slots == lost for ln in table(survivors[0])), "the survivors forgot the gone master"
+    after = run_cli("check", survivors[0].address)
+    assert after.returncode == 2 and f"slots {ranges} ({len(lost)} slots, about " in after.stdout, after.stdout
 
     partial = run_cli(
         "apply",
