@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, split_address
-from bootstrap.operations import ConvergenceTimeout, Progress, poll
+from bootstrap.operations import ClusterError, ConvergenceTimeout, Progress, poll
 from bootstrap.props import Announce
 
 REDIS_PORT = 6379
@@ -195,7 +195,7 @@ class StatefulSetPods:
         client = _load_config(context)
         self._api, self._apps = client.CoreV1Api(), client.AppsV1Api()
 
-    def _revision(self) -> str:
+    def _revision(self, timeout: float = 0.0) -> str:
         """The revision pods should run, once the controller has seen the current spec.
 
         Before that, the status still names the old revision: every pod looked current and `pulumi up`
@@ -215,7 +215,8 @@ class StatefulSetPods:
             found.append(str(sts.status.update_revision or ""))
             return None
 
-        poll(f"StatefulSet {self._statefulset}'s new spec to be seen", seen, CONTROLLER_WAIT_S, interval=1.0)
+        wait = min(timeout, CONTROLLER_WAIT_S) if timeout > 0 else CONTROLLER_WAIT_S
+        poll(f"StatefulSet {self._statefulset}'s new spec to be seen", seen, wait, interval=1.0)
         return found[-1]
 
     def _pods(self) -> dict[str, Any]:
@@ -244,11 +245,16 @@ class StatefulSetPods:
         )
 
     def restart(self, name: str, timeout: float, progress: Progress) -> None:
+        deadline = time.monotonic() + timeout  # one budget for the eviction, the controller and the pod
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 1.0)
+
         old = self._pods().get(name)
         old_uid = old.metadata.uid if old is not None else None
         if old is not None and not old.metadata.deletion_timestamp:
-            self._evict(name, timeout, progress)
-        revision = self._revision()
+            self._evict(name, left(), progress)
+        revision = self._revision(left())
 
         def back() -> str | None:
             pod = self._pods().get(name)
@@ -259,7 +265,7 @@ class StatefulSetPods:
             ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
             return None if ready and pod.status.pod_ip else _not_ready(pod, self._api)
 
-        poll(f"pod {name} in namespace {self._namespace} to come back Ready", back, timeout, interval=1.0)
+        poll(f"pod {name} in namespace {self._namespace} to come back Ready", back, left(), interval=1.0)
 
     def ready(self, name: str) -> bool:
         """Kubernetes' word on whether the pod serves: its Ready condition, and not being deleted."""
@@ -289,8 +295,15 @@ class StatefulSetPods:
             except ApiException as exc:
                 if exc.status == 404:
                     return None  # gone already
+                if exc.status == 403:
+                    raise ClusterError(
+                        f"evicting pod {name} in namespace {self._namespace} was forbidden: the bootstrap's "
+                        f"Kubernetes credentials need create on pods/eviction ({exc.reason})"
+                    ) from exc
                 if exc.status != 429:
-                    raise
+                    raise ClusterError(
+                        f"evicting pod {name} in namespace {self._namespace}: {exc.status} {exc.reason}"
+                    ) from exc
                 reason = f"the PodDisruptionBudget does not allow evicting {name} now (another pod is disrupted)"
                 if not said:
                     progress(f"waiting: {reason}")

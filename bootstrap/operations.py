@@ -571,7 +571,12 @@ def hand_over(
                 f"{heir.name} was not elected within {waited:.0f}s of CLUSTER FAILOVER: "
                 f"taking over with {master.name}'s writes paused"
             )
-        _paused_takeover(master, heir, master_client, heir_client, deadline)
+        # Short socket timeouts: every look must fit between two renewals of the pause (PAUSE_RENEW_S).
+        short = (
+            connector.client(master.address, timeout=LINK_PROBE_S),
+            connector.client(heir.address, timeout=LINK_PROBE_S),
+        )
+        _paused_takeover(master, heir, *short, deadline)
     if not myself(heir_client).is_master:
         raise ConvergenceTimeout(
             f"replica {heir.name} could not take over from {master.name} in {timeout:.0f}s; "
@@ -620,18 +625,23 @@ def _unlinked(snap: Snapshot, connector: Connector, heir: Member) -> str | None:
     return ", ".join(down) or None
 
 
+PAUSE_RENEW_S = 3.0  # renew the pause this long before it would lapse (each look below takes at most 1 s)
+
+
 def _paused_takeover(
     master: Member, heir: Member, master_client: redis.Redis, heir_client: redis.Redis, deadline: float
 ) -> None:
     """The graceful failover's steps without its election. The pause is lifted only once the old master
     calls itself a replica: the writes it held then get MOVED, none lands on it after the switch.
 
-    Once the heir has taken over, the pause is never lifted while the old master still calls itself the
-    owner (it was, after ~9 s, whatever the old master believed): a write it accepted then would be lost
-    when it learns. The pause is renewed until the run's deadline; past it the run fails, saying so, and
-    the pause ends by itself within PAUSE_MS, as it does should this process die.
+    From the TAKEOVER on, the pause is never lifted while the old master may still call itself the owner
+    (it was, after ~9 s, whatever the old master believed): a write it accepted then would be lost when
+    it learns. It is renewed before it lapses until the run's deadline; past it, or on any error, the run
+    fails saying so, and the pause ends by itself within PAUSE_MS, as it does should this process die. It
+    is lifted early only when the heir is seen not to have taken over (the master still owns its slots).
     """
     master_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
+    paused_at = time.monotonic()
     unpause = True
     try:
         target = int(master_client.info("replication").get("master_repl_offset", 0))
@@ -641,6 +651,7 @@ def _paused_takeover(
             return None if got >= target else f"{heir.name} at offset {got}, {master.name} at {target}"
 
         poll(f"{heir.name} did not reach {master.name}'s offset with its writes paused", synced, PAUSE_MS / 3000)
+        unpause = False
         cluster(heir_client, "FAILOVER", "TAKEOVER")
 
         def switched() -> str | None:
@@ -651,24 +662,26 @@ def _paused_takeover(
             return f"{heir.name} is master: {views[0].is_master}; {master.name} follows it: {follows}"
 
         while True:
-            renew_at = time.monotonic() + PAUSE_MS / 1000 - 1.0
+            renew_at = paused_at + PAUSE_MS / 1000 - PAUSE_RENEW_S
             try:
                 poll(
                     f"{master.name} and {heir.name} did not switch",
                     switched,
-                    max(min(renew_at, deadline) - time.monotonic(), 1.0),
+                    max(min(renew_at, deadline) - time.monotonic(), 0.0),
                 )
+                unpause = True
                 return
             except ConvergenceTimeout:
                 if not myself(heir_client).is_master:
-                    raise  # no takeover: the master still owns its slots, and may serve again
+                    unpause = True  # no takeover: the master still owns its slots and may serve again
+                    raise
                 if time.monotonic() >= deadline:
-                    unpause = False
                     raise ConvergenceTimeout(
                         f"{heir.name} took over, but {master.name} has not learned it: its writes stay paused "
                         f"(for at most {PAUSE_MS / 1000:.0f}s more), since a write it accepted would be lost"
                     ) from None
                 master_client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
+                paused_at = time.monotonic()
     finally:
         if unpause:
             master_client.execute_command("CLIENT", "UNPAUSE")

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
 
-from bootstrap.model import Shape
+from bootstrap.model import Shape, parse_slot_selection
 
 Phase = Literal["converge", "drain"]
 Connection = Literal["port-forward", "direct"]
@@ -47,6 +47,16 @@ DEFAULT_TIMEOUT = 600
 
 class PropsError(ValueError):
     """Properties this code cannot read: named, so a broken state says what is wrong with it."""
+
+
+def _slot_selection(value: str) -> str:
+    """An acceptLostSlots value the provider can use, checked when read (the program validated it too)."""
+    if value:
+        try:
+            parse_slot_selection(value)
+        except ValueError as exc:
+            raise PropsError(f"acceptLostSlots is {exc}") from exc
+    return value
 
 
 def _choice(value: Any, options: tuple[str, ...], what: str) -> Any:
@@ -186,7 +196,7 @@ class Props(Generic[P]):
                 operator_password=str(props["operatorPassword"]) if props.get("operatorPassword") else None,
                 phase=_choice(props.get("phase") or "converge", PHASES, "phase"),
                 pod_template=str(props.get("podTemplate") or ""),
-                accept_lost_slots=str(props.get("acceptLostSlots") or ""),
+                accept_lost_slots=_slot_selection(str(props.get("acceptLostSlots") or "")),
             )
         except PropsError:
             raise

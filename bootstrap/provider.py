@@ -117,17 +117,18 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
             # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
             return {**_public(p), "clusterState": "unchanged", "draining": []}
         progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
-    if not drain and (pods := _pods(p)) is not None:
-        # Before the converge: what the shape needs may come with the new template (per-pod access
-        # announces its addresses only after a restart), and a stale pod that crashes must go first.
-        started = time.monotonic()
-        if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress):
-            inventory = pods.inventory(timeout)  # restarted pods may have new IPs
-        timeout = max(timeout - (time.monotonic() - started), 60.0)
     last = _last_acceptance(previous)
     spent = bool(last) and p.accept_lost_slots == last.get("setting")
     accept = frozenset() if spent or not p.accept_lost_slots else parse_slot_selection(p.accept_lost_slots)
+    reassigned: set[int] = set()
     try:
+        if not drain and (pods := _pods(p)) is not None:
+            # Before the converge: what the shape needs may come with the new template (per-pod access
+            # announces its addresses only after a restart), and a stale pod that crashes must go first.
+            started = time.monotonic()
+            if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress, accept, reassigned):
+                inventory = pods.inventory(timeout)  # restarted pods may have new IPs
+            timeout = max(timeout - (time.monotonic() - started), 60.0)
         with connected(_connector(p, inventory)) as connector:
             outcome = converge(
                 inventory, connector, p.shape, timeout, progress, adopt_unlisted=static, accept_lost=accept
@@ -143,8 +144,11 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
             ) from exc
         raise
     progress(f"cluster ok: {p.masters} masters x {p.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
-    if reassigned := frozenset().union(*(step.lost_slots for step in outcome.plans)):
-        last = {"setting": p.accept_lost_slots, "slots": format_ranges(reassigned), "at": _now()}
+    reassigned.update(*(step.lost_slots for step in outcome.plans))
+    if accept:
+        # Spent by the run that saw it, whether it reassigned anything or not (the shard may have come back
+        # instead): left in the config, it must not accept a later loss unasked.
+        last = {"setting": p.accept_lost_slots, "slots": format_ranges(reassigned) or "none", "at": _now()}
     record = {"lostSlotsAccepted": last} if last else {}
     if drain:
         return {**_public(p), "clusterState": "drained", "draining": leaving, **record}

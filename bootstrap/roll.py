@@ -27,7 +27,7 @@ from bootstrap import operations as ops
 from bootstrap import rules
 from bootstrap.converge import converge
 from bootstrap.endpoints import Connector, Inventory, connected
-from bootstrap.model import Shape, Snapshot
+from bootstrap.model import PlanError, Shape, Snapshot
 
 HOLD_REPORT_S = 10.0
 HEAL_AFTER_S = 10.0  # a restarted node is normally whole again within a few seconds (its replica's resync)
@@ -59,8 +59,13 @@ def roll(
     shape: Shape,
     timeout: float,
     progress: ops.Progress,
+    accept_lost: frozenset[int] = frozenset(),
+    reassigned: set[int] | None = None,
 ) -> list[str]:
     """Restart every stale pod, one at a time; returns their names in the order they restarted.
+
+    ``accept_lost``: as for ``converge``, for the heals a roll runs; lost slots they reassign are added
+    to ``reassigned``.
 
     Runs before the converge: a changed template may be what the declared
     shape needs (per-pod external access announces new addresses only after a
@@ -79,6 +84,12 @@ def roll(
     first = pods.stale()
     if not first:
         return []
+    found = reassigned if reassigned is not None else set()
+
+    def heal(inventory: Inventory, connector: Connector, snap: Snapshot, why: str) -> None:
+        shape_now = _heal_shape(whole, shape, snap)
+        _heal(inventory, connector, shape_now, why, deadline, progress, accept_lost, found)
+
     total = len(first)
     progress(f"rolling {total} pod(s) to the new revision, one at a time, replicas first: {', '.join(first)}")
     inventory = pods.inventory(left())
@@ -87,7 +98,7 @@ def roll(
         whole = _Whole.of(snap)
         if not down and (problems := whole.problems(snap, ops.cluster_infos(snap, connector))):
             # E.g. a lost volume: its pod back empty, the old id a ghost. Healed now, the roll can go on.
-            _heal(inventory, connector, _heal_shape(whole, shape, snap), "; ".join(problems[:3]), deadline, progress)
+            heal(inventory, connector, snap, "; ".join(problems[:3]))
             whole = _Whole.of(_sure_look(pods, inventory, connector, deadline)[0])
     done: list[str] = []
     while stale := pods.stale():
@@ -96,7 +107,7 @@ def roll(
         inventory = pods.inventory(left())
         where = f"pod {len(done) + 1} of {total}"
         with connected(connect(inventory)) as connector:
-            step = _next(pods, inventory, connector, shape, whole, set(stale), deadline, progress)
+            step = _next(pods, inventory, connector, shape, whole, set(stale), deadline, progress, heal)
             if step.warning:
                 progress(f"WARNING: {step.warning}")
             if step.heir:
@@ -121,8 +132,7 @@ def roll(
                 problems = whole.problems(snap, ops.cluster_infos(snap, connector))
                 if problems and not down and not healed and time.monotonic() - started > HEAL_AFTER_S:
                     healed = True  # once per restart: what a restart leaves (a replica resyncing) passes alone
-                    heal_shape = _heal_shape(whole, shape, snap)
-                    _heal(inventory, connector, heal_shape, "; ".join(problems[:3]), deadline, progress)
+                    heal(inventory, connector, snap, "; ".join(problems[:3]))
                     return "healed"
                 return "; ".join(problems[:5]) or None
 
@@ -182,6 +192,7 @@ def _next(
     stale: set[str],
     deadline: float,
     progress: ops.Progress,
+    heal: Callable[[Inventory, Connector, Snapshot, str], None],
 ) -> rules.Restart:
     """The next restart, once it may go: while the rule holds the roll, or the cluster is short of
     anything (the last restart not healed yet, a replica resyncing), look again until it lets go or
@@ -209,7 +220,7 @@ def _next(
                 reason = f"{step.name} restarts once the cluster is whole: {'; '.join(problems[:3])}"
                 if not healed and not down:  # the converge needs every node to answer
                     healed = True
-                    _heal(inventory, connector, _heal_shape(whole, shape, snap), reason, deadline, progress)
+                    heal(inventory, connector, snap, reason)
                     continue
         now = time.monotonic()
         if now > deadline:
@@ -223,7 +234,9 @@ def _next(
 def _heal_shape(whole: _Whole, declared: Shape, snap: Snapshot) -> Shape:
     """As many masters as own slots now, or as the roll found, whichever is more: a heal moves no slot (a
     scale-out waits for the converge after the roll); replicas as declared."""
-    owning = sum(1 for m in snap.members if m.is_master and m.slots) + len(rules.losses(snap))
+    stale = {c.stale.node_id for c in rules.double_claims(snap)}  # a node back with old slots is no master
+    owning = sum(1 for m in snap.members if m.is_master and m.slots and m.node_id not in stale)
+    owning += len(rules.losses(snap))
     return Shape(max(whole.masters, owning) or declared.masters, declared.replicas_per_master)
 
 
@@ -243,7 +256,14 @@ def _sure_look(pods: Pods, inventory: Inventory, connector: Connector, deadline:
 
 
 def _heal(
-    inventory: Inventory, connector: Connector, shape: Shape, reason: str, deadline: float, progress: ops.Progress
+    inventory: Inventory,
+    connector: Connector,
+    shape: Shape,
+    reason: str,
+    deadline: float,
+    progress: ops.Progress,
+    accept_lost: frozenset[int],
+    reassigned: set[int],
 ) -> None:
     """Mend what keeps the cluster from being whole before the next restart, as the converge after the
     roll would: a ghost left by a lost volume, a missing replica, an heir to promote, a slot left open.
@@ -251,13 +271,18 @@ def _heal(
     Without it a roll that met such a fault waited out its timeout, and since the converge runs only
     after the roll, every later `pulumi up` failed the same way: the fault could not be healed without
     reverting the template change. The shape is the one the roll found (a scale-out waits for the
-    converge after it). A loss only a person may accept stops the roll with its own message; anything
-    else that fails here is said, and the roll waits as before.
+    converge after it). A loss only a person may accept stops the roll with its own message (and with
+    the consent, ``accept_lost``, it is healed like the rest); anything else that fails here is said,
+    and the roll waits as before.
     """
     progress(f"rolling restart: healing first ({reason})")
     try:
-        converge(inventory, connector, shape, max(deadline - time.monotonic(), 1.0), progress)
+        outcome = converge(
+            inventory, connector, shape, max(deadline - time.monotonic(), 1.0), progress, accept_lost=accept_lost
+        )
     except ops.DataLossRefused:
         raise
-    except ops.ClusterError as exc:
+    except (ops.ClusterError, PlanError) as exc:
         progress(f"rolling restart: could not heal ({exc}); waiting for the cluster to be whole")
+        return
+    reassigned.update(*(step.lost_slots for step in outcome.plans))

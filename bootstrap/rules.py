@@ -280,13 +280,16 @@ def meetings(snap: Snapshot, owners: Iterable[str] = ()) -> list[tuple[Member, l
     that is 6,175 handshakes instead of 9,900.
     """
     owner_ids = set(owners) | {m.node_id for m in snap.members if m.slots}
+    # Never introduce a returning node to an owner it would win slots from (``unsafe`` refuses those runs;
+    # the waits that mesh again must not do it either).
+    apart = {frozenset((c.stale.node_id, c.current.node_id)) for c in double_claims(snap) if not c.safe_to_fold}
     jobs: list[tuple[Member, list[Member]]] = []
     known = {m.node_id: {line.node_id: line for line in snap.views[m.node_id]} for m in snap.members}
     for m in snap.members:
         seen = known[m.node_id]
         todo = []
         for o in snap.members:
-            if o.node_id == m.node_id:
+            if o.node_id == m.node_id or frozenset((m.node_id, o.node_id)) in apart:
                 continue
             line = seen.get(o.node_id)
             if line is None:

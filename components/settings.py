@@ -539,9 +539,10 @@ class ClusterSettings:
         text(_is_slot_selection, f"empty, or {SLOT_SELECTION}"),
         """Slots whose every copy is gone (a master and all its replicas lost with their data) that the next
         `pulumi up` may reassign empty. Without it such an `up` fails, naming the slots and the keys they likely
-        held, and reassigns nothing. Consent is for one loss: the value is spent once used (the bootstrap's
-        `lostSlotsAccepted` output says which slots and when), and a later loss needs a value spelled
-        differently (e.g. the ranges that `up` names instead of `all`).""",
+        held, and reassigns nothing. Consent is for one loss: the value is spent by the first `up` that
+        succeeds with it, whether it reassigned anything or not (the bootstrap's `lostSlotsAccepted` output
+        says which slots and when), and a later loss needs a value spelled differently (e.g. the ranges that
+        `up` names instead of `all`).""",
     )
     bootstrap_endpoints: tuple[str, ...] = setting(
         "bootstrapEndpoints",

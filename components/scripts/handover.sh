@@ -98,13 +98,18 @@ say "asking replica $1:$2 (replication offset $best_offset) to take over"
 # The voters: masters that own slots (fields 9+), other than this one, at their announced addresses.
 voters=$(echo "$table" | awk -v me="$myid" '$3 ~ /master/ && $3 !~ /fail|noaddr/ && $1 != me && NF > 8 {
         split($2, a, "@"); print a[1] }')
+# Each look bounded by 1 s and by the 5 s of this wait: many voters that do not answer (a zone gone)
+# must not spend the budget the failover needs.
 linked() {
-    cli -h "$1" -p "$2" cluster nodes 2>/dev/null | awk -v id="$3" '$1 == id && $8 == "connected" { ok = 1 } END { exit !ok }'
+    # shellcheck disable=SC2086
+    timeout 1 redis-cli ${REDIS_CLI_TLS:-} $user -h "$1" -p "$2" cluster nodes 2>/dev/null |
+        awk -v id="$3" '$1 == id && $8 == "connected" { ok = 1 } END { exit !ok }'
 }
 links_until=$(($(date +%s) + 5))
 while :; do
     missing=0
     for v in $voters; do
+        [ "$(date +%s)" -ge "$links_until" ] && missing=$((missing + 1)) && continue
         linked "${v%:*}" "${v##*:}" "$best_id" || missing=$((missing + 1))
     done
     [ "$missing" -eq 0 ] && break
@@ -141,7 +146,12 @@ if [ "$remaining" -le 3 ]; then
     exit 0
 fi
 say "replica $1:$2 was not elected: taking over with this master's writes paused"
-cli client pause "$((remaining * 1000))" write >/dev/null 2>&1
+# Paused past the end of the grace period: should the heir take over and this node not learn it, no
+# write may land here before the container is gone (Redis' own shutdown comes after the hook).
+if [ "$(cli client pause "$(((remaining + 60) * 1000))" write 2>&1)" != OK ]; then
+    say "could not pause this master's writes: stopping as master"
+    exit 0
+fi
 target=$(field "$host" "$port" master_repl_offset)
 sync_until=$(($(date +%s) + 3))
 while :; do

@@ -302,6 +302,8 @@ def test_a_node_back_with_reassigned_slots_is_folded_in_when_outranked_and_refus
     assert not claim.safe_to_fold
     [problem] = rules.unsafe(snap)
     assert "config epoch 9" in problem and "epoch 7" in problem and "Refusing" in problem
+    met = {(sender.node_id, r.node_id) for sender, receivers in rules.meetings(snap) for r in receivers}
+    assert (taker.node_id, returned.node_id) not in met and (returned.node_id, taker.node_id) not in met
 
 
 # --- open slots -----------------------------------------------------------------
