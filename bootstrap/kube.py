@@ -117,11 +117,11 @@ def pod_inventory(
         if not missing or not wait:
             return Inventory(tuple(endpoints[i] for i in sorted(endpoints)))
         if time.monotonic() > deadline:
-            names = ", ".join(f"{statefulset}-{i}" for i in missing)
+            names = [f"{statefulset}-{i}" for i in missing]
             pods = owned_pods(api, namespace, statefulset)
-            causes = [f"{n}: {_not_ready(pods[n], api)}" for n in names.split(", ") if n in pods]
+            causes = [f"{n}: {_not_ready(pods[n], api)}" for n in names if n in pods]
             raise ConvergenceTimeout(
-                f"pods {names} in namespace {namespace} have no IP after {timeout:.0f}s "
+                f"pods {', '.join(names)} in namespace {namespace} have no IP after {timeout:.0f}s "
                 f"(pending, unschedulable or a volume not bound? see kubectl describe pod)"
                 + (f": {'; '.join(causes)}" if causes else "")
             )
@@ -262,17 +262,14 @@ class StatefulSetPods:
                 return "the old pod is still stopping" if pod is not None else "not recreated yet"
             if (pod.metadata.labels or {}).get(REVISION_LABEL) != revision:
                 return f"recreated at revision {(pod.metadata.labels or {}).get(REVISION_LABEL)}, not {revision}"
-            ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-            return None if ready and pod.status.pod_ip else _not_ready(pod, self._api)
+            return None if _is_ready(pod) and pod.status.pod_ip else _not_ready(pod, self._api)
 
         poll(f"pod {name} in namespace {self._namespace} to come back Ready", back, left(), interval=1.0)
 
     def ready(self, name: str) -> bool:
         """Kubernetes' word on whether the pod serves: its Ready condition, and not being deleted."""
         pod = self._pods().get(name)
-        if pod is None or pod.metadata.deletion_timestamp:
-            return False
-        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return pod is not None and not pod.metadata.deletion_timestamp and _is_ready(pod)
 
     def _evict(self, name: str, timeout: float, progress: Progress) -> None:
         """Stop the pod through the Eviction API, so the PodDisruptionBudget is honoured.
@@ -311,6 +308,10 @@ class StatefulSetPods:
                 return reason
 
         poll(f"evicting pod {name} in namespace {self._namespace}", evicted, timeout, interval=2.0)
+
+
+def _is_ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 def _not_ready(pod: Any, api: Any = None) -> str:

@@ -156,7 +156,7 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
 
 
 def _last_acceptance(state: Mapping[str, Any] | None) -> dict[str, str]:
-    """The last time lost slots were reassigned empty under acceptLostSlots: its value, the slots, when.
+    """The last successful run that had acceptLostSlots: its value, the slots it reassigned ("none"), when.
 
     Consent is for one loss: a value left in the config must not quietly
     accept the next one, so the value used last is spent (kept in the outputs

@@ -212,14 +212,21 @@ def double_claims(snap: Snapshot) -> list[DoubleClaim]:
     (the cluster's), the stale one the other; when the views do not decide, the
     higher config epoch, as Redis decides when the two meet.
     """
-    selves = {m.node_id: next(ln for ln in snap.views[m.node_id] if ln.is_myself) for m in snap.members}
-    known = {m.node_id: {ln.node_id for ln in snap.views[m.node_id] if not ln.is_myself} for m in snap.members}
+
+    def known(m: Member) -> set[str]:
+        return {ln.node_id for ln in snap.views[m.node_id] if not ln.is_myself}
+
+    def epoch(m: Member) -> int:
+        return next(ln.config_epoch for ln in snap.views[m.node_id] if ln.is_myself)
+
+    # Views are read only for claimants whose slots overlap: none in a healthy cluster, and this runs on
+    # every look of the waits (``meetings``, ``health``).
     claimants = [m for m in snap.members if m.is_master and m.slots]
     out = []
     for i, a in enumerate(claimants):
         for b in claimants[i + 1 :]:
             both = a.slots & b.slots
-            if not both or not (known[a.node_id] & known[b.node_id]):
+            if not both or not (known(a) & known(b)):
                 continue  # no acquaintance in common: two different clusters (``unsafe`` refuses them)
             slot = min(both)
             votes = {a.node_id: 0, b.node_id: 0}
@@ -229,17 +236,8 @@ def double_claims(snap: Snapshot) -> list[DoubleClaim]:
                 owner = next((ln.node_id for ln in snap.views[x.node_id] if ln.is_master and slot in ln.slots), None)
                 if owner in votes:
                     votes[owner] += 1
-            ea, eb = selves[a.node_id].config_epoch, selves[b.node_id].config_epoch
-            current, stale = (a, b) if (votes[a.node_id], ea) > (votes[b.node_id], eb) else (b, a)
-            out.append(
-                DoubleClaim(
-                    stale=stale,
-                    current=current,
-                    slots=frozenset(both),
-                    stale_epoch=selves[stale.node_id].config_epoch,
-                    current_epoch=selves[current.node_id].config_epoch,
-                )
-            )
+            current, stale = (a, b) if (votes[a.node_id], epoch(a)) > (votes[b.node_id], epoch(b)) else (b, a)
+            out.append(DoubleClaim(stale, current, frozenset(both), epoch(stale), epoch(current)))
     return out
 
 
