@@ -262,7 +262,9 @@ class StatefulSetPods:
                 return "the old pod is still stopping" if pod is not None else "not recreated yet"
             if (pod.metadata.labels or {}).get(REVISION_LABEL) != revision:
                 return f"recreated at revision {(pod.metadata.labels or {}).get(REVISION_LABEL)}, not {revision}"
-            return None if _is_ready(pod) and pod.status.pod_ip else _not_ready(pod, self._api)
+            if pod.status.pod_ip and (_is_ready(pod) or _running_for(pod) >= RUNNING_IS_BACK_S):
+                return None
+            return _not_ready(pod, self._api)
 
         poll(f"pod {name} in namespace {self._namespace} to come back Ready", back, left(), interval=1.0)
 
@@ -312,6 +314,21 @@ class StatefulSetPods:
 
 def _is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+# A pod whose every container has run this long without a restart is back as far as Kubernetes can tell,
+# Ready or not: the readiness probe keeps an empty node that knows no one not Ready until it is joined
+# (components/nodes.py), and joining it is the roll's own heal, which runs only once the restart returns.
+RUNNING_IS_BACK_S = 15.0
+
+
+def _running_for(pod: Any) -> float:
+    """Seconds since the last of the pod's containers started running; 0 while any is not running."""
+    statuses = pod.status.container_statuses or []
+    started = [s.state.running.started_at for s in statuses if s.state and s.state.running]
+    if not statuses or len(started) < len(statuses) or any(t is None for t in started):
+        return 0.0
+    return max(0.0, time.time() - max(float(t.timestamp()) for t in started))
 
 
 def _not_ready(pod: Any, api: Any = None) -> str:

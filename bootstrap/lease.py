@@ -5,7 +5,8 @@ pointed at it, or an operator's `apply` during an up) opened slots in both
 directions between the same masters, duplicated keys and froze a master for
 the MIGRATE timeout. So a run that changes the cluster first takes a lease:
 ``SET <key> <holder> NX PX <ttl>`` on the master that owns the key's slot,
-renewed by a thread every ``RENEW_S`` and deleted at the end. A second run
+renewed by a thread every ``RENEW_S`` and deleted at the end of the run (a
+`pulumi up`'s roll and converge are one run: ``for_run``). A second run
 that finds it refuses, once it has seen the lease renewed (its holder is
 alive); a lease nobody renews expires within ``TTL_S``, so a run killed with
 ``kill -9`` blocks the next one for at most that long.
@@ -24,7 +25,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import redis
 from redis.crc import key_slot
@@ -49,15 +51,22 @@ class LeaseHeld(ClusterError):
 
 @dataclass
 class _Route:
-    """Where the key lives, following MOVED/ASK while our own moves carry its slot elsewhere."""
+    """Where the key lives, following MOVED/ASK while our own moves carry its slot elsewhere, and
+    asking another node when the one it knew stops answering (a restart in a roll)."""
 
     connector: Connector
     addresses: dict[str, str]  # address a node is seen as (what MOVED names) -> address we dial
     address: str
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the renewer and the run's own looks
 
     def call(self, *args: object) -> object:
+        with self.lock:
+            return self._call(*args)
+
+    def _call(self, *args: object) -> object:
         asking = False
-        for _ in range(5):
+        untried = [a for a in self.addresses.values() if a != self.address]
+        for _ in range(5 + len(untried)):
             client = self.connector.client(self.address)
             try:
                 if asking:
@@ -73,6 +82,10 @@ class _Route:
                 self.address, asking = self.addresses.get(seen, seen), not moved
                 if moved:
                     self.addresses[seen] = self.address
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if not untried:
+                    raise
+                self.address, asking = untried.pop(0), False  # it redirects us to the owner
         raise ClusterError(f"lease key {KEY}: redirected more than 5 times, last to {self.address}")
 
 
@@ -80,33 +93,103 @@ def _holder() -> str:
     return f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%H:%M:%S')} ({uuid.uuid4().hex[:8]})"
 
 
+class _Run:
+    """The lease of one run, from the first look that can take it to the end of the run."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._me = _holder()
+        self._route: _Route | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def take(self, snap: Snapshot, connector: Connector) -> None:
+        """Take the lease, or, held already, follow the cluster to ``connector`` and make sure it is still ours."""
+        owner = next((m for m in snap.members if m.is_master and SLOT in m.slots), None)
+        if owner is None:
+            if self._route is None:
+                self._progress("no lease: the cluster has no live owner of its slot yet (forming, or its master gone)")
+            return
+        addresses = {m.seen_as: m.address for m in snap.members}
+        if self._route is not None:
+            # Connectors of steps that ended may be closed: renew through the newest (old ones reopen lazily).
+            self._route.connector, self._route.address = connector, owner.address
+            self._route.addresses.update(addresses)
+            self._keep()
+            return
+        route = _Route(connector, addresses, owner.address)
+        try:
+            _acquire(route, self._me)
+        except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
+            # Down (every node restarted on a new address, say): nobody can hold a lease until it is mended.
+            self._progress(f"no lease: the cluster does not serve its slot right now ({exc})")
+            return
+        self._route = route
+        self._renewer = threading.Thread(target=_renew, args=(route, self._me, self._stop, self._progress), daemon=True)
+        self._renewer.start()
+
+    def _keep(self) -> None:
+        """Still ours, or taken again if it lapsed and nobody else took it; another run holding it stops this one."""
+        assert self._route is not None
+        if self._route.call("EVAL", _RENEW, 1, KEY, self._me, int(TTL_S * 1000)) == 1:
+            return
+        if self._route.call("SET", KEY, self._me, "NX", "PX", int(TTL_S * 1000)):
+            self._progress("the lease had lapsed (nobody renewed it for a while); taken again")
+            return
+        raise LeaseHeld(
+            f"this run's lease lapsed and another run ({self._route.call('GET', KEY)}) took it: stopping here; "
+            f"run again once that one has finished"
+        )
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=RENEW_S * 2)
+        if self._route is not None:
+            with contextlib.suppress(redis.RedisError, OSError, ClusterError):
+                self._route.call("EVAL", _RELEASE, 1, KEY, self._me)
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("bootstrap_lease_run", default=None)
+
+
 @contextlib.contextmanager
-def hold(snap: Snapshot, connector: Connector, progress: Progress) -> Iterator[None]:
-    """Hold the lease for the body; raise LeaseHeld when another live run holds it."""
-    owner = next((m for m in snap.members if m.is_master and SLOT in m.slots), None)
-    if owner is None:
-        progress("no lease: the cluster has no live owner of its slot yet (forming, or that master is gone)")
+def for_run(progress: Progress) -> Iterator[None]:
+    """Keep the lease that any ``hold`` in the body takes until the body ends.
+
+    A `pulumi up` is one run: the roll's restarts (during which no converge
+    holds anything), its heals and the converge after it. Between two holds a
+    second run could otherwise take the lease and, say, evict the heir of the
+    handover under way. Nested: the outermost keeps it. Per thread of control
+    (a context variable), so two runs in one process stay two runs.
+    """
+    if _RUN.get() is not None:
         yield
         return
-    route = _Route(connector, {m.seen_as: m.address for m in snap.members}, owner.address)
-    me = _holder()
-    try:
-        _acquire(route, me)
-    except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
-        # Down (every node restarted on a new address, say): nobody can hold a lease until it is mended.
-        progress(f"no lease: the cluster does not serve its slot right now ({exc})")
-        yield
-        return
-    stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(route, me, stop, progress), daemon=True)
-    renewer.start()
+    run = _Run(progress)
+    token = _RUN.set(run)
     try:
         yield
     finally:
-        stop.set()
-        renewer.join(timeout=RENEW_S * 2)
-        with contextlib.suppress(redis.RedisError, OSError, ClusterError):
-            route.call("EVAL", _RELEASE, 1, KEY, me)
+        _RUN.reset(token)
+        run.release()
+
+
+def hold_on(snap: Snapshot, connector: Connector, progress: Progress) -> None:
+    """Inside ``for_run``: take the lease, or check it is still ours and renew it through ``connector``."""
+    run = _RUN.get()
+    if run is None:
+        raise RuntimeError("lease.hold_on outside lease.for_run: nothing would release the lease")
+    run.take(snap, connector)
+
+
+@contextlib.contextmanager
+def hold(snap: Snapshot, connector: Connector, progress: Progress) -> Iterator[None]:
+    """Hold the lease for the body (for the whole run inside ``for_run``); raise LeaseHeld when another
+    live run holds it."""
+    with for_run(progress):
+        hold_on(snap, connector, progress)
+        yield
 
 
 def _acquire(route: _Route, me: str) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
+from bootstrap import lease, rules
 from bootstrap import operations as ops
-from bootstrap import rules
 from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
@@ -122,19 +122,22 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
     accept = frozenset() if spent or not p.accept_lost_slots else parse_slot_selection(p.accept_lost_slots)
     reassigned: set[int] = set()
     try:
-        if not drain and (pods := _pods(p)) is not None:
-            # Before the converge: what the shape needs may come with the new template (per-pod access
-            # announces its addresses only after a restart), and a stale pod that crashes must go first.
-            started = time.monotonic()
-            if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress, accept, reassigned):
-                inventory = pods.inventory(timeout)  # restarted pods may have new IPs
-            timeout = max(timeout - (time.monotonic() - started), 60.0)
-        with connected(_connector(p, inventory)) as connector:
-            outcome = converge(
-                inventory, connector, p.shape, timeout, progress, adopt_unlisted=static, accept_lost=accept
-            )
-            if not drain and old and new and old != new:
-                drop_password(inventory, connector, old, progress)
+        # One lease from the roll's first look to the converge's end: a second run between them could
+        # move slots or evict a pod while one of this run's is down (bootstrap/lease.py).
+        with lease.for_run(progress):
+            if not drain and (pods := _pods(p)) is not None:
+                # Before the converge: what the shape needs may come with the new template (per-pod access
+                # announces its addresses only after a restart), and a stale pod that crashes must go first.
+                started = time.monotonic()
+                if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress, accept, reassigned):
+                    inventory = pods.inventory(timeout)  # restarted pods may have new IPs
+                timeout = max(timeout - (time.monotonic() - started), 60.0)
+            with connected(_connector(p, inventory)) as connector:
+                outcome = converge(
+                    inventory, connector, p.shape, timeout, progress, adopt_unlisted=static, accept_lost=accept
+                )
+                if not drain and old and new and old != new:
+                    drop_password(inventory, connector, old, progress)
     except ops.DataLossRefused as exc:
         if spent:
             raise ops.DataLossRefused(

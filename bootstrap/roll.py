@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bootstrap import lease, rules
 from bootstrap import operations as ops
-from bootstrap import rules
 from bootstrap.converge import converge
 from bootstrap.endpoints import Connector, Inventory, connected
 from bootstrap.model import PlanError, Shape, Snapshot
@@ -77,13 +77,26 @@ def roll(
     resumes from there (only stale pods restart).
     """
     deadline = time.monotonic() + timeout
-
-    def left() -> float:
-        return max(deadline - time.monotonic(), 1.0)
-
     first = pods.stale()
     if not first:
         return []
+    with lease.for_run(progress):
+        return _roll(pods, connect, shape, first, deadline, progress, accept_lost, reassigned)
+
+
+def _roll(
+    pods: Pods,
+    connect: Callable[[Inventory], Connector],
+    shape: Shape,
+    first: list[str],
+    deadline: float,
+    progress: ops.Progress,
+    accept_lost: frozenset[int],
+    reassigned: set[int] | None,
+) -> list[str]:
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
     found = reassigned if reassigned is not None else set()
 
     def heal(inventory: Inventory, connector: Connector, snap: Snapshot, why: str) -> None:
@@ -95,6 +108,9 @@ def roll(
     inventory = pods.inventory(left())
     with connected(connect(inventory)) as connector:
         snap, down = _sure_look(pods, inventory, connector, deadline)
+        # Held from here to the end of the run (the converge after the roll too, see provider.apply):
+        # a second run must not move slots, or evict a pod, while a pod of this one is down.
+        lease.hold_on(snap, connector, progress)
         whole = _Whole.of(snap)
         if not down and (problems := whole.problems(snap, ops.cluster_infos(snap, connector))):
             # E.g. a lost volume: its pod back empty, the old id a ghost. Healed now, the roll can go on.
@@ -107,6 +123,7 @@ def roll(
         inventory = pods.inventory(left())
         where = f"pod {len(done) + 1} of {total}"
         with connected(connect(inventory)) as connector:
+            lease.hold_on(ops.take_snapshot(inventory, connector, tolerate_unreachable=True), connector, progress)
             step = _next(pods, inventory, connector, shape, whole, set(stale), deadline, progress, heal)
             if step.warning:
                 progress(f"WARNING: {step.warning}")

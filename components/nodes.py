@@ -51,8 +51,9 @@ READY_HOLD_SECONDS = 60
 
 
 def readiness_command(s: ClusterSettings) -> list[str]:
-    """Ready when Redis answers PING, whatever the cluster state — except a replica that is still
-    copying its master's data.
+    """Ready when Redis answers PING, whatever the cluster state — except a node that is not yet a
+    serving member of a formed cluster: a replica still copying its master's data, or an empty node
+    that knows only itself while its peers already form a cluster.
 
     Cluster state must not count (formation would deadlock: the bootstrap waits
     for Ready pods, and before it every node is a master, so this cannot block
@@ -61,7 +62,30 @@ def readiness_command(s: ClusterSettings) -> list[str]:
     ``READY_HOLD_SECONDS`` ago (or, never up, that started less than that ago)
     is not Ready, so a rolling update or a drain (PodDisruptionBudget) waits
     for it instead of taking its master next.
+
+    An empty node alone (``cluster_known_nodes:1``, no slots: a pod back on a
+    lost volume, a pod of a scale-out) asks its peers (the headless Service's
+    addresses; ``REDIS_PEERS`` overrides them): when one of them knows other
+    nodes, the cluster is formed without this node, so it is not Ready until
+    the bootstrap joins it. Before, such a pod was Ready behind the client
+    Service and a client that landed on it read "0 of 16384 slots covered",
+    and a drain counted it as a serving pod. At formation every peer knows
+    only itself, so nothing waits on anything.
     """
+    peer_cli = f"redis-cli {'--tls --cacert ' + redis_config.TLS_DIR + '/ca.crt ' if s.tls_only else ''}"
+    member_check = (
+        f'ci=$({_cli(s)} cluster info 2>/dev/null | tr -d "\\r"); '
+        'c() { printf "%s\\n" "$ci" | sed -n "s/^$1://p"; }; '
+        'if [ "$(c cluster_known_nodes)" = 1 ] && [ "$(c cluster_slots_assigned)" = 0 ]; then '
+        'peers=${REDIS_PEERS:-$(getent ahosts "$REDIS_PEER_SERVICE" 2>/dev/null '
+        f'| awk -v me="$POD_IP" \'$1 != me {{ print $1 ":{labels.REDIS_PORT}" }}\' | sort -u)}}; '
+        "for p in $peers; do "
+        f'n=$(timeout 2 {peer_cli}-h "${{p%:*}}" -p "${{p##*:}}" cluster info 2>/dev/null | tr -d "\\r" '
+        '| sed -n "s/^cluster_known_nodes://p"); '
+        'if [ "${n:-0}" -gt 1 ]; then '
+        'echo "not a member yet: $p is in a cluster of $n nodes and this node knows only itself"; exit 1; fi; '
+        "done; fi; "
+    )
     replica_check = (
         f'info=$({_cli(s)} info 2>/dev/null | tr -d "\\r"); '
         'case "$info" in *role:slave*) ;; *) exit 0 ;; esac; '
@@ -76,6 +100,7 @@ def readiness_command(s: ClusterSettings) -> list[str]:
         "sh",
         "-c",
         f'{_PROBE_AUTH}case "$({_cli(s)} ping 2>&1)" in PONG) ;; {_AUTH_ANSWERS}) exit 0 ;; *) exit 1 ;; esac; '
+        + member_check
         + replica_check,
     ]
 
@@ -204,6 +229,8 @@ def _redis_container(s: ClusterSettings) -> Manifest:
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "REDIS_ANNOUNCE_HOSTNAME", "value": fqdn},
+            # Every pod's address (publishNotReadyAddresses): the readiness probe asks its peers.
+            {"name": "REDIS_PEER_SERVICE", "value": fqdn.split(".", 1)[1]},
             {"name": "REDIS_CONF", "value": f"{redis_config.CONFIG_DIR}/{redis_config.CONF_KEY}"},
             {"name": "REDIS_NODES_CONF", "value": f"{redis_config.DATA_DIR}/nodes.conf"},
             {"name": "REDIS_USERS_ACL", "value": f"{redis_config.CONFIG_DIR}/{redis_config.USERS_KEY}"},

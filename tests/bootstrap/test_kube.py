@@ -5,9 +5,10 @@ yet is waited for, and the stale pods are the bootstrap's roll (tests/bootstrap/
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from bootstrap.kube import _not_ready, rollout_pending
+from bootstrap.kube import RUNNING_IS_BACK_S, _not_ready, _running_for, rollout_pending
 
 
 def sts(
@@ -83,3 +84,22 @@ def test_events_that_cannot_be_read_leave_the_cause_as_it_is() -> None:
 
     said = _not_ready(crash_looping_pod(), SimpleNamespace(list_namespaced_event=forbidden))
     assert said.endswith("4 restart(s)")
+
+
+def running(seconds_ago: float) -> SimpleNamespace:
+    started = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return SimpleNamespace(state=SimpleNamespace(running=SimpleNamespace(started_at=started), waiting=None))
+
+
+def pod_of(*containers: SimpleNamespace) -> SimpleNamespace:
+    return SimpleNamespace(status=SimpleNamespace(container_statuses=list(containers)))
+
+
+def test_a_restarted_pod_running_steadily_is_back_even_when_not_ready() -> None:
+    """The readiness probe keeps an empty node not Ready until it is joined; the roll's restart waited for
+    Ready and so for its own heal, which runs only after the restart returns, until its timeout."""
+    crashing = SimpleNamespace(state=SimpleNamespace(running=None, waiting=SimpleNamespace(reason="CrashLoopBackOff")))
+    assert _running_for(pod_of(running(60), running(RUNNING_IS_BACK_S + 5))) >= RUNNING_IS_BACK_S
+    assert _running_for(pod_of(running(60), running(2))) < 3, "the last container to start counts"
+    assert _running_for(pod_of(running(60), crashing)) == 0.0
+    assert _running_for(pod_of()) == 0.0

@@ -19,8 +19,9 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from bootstrap import lease
 from bootstrap import operations as ops
-from bootstrap.endpoints import DirectConnector, Inventory, static_inventory
+from bootstrap.endpoints import DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import Shape
 from bootstrap.roll import roll
 from tests.bootstrap.helpers import (
@@ -282,3 +283,47 @@ def test_rolls_with_two_replicas_and_with_none_lose_no_acknowledged_write(redis_
     else:
         warnings = [s for s in said if s.startswith("WARNING:") and "has no replica (0 declared)" in s]
         assert len(warnings) == 3, said
+
+
+class WatchedPods(LoopbackPods):
+    """Before each restart, a second run tries to take the lease (in its own thread, as another process would)."""
+
+    def __init__(self, nodes: list[RedisNode], stale: list[RedisNode]) -> None:
+        super().__init__(nodes, stale)
+        self.second_runs: list[str] = []  # what each attempt got: "refused" or "took it"
+
+    def restart(self, name: str, timeout: float, progress: ops.Progress) -> None:
+        inventory = static_inventory(list(self.nodes))
+        outcome: list[str] = []
+
+        def second_run() -> None:
+            with connected(DirectConnector()) as connector:
+                try:
+                    with lease.hold(ops.take_snapshot(inventory, connector), connector, lambda _: None):
+                        outcome.append("took it")
+                except lease.LeaseHeld:
+                    outcome.append("refused")
+
+        t = threading.Thread(target=second_run)
+        t.start()
+        t.join(timeout=lease.TTL_S * 2)
+        self.second_runs.append(outcome[0] if outcome else "no answer")
+        super().restart(name, timeout, progress)
+
+
+def test_the_lease_is_held_through_the_whole_roll_and_released_after(redis_farm: RedisFarm) -> None:
+    """The roll ran outside the lease (only its heals' converges took it): while it restarted a pod, a
+    second run could take the lease and move slots, or evict the heir of the handover under way."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS)
+    apply(nodes, 3, 1)
+    owner = next(n for n in nodes if lease.SLOT in myself(n).slots)
+    replica = next(n for n in nodes if myself(n).master_id and myself(n).master_id != myself(owner).node_id)
+    pods = WatchedPods(nodes, stale=[replica, owner])  # the lease key's own master hands over and restarts
+
+    order = run_roll(pods, Shape(3, 1), timeout=120)
+
+    assert order == [replica.address, owner.address]
+    assert pods.second_runs == ["refused", "refused"], pods.second_runs
+    owner_now = next(n for n in nodes if lease.SLOT in myself(n).slots)
+    assert owner_now.client().get(lease.KEY) is None, "released at the end"
+    assert_shape(nodes, 3, 1)

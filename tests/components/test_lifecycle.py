@@ -3,8 +3,9 @@
 handover.sh runs under every POSIX shell available (dash, busybox sh), logged in
 as the operator, while a cluster client keeps writing: a master hands its slots
 to its replica with no acknowledged write lost. The readiness probe keeps a
-replica that is still copying its master's data not Ready, and stops doing so
-once its master has been gone for the hold time.
+replica that is still copying its master's data, and an empty node beside a
+formed cluster, not Ready, and lets the replica go once its master has been
+gone for the hold time.
 """
 
 from __future__ import annotations
@@ -189,16 +190,22 @@ def test_a_replica_and_a_master_without_replica_stop_as_they_are(
     assert myself(lone[0]).is_master and time.monotonic() - started < 5
 
 
-def ready(node: RedisNode, auth: Path, hold: int = 60) -> int:
-    """Run the StatefulSet's readiness command against ``node``, as the kubelet would in its pod."""
+def ready(node: RedisNode, auth: Path, hold: int = 60, peers: list[RedisNode] | None = None) -> int:
+    """Run the StatefulSet's readiness command against ``node``, as the kubelet would in its pod;
+    ``peers`` stand in for the headless Service's other pods (none: a lone node asks nobody)."""
     command = nodes.readiness_command(validate({}))
     script = command[-1].replace("-p 6379", f"-p {node.port}").replace("-h 127.0.0.1", f"-h {node.host}")
     script = script.replace(redis_config.AUTH_DIR, str(auth))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_READY_HOLD_SECONDS": str(hold)}
-    return subprocess.run([*command[:-1], script], env=env, capture_output=True, timeout=10, check=False).returncode
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REDIS_READY_HOLD_SECONDS": str(hold),
+        "REDIS_PEERS": " ".join(p.address for p in peers or []),
+        "REDIS_PEER_SERVICE": "no-such-service.invalid",
+    }
+    return subprocess.run([*command[:-1], script], env=env, capture_output=True, timeout=15, check=False).returncode
 
 
-def test_readiness_holds_a_syncing_replica_back_and_lets_go_when_its_master_is_gone(
+def test_readiness_holds_an_outsider_and_a_syncing_replica_back_and_lets_go_when_its_master_is_gone(
     secured: tuple[list[RedisNode], Path], redis_farm: RedisFarm
 ) -> None:
     cluster, auth = secured
@@ -208,6 +215,12 @@ def test_readiness_holds_a_syncing_replica_back_and_lets_go_when_its_master_is_g
     # A first sync held back by the master for 4 s (a diskless sync waits for more replicas first).
     master.client().config_set("repl-diskless-sync-delay", "4")
     newcomer = redis_farm.spawn(1, hosts=[master.host], password=PASSWORD, extra={"user": OPERATOR_ACL})[0]
+    # An empty node alone beside a formed cluster (a pod back on a lost volume) is no member: not Ready. Empty
+    # nodes beside empty nodes (formation) are, or the bootstrap that forms them would wait for itself.
+    assert ready(newcomer, auth, peers=[master, replica]) == 1, "an empty node beside a formed cluster"
+    assert ready(newcomer, auth) == 0, "an empty node beside nobody"
+    others = redis_farm.spawn(2, hosts=[master.host], password=PASSWORD)
+    assert ready(others[0], auth, peers=[others[1]]) == 0, "empty nodes beside empty nodes (formation)"
     newcomer.client().execute_command("CLUSTER", "MEET", master.host, master.port)
     wait_for(lambda: myself(newcomer).node_id in {ln.node_id for ln in table(master)}, 20, "the meet")
     newcomer.client().execute_command("CLUSTER", "REPLICATE", myself(master).node_id)
