@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 ENV = "REDIS_CLUSTER_SERVER"
 START_TIMEOUT_S = 20.0
@@ -211,8 +213,17 @@ def wait_answering(
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                 raise RuntimeError(f"server {host}:{port} exited at start (code {proc.returncode}):\n{tail}")
             try:
+                # No client retries: redis-py's default backs off for seconds on a refused connect, which
+                # is what a server still starting (or one that exits at once) answers.
                 with contextlib.closing(
-                    redis.Redis(host=host, port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
+                    redis.Redis(
+                        host=host,
+                        port=port,
+                        password=password,
+                        socket_timeout=1,
+                        socket_connect_timeout=1,
+                        retry=Retry(NoBackoff(), 0),
+                    )
                 ) as c:
                     c.ping()
             except (redis.AuthenticationError, redis.exceptions.NoPermissionError):

@@ -113,21 +113,31 @@ class RedisFarm:
         hosts = hosts or ["127.0.0.1"]
         started: list[RedisNode] = []
         for i in range(count):
-            host = hosts[i % len(hosts)]
-            port = free_cluster_port(host)
-            node = RedisNode(
-                host=host,
-                port=port,
-                dir=self.base / f"node-{len(self.nodes)}",
-                cluster=cluster,
-                extra=dict(extra or {}),
-                password=password,
-                binary=binary or REDIS_SERVER,
-            )
-            self.nodes.append(node)
+            node = self.add(hosts[i % len(hosts)], cluster, extra, password, binary)
             node.start()
             started.append(node)
         return started
+
+    def add(
+        self,
+        host: str = "127.0.0.1",
+        cluster: bool = True,
+        extra: dict[str, str] | None = None,
+        password: str | None = None,
+        binary: str | None = None,
+    ) -> RedisNode:
+        """A server on a free port, not started yet (put files in its ``dir`` first); stopped with the rest."""
+        node = RedisNode(
+            host=host,
+            port=free_cluster_port(host),
+            dir=self.base / f"node-{len(self.nodes)}",
+            cluster=cluster,
+            extra=dict(extra or {}),
+            password=password,
+            binary=binary or REDIS_SERVER,
+        )
+        self.nodes.append(node)
+        return node
 
     def stop_all(self) -> None:
         for node in self.nodes:
