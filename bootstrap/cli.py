@@ -12,15 +12,18 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import redis
 
 from bootstrap import operations as ops
 from bootstrap import rules
+from bootstrap.backup import backup
 from bootstrap.converge import adopt, converge, describe, require_enough_nodes
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import PlanError, Shape, parse_cluster_nodes, parse_slot_selection
 from bootstrap.planner import plan
+from bootstrap.restore import restore
 
 PASSWORD_ENV = "REDISCLI_AUTH"
 
@@ -55,6 +58,22 @@ def _parser() -> argparse.ArgumentParser:
             metavar="HOST:PORT",
             help="every node of the deployment; cluster members not listed are drained and removed",
         )
+    c = sub.add_parser("backup", help="one consistent backup of every shard into a new directory under --to")
+    c.add_argument("--to", type=Path, required=True, metavar="DIR", help="where the backup's directory is made")
+    c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
+    c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
+    c = sub.add_parser("restore", help="every key of a backup into a formed cluster of any shape")
+    c.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR", help="a backup's directory")
+    c.add_argument("--replace", action="store_true", help="restore into a cluster that holds keys, overwriting")
+    c.add_argument(
+        "--server",
+        default="redis-server",
+        metavar="PATH",
+        help="the server binary that loads each shard file for the restore (default: redis-server on PATH); "
+        "it must read the backup's format and write one the target reads",
+    )
+    c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
+    c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
     c = sub.add_parser("check", help="exit 0 only when the cluster is healthy and complete")
     c.add_argument("--masters", type=int, help="also require this many masters")
     c.add_argument("--replicas", type=int, help="also require this many replicas per master")
@@ -97,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "check":
                 return _check(args, connector)
+            if args.command == "backup":
+                print(backup(_members_of(args.seed, connector), connector, args.to, _progress))
+                return 0
+            if args.command == "restore":
+                inventory = _members_of(args.seed, connector)
+                restore(inventory, connector, args.source, args.server, _progress, replace=args.replace)
+                return 0
             shape = Shape(args.masters, args.replicas)
             inventory = static_inventory(args.nodes)
             if args.command == "plan":

@@ -112,6 +112,10 @@ class Connector(Protocol):
 
     def client(self, address: str, timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis: ...
 
+    def dial(self, address: str) -> tuple[str, int]:
+        """Where this process connects to reach ``address`` (itself, or a local tunnel's end)."""
+        ...
+
     def auth_args(self) -> list[str]:
         """MIGRATE's AUTH/AUTH2 arguments: the source node logs in to the target as we do."""
         ...
