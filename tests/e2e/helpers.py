@@ -524,6 +524,51 @@ def _child_pulumi_pids() -> list[int]:
     return pids
 
 
+def _descendants(roots: list[int]) -> list[int]:
+    """Every process below ``roots`` (the engine's language host and providers: its plugins)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def kill_engine(grace_s: float = 2.0) -> list[int]:
+    """Ctrl-C, then a hard kill: SIGINT to the pulumi CLI this test process started, and ``grace_s`` later
+    SIGKILL to it and to every plugin under it (a second Ctrl-C, a CI runner cancelled, a laptop lid
+    closed). Returns the pids killed; nothing of the engine is left running."""
+    roots = _child_pulumi_pids()
+    tree = _descendants(roots)
+    for pid in roots:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+    time.sleep(grace_s)
+    tree = list(dict.fromkeys([*tree, *_descendants(roots)]))
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return tree
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, waiting for its parent, or init, to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def interrupt_engine() -> list[int]:
     """SIGINT to the pulumi CLI processes this test process started (the engine then cancels cleanly)."""
     pids = _child_pulumi_pids()

@@ -22,10 +22,16 @@ ordered steps, each asserting on what really happened:
 9. a graceful stop hands over, with a cluster client writing throughout: a master pod deleted (its
    preStop hook hands its slots to its replica before it stops); no acknowledged write lost, no
    ClusterDownError and no ConnectionError; the other client errors are counted in the notes.
-10. a `pulumi up` that changes the image tag (a second local tag), then one that changes a config value:
-   preview shows the bootstrap and the StatefulSet as updates; the bootstrap restarts every pod once,
-   replicas first, each master after a handover (OnDelete: the controller restarts nothing itself);
-   under a writing client no acknowledged write is lost and the client sees no error of any kind.
+10. a `pulumi up` that changes the image tag (a second local tag): preview shows the bootstrap and the
+   StatefulSet as updates; the bootstrap restarts every pod once, replicas first, each master after a
+   handover (OnDelete: the controller restarts nothing itself); under a writing client no acknowledged
+   write is lost and the client sees no error of any kind.
+10b. a template whose pods crash-loop (memory limit too low): the up fails at the roll's first pod,
+   naming how its container ended (OOMKilled, StartError, BackOff); the fixed template plus a config
+   change, with the controller-manager frozen for the first 20 s, is killed at the first master (SIGINT,
+   then SIGKILL of the engine and its plugins); `pulumi cancel` and one more up finish the roll: every
+   pod restarted, the new config live, no acknowledged write lost, no ClusterDownError or
+   ConnectionError, no client left paused.
 11. a lost volume: a master pod's claim, PV and data deleted (README "A lost volume or node"); refresh
    and up bring the volume back empty; the pod starts as a new node, its old id is forgotten everywhere,
    it is a replica again and every key is there.
@@ -44,7 +50,6 @@ REDIS_CLUSTER_E2E_KEEP_DATA=1 keeps the hostPath data directory.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +57,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -75,10 +81,12 @@ from tests.e2e.helpers import (
     cluster_client,
     controller_manager_paused,
     key,
+    kill_engine,
     missing_keys,
     pod_view,
     pods_of,
     refuses_without_password,
+    running,
     state_resources,
     step,
     total_keys,
@@ -599,12 +607,9 @@ _OPERATOR_CLI = (
 )
 
 
-def _roll(e2e: E2E, what: str, key_: str, value: str, pause_controller_s: float = 0.0) -> None:
+def _roll(e2e: E2E, what: str, key_: str, value: str) -> None:
     """One `pulumi up` that changes what the pods run, under a writing client: preview shows the roll
-    as updates, the bootstrap restarts every pod once (replicas first), nothing is lost or down.
-
-    ``pause_controller_s``: the controller-manager is frozen that long from the start of the up; the
-    StatefulSet's status then still names the old revision, and the up used to succeed rolling nothing."""
+    as updates, the bootstrap restarts every pod once (replicas first), nothing is lost or down."""
     ns, kube = e2e.namespace, e2e.kube
     pods = pod_names(MASTERS)
     # From the nodes themselves: a handover since the last `up` (step 9) is not in the outputs.
@@ -622,14 +627,8 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, pause_controller_s: float 
     with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
         time.sleep(2)
         t0 = time.monotonic()
-        paused = (
-            controller_manager_paused(e2e.kube.kubeconfig, pause_controller_s)
-            if pause_controller_s
-            else contextlib.nullcontext()
-        )
         try:
-            with paused:
-                e2e.up(f"{what}: up")
+            e2e.up(f"{what}: up")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- the pods' last log lines ---\n{_pod_logs(e2e, pods)}") from exc
         e2e.timings[f"10: {what}"] = time.monotonic() - t0
@@ -666,8 +665,99 @@ def test_10_image_and_config_changes_roll_pod_by_pod_without_a_lost_write(e2e: E
     _roll(e2e, "image tag", "image", IMAGE_B)
     images = {p["spec"]["containers"][0]["image"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values()}
     assert images == {IMAGE_B}, images
-    _roll(e2e, "config change", "nodeTimeoutMs", "16000", pause_controller_s=20.0)
-    for name in pod_names(MASTERS):
+
+
+# Too little memory for redis-server to start: every start is OOM-killed (a crash loop, as a user's too-low
+# limit would be); the request follows it down, since the program refuses a limit below its request.
+TOO_LITTLE_MEMORY = "4Mi"
+BAD_TEMPLATE_TIMEOUT_S = 45
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mid_roll(e2e: E2E) -> None:
+    """A template whose pods crash-loop used to never reach the bootstrap (pulumi-kubernetes waited 10 min
+    for Ready pods); an up killed mid-roll left the next up to a lock and a half-rolled cluster. Now: the
+    bad template's up fails at its first pod, naming the cause; the fixed template's up (with the
+    controller-manager frozen for its first 20 s) is killed (Ctrl-C, then SIGKILL of the engine and its
+    plugins) at its first master; `pulumi cancel` and one more up finish the roll. Through all of it a
+    writing client loses nothing and never sees the cluster down, and no client is left paused."""
+    ns, kube = e2e.namespace, e2e.kube
+    pods = pod_names(MASTERS)
+    uids = {name: pod["metadata"]["uid"] for name, pod in pods_of(kube, ns, SELECTOR).items()}
+    seed_host, seed_port = str(e2e.outputs["externalSeeds"][0]).rsplit(":", 1)
+    cfg = e2e.stack.set_config
+    with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
+        time.sleep(2)
+        # 1. The bad template: the roll's first pod does not come back; the up fails naming why.
+        cfg("redis-cluster:memoryRequest", auto.ConfigValue(TOO_LITTLE_MEMORY))
+        cfg("redis-cluster:memoryLimit", auto.ConfigValue(TOO_LITTLE_MEMORY))
+        cfg("redis-cluster:bootstrapTimeoutSeconds", auto.ConfigValue(str(BAD_TEMPLATE_TIMEOUT_S)))
+        t0 = time.monotonic()
+        with pytest.raises(AssertionError) as failed:
+            e2e.up("a template whose pods cannot start")
+        e2e.timings["10b: the bad template's up failed"] = time.monotonic() - t0
+        said = str(failed.value).split("Engine output:")[0]
+        crashed = [p for p, pod in pods_of(kube, ns, SELECTOR).items() if pod["metadata"]["uid"] != uids[p]]
+        assert len(crashed) == 1, f"the roll should stop at its first pod: {crashed}"
+        assert crashed[0] in said and re.search(r"OOMKilled|StartError|CrashLoopBackOff|BackOff", said), said
+        # 2. Fixed, with a config change that needs a restart; the controller-manager frozen at first (the
+        # StatefulSet's status names the old revision: the up used to succeed rolling nothing); killed at
+        # the first handover.
+        for k in ("memoryRequest", "memoryLimit", "bootstrapTimeoutSeconds"):
+            e2e.stack.remove_config(f"redis-cluster:{k}")
+        cfg("redis-cluster:nodeTimeoutMs", auto.ConfigValue("16000"))
+        run, at_master = EngineRun(), threading.Event()
+
+        def on_output(line: str) -> None:
+            run.on_output(line)
+            if "hands its slots to" in line and ROLL_LINE.search(line):
+                at_master.set()
+
+        outcome: list[BaseException | auto.UpResult] = []
+
+        def up() -> None:
+            try:
+                outcome.append(e2e.stack.up(on_output=on_output, on_event=run.on_event, color="never"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t0 = time.monotonic()
+        with controller_manager_paused(e2e.kube.kubeconfig, 20.0):
+            thread = threading.Thread(target=up, daemon=True)
+            thread.start()
+            assert at_master.wait(UP_TIMEOUT_S), f"the roll never reached a master:\n{run.tail()}"
+        killed = kill_engine()
+        thread.join(120)
+        e2e.stack.cancel()  # the lock the killed engine left (`pulumi cancel`)
+        e2e.timings["10b: the fixed up, until killed at a master"] = time.monotonic() - t0
+        assert outcome and isinstance(outcome[0], BaseException), f"the up was not stopped: {outcome}"
+        time.sleep(1)
+        assert not [p for p in killed if running(p)], "an engine process outlived SIGKILL"
+        # No client left paused: the writer goes on (it writes every master in turn) well within the lease's
+        # lapse and a takeover pause, neither of which outlives its own bound.
+        time.sleep(5)
+        before = len(writer.acked)
+        time.sleep(3)
+        assert len(writer.acked) - before > 20, f"writes stalled after the kill: {writer.errors}"
+        # 3. With the lock lifted, the next up finishes the roll.
+        t0 = time.monotonic()
+        e2e.up("the up after a killed one")
+        e2e.timings["10b: the up after the killed one"] = time.monotonic() - t0
+        time.sleep(2)
+    now = pods_of(kube, ns, SELECTOR)
+    assert all(now[n]["metadata"]["uid"] != uids[n] for n in pods), "a pod was not restarted"
+    wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+    e2e.notes["step 10b acknowledged writes"] = len(writer.acked)
+    e2e.notes["step 10b client errors"] = writer.errors
+    e2e.notes["step 10b error samples"] = writer.samples
+    assert len(writer.acked) > 100, f"the writer hardly wrote: {len(writer.acked)} writes, errors {writer.errors}"
+    assert writer.lost() == [], "acknowledged writes were lost"
+    down = {k: n for k, n in writer.errors.items() if k in ("ClusterDownError", "ConnectionError")}
+    assert not down, f"clients saw the cluster down or a node gone: {down} {writer.samples}"
+    writer.client.close()
+    check_keys(*_seed(e2e), e2e.password(), KEYS)
+    for name in pods:
         got = e2e.kube.run(
             "exec",
             "-n",

@@ -234,7 +234,12 @@ class EngineStackFactory:
         errors: list[str] = []
         for stack, stack_file in reversed(self.stacks):
             try:
-                stack.destroy(on_output=_log_line)
+                try:
+                    stack.destroy(on_output=_log_line)
+                except Exception:
+                    # A test that killed an engine leaves its lock behind: lift it and try once more.
+                    stack.cancel()
+                    stack.destroy(on_output=_log_line)
             except Exception as exc:  # teardown must go on: report at the end
                 errors.append(f"destroy {stack.name}: {exc}")
             try:
