@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 # The newer-server passes (tests/bootstrap/test_atomic_migration.py runs on both in the first pass
 # already): formation, a failover healed, an interrupted MIGRATE finished, nodes on new addresses
-# re-meshed, the provider over gRPC, and scale out and in under traffic (atomic slot migration). Measured
+# re-meshed, the provider over gRPC, scale out and in under traffic (atomic slot migration), and backup and
+# restore (one cut; a million keys into 5 and into 2 masters; about 50 s of each pass). Measured
 # in the README ("Tests").
 NEWER_PASS=(
     tests/bootstrap/test_converge.py::test_create_3x1_then_apply_again_changes_nothing
@@ -24,6 +25,8 @@ NEWER_PASS=(
     tests/bootstrap/test_converge.py::test_nodes_restarted_on_new_addresses_are_re_meshed_by_apply
     tests/bootstrap/test_provider_process.py::test_create_diff_update_read_delete_over_grpc
     tests/bootstrap/test_converge.py::test_scale_out_and_in_with_live_traffic_loses_no_key
+    tests/bootstrap/test_backup.py::test_a_backup_is_one_cut_across_every_shard_and_restores_into_five_masters
+    tests/bootstrap/test_backup.py::test_the_command_line_restores_a_million_keys_of_three_masters_into_five_and_into_two
 )
 # Valkey 9 also runs what the bootstrap never does on its own (a lost quorum, a lost shard and its return,
 # the lease while its slot moves): the pass takes ~147 s with it. Redis 8.6 passed it too when written
@@ -38,7 +41,8 @@ source tools/toolchain-env.sh || echo "test: the engine tier will be skipped (no
 if (($#)); then
     exec venv/bin/pytest -q "$@"
 fi
-venv/bin/pytest -q
+# The slowest tests in the log: where CI time goes (the budget is in DEVELOPERS.md).
+venv/bin/pytest -q --durations=25
 if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; print(resolve_server("valkey-9"))'); then
     if [[ "${REDIS_CLUSTER_REQUIRE_TIERS:-}" == 1 ]]; then
         echo "test: Valkey 9 is missing (venv/bin/pip install -r requirements-dev.txt); CI requires it" >&2
