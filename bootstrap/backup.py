@@ -123,10 +123,12 @@ def _cut(snap: Snapshot, connector: Connector, progress: ops.Progress) -> tuple[
         shards = _sources(snap, connector)
         try:
             return _cut_once(shards, snap, connector, progress)
-        except _Stale as exc:
+        except BaseException as exc:
             for s in shards:
                 if s.stream is not None:
                     s.stream.close()
+            if not isinstance(exc, _Stale):
+                raise
             if attempt == CUT_ATTEMPTS:
                 raise BackupError(f"no consistent cut after {CUT_ATTEMPTS} attempts: {exc}") from exc
             progress(f"cut attempt {attempt}: {exc}; trying again")

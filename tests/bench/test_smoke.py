@@ -40,3 +40,16 @@ def test_smoke_run_writes_results_and_loses_no_key(tmp_path: Path) -> None:
     assert "| 3x1 (6) |" in text and "redis-cli" in text and results["command"] in text
     assert "Where the seconds go" in text and "| replicas_seen |" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_backup_bench_at_smoke_size_restores_every_key_with_both_tools(tmp_path: Path) -> None:
+    from bench.backup import main as backup_main
+
+    out, md = tmp_path / "backup.json", tmp_path / "backup.md"
+    assert backup_main(["--keys", "5000", "--rounds", "1", "--out", str(out), "--markdown", str(md)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert {r["tool"] for r in runs} == {"bootstrap", "redis-cli"}
+    for r in runs:
+        assert r["error"] == "" and r["lost"] == 0, r
+    assert [r["pause_ms"] >= 0 for r in runs if r["tool"] == "bootstrap"] == [True]
+    assert "the bootstrap is" in md.read_text()
