@@ -49,6 +49,9 @@ PAUSE_BOUND_MS = 2000  # the pause lifts by itself after this, whatever happens 
 CATCH_UP_S = 0.3  # how long a replica may take to reach its master's paused offset before the master is used
 CUT_ATTEMPTS = 3
 CHUNK = 1 << 20
+# What a backup runs (the ACL rules of a user that may take backups and nothing else): look at the cluster,
+# pause and unpause writes, read offsets and key counts, and ask for a snapshot as a replica would.
+BACKUP_ACL = "-@all +ping +info +dbsize +cluster|nodes +client|pause +client|unpause +psync"
 
 
 class BackupError(ops.ClusterError):
@@ -147,15 +150,26 @@ def _cut_once(
         s.stream = _ReplicationStream.open(connector, s.source.address)
     masters = [s.master for s in shards]
     paused_at = time.monotonic()
-    ops.parallel(lambda m: _client(connector, m).execute_command("CLIENT", "PAUSE", PAUSE_BOUND_MS, "WRITE"), masters)
     try:
+        ops.parallel(
+            lambda m: _client(connector, m).execute_command("CLIENT", "PAUSE", PAUSE_BOUND_MS, "WRITE"), masters
+        )
         cut = datetime.now(UTC)
         offsets = ops.parallel(lambda m: int(_client(connector, m).info("replication")["master_repl_offset"]), masters)
         keys = ops.parallel(lambda m: int(_client(connector, m).dbsize()), masters)
         for s, offset, n in zip(shards, offsets, keys, strict=True):
             s.offset, s.keys = offset, n
+        behind = {
+            s.source.node_id
+            for s, reached in zip(
+                shards,
+                ops.parallel(lambda s: s.source is s.master or _reaches(connector, s.source, s.offset), shards),
+                strict=True,
+            )
+            if not reached
+        }
         for s in shards:
-            if s.source is not s.master and not _reaches(connector, s.source, s.offset):
+            if s.source.node_id in behind:
                 progress(f"{s.source.name} lagged behind {s.master.name}'s offset {s.offset}: the master is the source")
                 assert s.stream is not None
                 s.stream.close()
@@ -175,6 +189,12 @@ def _cut_once(
         f"cut at {cut.isoformat(timespec='milliseconds')}: writes paused {pause_ms:.0f} ms on {len(masters)} masters"
     )
     return shards, cut, pause_ms
+
+
+def header(path: Path) -> bytes:
+    """An RDB file's first bytes, which name its format (without reading the rest of a large file)."""
+    with path.open("rb") as f:
+        return f.read(9)
 
 
 def _client(connector: Connector, m: Member) -> redis.Redis:
@@ -206,7 +226,7 @@ def _receive(shards: list[_Shard], work: Path, progress: ops.Progress) -> list[S
             digest, size = s.stream.save_rdb(path)
         finally:
             s.stream.close()
-        fmt = RdbFormat.of(path.read_bytes()[:9])
+        fmt = RdbFormat.of(header(path))
         progress(f"shard {i} ({format_ranges(s.master.slots)}): {size / 1e6:.1f} MB from {s.source.name}")
         return ShardFile(
             file=path.name,
@@ -236,7 +256,8 @@ class _ReplicationStream:
         sock = socket.create_connection((host, port), timeout=30)
         stream = _ReplicationStream(sock, address)
         if auth := connector.auth_args():
-            stream.send(*auth)
+            # AUTH [user] password: auth_args is MIGRATE's form, where a user makes it AUTH2.
+            stream.send("AUTH", *auth[1:])
             if not (line := stream._line()).startswith(b"+OK"):
                 stream.close()
                 raise BackupError(f"{address} refused the backup's login: {line.decode(errors='replace')}")

@@ -82,7 +82,8 @@ class _Route:
                 self.address, asking = self.addresses.get(seen, seen), not moved
                 if moved:
                     self.addresses[seen] = self.address
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ValueError):
+                # ValueError: a tunnel to an address no pod has any more (a restarted pod's old IP).
                 if not untried:
                     raise
                 self.address, asking = untried.pop(0), False  # it redirects us to the owner
@@ -112,9 +113,12 @@ class _Run:
             return
         addresses = {m.seen_as: m.address for m in snap.members}
         if self._route is not None:
-            # Connectors of steps that ended may be closed: renew through the newest (old ones reopen lazily).
-            self._route.connector, self._route.address = connector, owner.address
-            self._route.addresses.update(addresses)
+            route = self._route
+            with route.lock:  # the renewer reads all three
+                previous, route.connector = route.connector, connector
+                route.address, route.addresses = owner.address, addresses  # the newest look, not old pod IPs
+            if previous is not connector:
+                previous.close()  # its step has ended; this closes what the renewer reopened on it since
             self._keep()
             return
         route = _Route(connector, addresses, owner.address)
@@ -131,7 +135,11 @@ class _Run:
     def _keep(self) -> None:
         """Still ours, or taken again if it lapsed and nobody else took it; another run holding it stops this one."""
         assert self._route is not None
-        if self._route.call("EVAL", _RENEW, 1, KEY, self._me, int(TTL_S * 1000)) == 1:
+        try:
+            if self._route.call("EVAL", _RENEW, 1, KEY, self._me, int(TTL_S * 1000)) == 1:
+                return
+        except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
+            self._progress(f"could not check the lease now ({exc}); the renewals go on")
             return
         if self._route.call("SET", KEY, self._me, "NX", "PX", int(TTL_S * 1000)):
             self._progress("the lease had lapsed (nobody renewed it for a while); taken again")
@@ -146,8 +154,9 @@ class _Run:
         if self._renewer is not None:
             self._renewer.join(timeout=RENEW_S * 2)
         if self._route is not None:
-            with contextlib.suppress(redis.RedisError, OSError, ClusterError):
+            with contextlib.suppress(redis.RedisError, OSError, ClusterError, ValueError):
                 self._route.call("EVAL", _RELEASE, 1, KEY, self._me)
+            self._route.connector.close()
 
 
 _RUN: ContextVar[_Run | None] = ContextVar("bootstrap_lease_run", default=None)
@@ -223,7 +232,7 @@ def _renew(route: _Route, me: str, stop: threading.Event, progress: Progress) ->
     while not stop.wait(RENEW_S):
         try:
             still = route.call("EVAL", _RENEW, 1, KEY, me, int(TTL_S * 1000))
-        except (redis.RedisError, OSError, ClusterError) as exc:
+        except Exception as exc:  # the thread must outlive any one failure: it is the lease's only keeper
             still = f"{type(exc).__name__}: {exc}"
         if still != 1 and not warned:
             progress(f"could not renew the lease ({still}); another run may start before this one ends")

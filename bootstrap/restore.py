@@ -31,6 +31,7 @@ import redis
 from redis.crc import key_slot
 
 from bootstrap import operations as ops
+from bootstrap.backup import header
 from bootstrap.endpoints import Connector, Inventory
 from bootstrap.engines import Engine, RdbFormat, unreadable
 from bootstrap.manifest import MANIFEST, Manifest, ManifestError
@@ -40,6 +41,7 @@ SCAN_COUNT = 5000
 MIGRATE_TIMEOUT_MS = 60_000
 START_S = 120.0  # a temporary server loading a large shard
 REPORT_S = 2.0
+VALKEY_FORMATS_FROM = 80  # Valkey 9 numbers its own formats from 80, above any of Redis'
 
 
 class RestoreRefused(ops.RefusedError):
@@ -72,7 +74,7 @@ def verify(backup: Path) -> Manifest:
         if (digest := _sha256(path)) != shard.sha256:
             raise RestoreRefused(f"{path}: SHA-256 {digest[:16]}…, the manifest says {shard.sha256[:16]}…")
         try:
-            fmt = RdbFormat.of(path.read_bytes()[:9])
+            fmt = RdbFormat.of(header(path))
         except ValueError as exc:
             raise RestoreRefused(f"{path}: {exc}") from exc
         if str(fmt) != shard.rdb:
@@ -104,7 +106,7 @@ def restore(
     for m in masters:
         engine = Engine.from_info(connector.client(m.address).info("server"))
         for shard in manifest.shards:
-            if why := unreadable(engine, RdbFormat.of((backup / shard.file).read_bytes()[:9]), shard.file):
+            if why := unreadable(engine, RdbFormat.of(header(backup / shard.file)), shard.file):
                 raise RestoreRefused(f"{m.name}: {why}")
     if not replace and (held := {m.name: n for m in masters if (n := int(connector.client(m.address).dbsize()))}):
         said = ", ".join(f"{name} {n:,}" for name, n in held.items())
@@ -117,7 +119,7 @@ def restore(
             target_engine = Engine.from_info(connector.client(masters[0].address).info("server"))
             for loader in loaders:
                 moved_as = f"{server} ({loader.engine}) moves keys in what"
-                if why := unreadable(target_engine, loader.engine.writes(), moved_as):
+                if why := unreadable(target_engine, loader.payload_format(), moved_as):
                     raise RestoreRefused(f"{masters[0].name}: {why}; pass --server with a release the target reads")
             total = sum(loader.keys for loader in loaders)
             progress(f"restoring {total:,} keys from {len(loaders)} shard files into {len(masters)} masters")
@@ -188,6 +190,14 @@ class _Loader:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError as exc:
             raise RestoreRefused(f"cannot start {server} to load the shard files ({exc}); pass --server PATH") from exc
+        try:
+            return _Loader._loaded(proc, port, server, file, work)
+        except BaseException:
+            _stop(proc)  # ours, started a moment ago: never left running with a shard's data
+            raise
+
+    @staticmethod
+    def _loaded(proc: subprocess.Popen[bytes], port: int, server: str, file: Path, work: Path) -> _Loader:
         client = redis.Redis(port=port, socket_timeout=MIGRATE_TIMEOUT_MS / 1000 + 5, decode_responses=False)
         deadline = time.monotonic() + START_S
         while True:
@@ -199,7 +209,6 @@ class _Loader:
                 client.ping()
                 break
             if time.monotonic() > deadline:
-                proc.kill()
                 raise RestoreRefused(f"{server} did not finish loading {file} within {START_S:.0f}s")
             time.sleep(0.05)
         info = {k: v.decode() if isinstance(v, bytes) else v for k, v in client.info("server").items()}
@@ -235,15 +244,31 @@ class _Loader:
         if left := int(self.client.dbsize()):
             raise ops.ClusterError(f"{left} keys of {self.file.name} could not be moved after 3 passes")
 
+    def payload_format(self) -> RdbFormat:
+        """The format MIGRATE sends in: what DUMP writes here (its last 10 bytes: 2 of version, 8 of CRC).
+
+        Asked of the server itself: a release between two rows of the engines table may write a newer
+        format than the table says, and a target that cannot read it would fail after writes began."""
+        for key in self.client.scan_iter(count=10):
+            payload = self.client.dump(key)
+            if isinstance(payload, bytes) and len(payload) >= 10:
+                version = int.from_bytes(payload[-10:-8], "little")
+                return RdbFormat("VALKEY" if version >= VALKEY_FORMATS_FROM else "REDIS", version)
+        return self.engine.writes()  # nothing to move: nothing MIGRATE could send
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        _stop(self.proc)
         self.client.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def _free_port() -> int:

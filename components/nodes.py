@@ -64,10 +64,12 @@ def readiness_command(s: ClusterSettings) -> list[str]:
     for it instead of taking its master next.
 
     An empty node alone (``cluster_known_nodes:1``, no slots: a pod back on a
-    lost volume, a pod of a scale-out) asks its peers (the headless Service's
-    addresses; ``REDIS_PEERS`` overrides them): when one of them knows other
-    nodes, the cluster is formed without this node, so it is not Ready until
-    the bootstrap joins it. Before, such a pod was Ready behind the client
+    lost volume) asks its peers (the headless Service's addresses; ``REDIS_PEERS``
+    overrides them): when one of them knows other nodes, and at least as many as
+    this pod's ordinal, the cluster is formed without this node, so it is not
+    Ready until the bootstrap joins it. A higher ordinal is a pod of a
+    scale-out, Ready as before: the converge joins it after any roll, which it
+    would otherwise hold at the PodDisruptionBudget. Before, such a pod was Ready behind the client
     Service and a client that landed on it read "0 of 16384 slots covered",
     and a drain counted it as a serving pod. At formation every peer knows
     only itself, so nothing waits on anything.
@@ -77,13 +79,20 @@ def readiness_command(s: ClusterSettings) -> list[str]:
         f'ci=$({_cli(s)} cluster info 2>/dev/null | tr -d "\\r"); '
         'c() { printf "%s\\n" "$ci" | sed -n "s/^$1://p"; }; '
         'if [ "$(c cluster_known_nodes)" = 1 ] && [ "$(c cluster_slots_assigned)" = 0 ]; then '
-        'peers=${REDIS_PEERS:-$(getent ahosts "$REDIS_PEER_SERVICE" 2>/dev/null '
-        f'| awk -v me="$POD_IP" \'$1 != me {{ print $1 ":{labels.REDIS_PORT}" }}\' | sort -u)}}; '
+        'peers=${REDIS_PEERS:-}; if [ -z "$peers" ]; then '
+        "a=$(getent ahosts \"$REDIS_PEER_SERVICE\" 2>/dev/null | awk '{ print $1 }'); "
+        '[ -n "$a" ] || a=$(nslookup "$REDIS_PEER_SERVICE" 2>/dev/null | awk \'/^Name:/ { n = 1; next } '
+        'n && /^Address/ { sub(/^Address( [0-9]+)?:[ \\t]*/, ""); split($0, f, " "); print f[1] }\'); '
+        f'peers=$(for i in $a; do [ "$i" = "$POD_IP" ] || echo "$i:{labels.REDIS_PORT}"; done | sort -u); fi; '
+        "me=${POD_NAME##*-}; "
         "for p in $peers; do "
         f'n=$(timeout 2 {peer_cli}-h "${{p%:*}}" -p "${{p##*:}}" cluster info 2>/dev/null | tr -d "\\r" '
         '| sed -n "s/^cluster_known_nodes://p"); '
-        'if [ "${n:-0}" -gt 1 ]; then '
-        'echo "not a member yet: $p is in a cluster of $n nodes and this node knows only itself"; exit 1; fi; '
+        '[ "${n:-0}" -gt 1 ] || continue; '
+        # An ordinal the cluster has never had is a pod of a scale-out: the converge joins it after any roll,
+        # and were it not Ready it would hold the PodDisruptionBudget, and so every eviction of that roll.
+        '[ "${me:-0}" -ge "$n" ] && break; '
+        'echo "not a member yet: $p is in a cluster of $n nodes and this node knows only itself"; exit 1; '
         "done; fi; "
     )
     replica_check = (

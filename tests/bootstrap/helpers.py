@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
-def apply(nodes: list[RedisNode], masters: int, replicas: int, timeout: float = 120) -> Outcome:
-    connector = DirectConnector()
+def apply(
+    nodes: list[RedisNode], masters: int, replicas: int, timeout: float = 120, password: str | None = None
+) -> Outcome:
+    connector = DirectConnector(password)
     try:
         return converge(
             static_inventory([n.address for n in nodes]),

@@ -190,8 +190,10 @@ def test_a_replica_and_a_master_without_replica_stop_as_they_are(
     assert myself(lone[0]).is_master and time.monotonic() - started < 5
 
 
-def ready(node: RedisNode, auth: Path, hold: int = 60, peers: list[RedisNode] | None = None) -> int:
-    """Run the StatefulSet's readiness command against ``node``, as the kubelet would in its pod;
+def ready(
+    node: RedisNode, auth: Path, hold: int = 60, peers: list[RedisNode] | None = None, pod: str = "redis-cluster-0"
+) -> int:
+    """Run the StatefulSet's readiness command against ``node``, as the kubelet would in its pod ``pod``;
     ``peers`` stand in for the headless Service's other pods (none: a lone node asks nobody)."""
     command = nodes.readiness_command(validate({}))
     script = command[-1].replace("-p 6379", f"-p {node.port}").replace("-h 127.0.0.1", f"-h {node.host}")
@@ -201,6 +203,7 @@ def ready(node: RedisNode, auth: Path, hold: int = 60, peers: list[RedisNode] | 
         "REDIS_READY_HOLD_SECONDS": str(hold),
         "REDIS_PEERS": " ".join(p.address for p in peers or []),
         "REDIS_PEER_SERVICE": "no-such-service.invalid",
+        "POD_NAME": pod,
     }
     return subprocess.run([*command[:-1], script], env=env, capture_output=True, timeout=15, check=False).returncode
 
@@ -218,6 +221,9 @@ def test_readiness_holds_an_outsider_and_a_syncing_replica_back_and_lets_go_when
     # An empty node alone beside a formed cluster (a pod back on a lost volume) is no member: not Ready. Empty
     # nodes beside empty nodes (formation) are, or the bootstrap that forms them would wait for itself.
     assert ready(newcomer, auth, peers=[master, replica]) == 1, "an empty node beside a formed cluster"
+    # ... unless its ordinal is beyond every node the cluster knows: a pod of a scale-out, which the converge
+    # joins after any roll; not Ready, it would hold the PodDisruptionBudget and so every eviction of that roll.
+    assert ready(newcomer, auth, peers=[master, replica], pod="redis-cluster-6") == 0, "a pod of a scale-out"
     assert ready(newcomer, auth) == 0, "an empty node beside nobody"
     others = redis_farm.spawn(2, hosts=[master.host], password=PASSWORD)
     assert ready(others[0], auth, peers=[others[1]]) == 0, "empty nodes beside empty nodes (formation)"

@@ -30,8 +30,8 @@ ordered steps, each asserting on what really happened:
    naming how its container ended (OOMKilled, StartError, BackOff); the fixed template plus a config
    change, with the controller-manager frozen for the first 20 s, is killed at the first master (SIGINT,
    then SIGKILL of the engine and its plugins); `pulumi cancel` and one more up finish the roll: every
-   pod restarted, the new config live, no acknowledged write lost, no ClusterDownError or
-   ConnectionError, no client left paused.
+   pod restarted once (the resumed up restarts only what the killed one had not), the new config live,
+   no acknowledged write lost, no client error of any type, no client left paused.
 11. a lost volume: a master pod's claim, PV and data deleted (README "A lost volume or node"); refresh
    and up bring the volume back empty; the pod starts as a new node, its old id is forgotten everywhere,
    it is a replica again and every key is there.
@@ -681,7 +681,7 @@ def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mi
     bad template's up fails at its first pod, naming the cause; the fixed template's up (with the
     controller-manager frozen for its first 20 s) is killed (Ctrl-C, then SIGKILL of the engine and its
     plugins) at its first master; `pulumi cancel` and one more up finish the roll. Through all of it a
-    writing client loses nothing and never sees the cluster down, and no client is left paused."""
+    writing client loses nothing and sees no error, and no client is left paused."""
     ns, kube = e2e.namespace, e2e.kube
     pods = pod_names(MASTERS)
     uids = {name: pod["metadata"]["uid"] for name, pod in pods_of(kube, ns, SELECTOR).items()}
@@ -753,9 +753,12 @@ def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mi
     e2e.notes["step 10b error samples"] = writer.samples
     assert len(writer.acked) > 100, f"the writer hardly wrote: {len(writer.acked)} writes, errors {writer.errors}"
     assert writer.lost() == [], "acknowledged writes were lost"
-    down = {k: n for k, n in writer.errors.items() if k in ("ClusterDownError", "ConnectionError")}
-    assert not down, f"clients saw the cluster down or a node gone: {down} {writer.samples}"
+    assert writer.errors == {}, f"clients saw errors: {writer.errors} {writer.samples}"
     writer.client.close()
+    # The resumed up restarted only what the killed one had not (the pod it was at may be in both).
+    killed_roll, resumed_roll = _rolled(run), _rolled(e2e.last_run)
+    assert not set(resumed_roll) & set(killed_roll[:-1]), f"restarted twice: {killed_roll} then {resumed_roll}"
+    assert set(killed_roll) | set(resumed_roll) == set(pods), f"{killed_roll} + {resumed_roll}"
     check_keys(*_seed(e2e), e2e.password(), KEYS)
     for name in pods:
         got = e2e.kube.run(
@@ -771,6 +774,12 @@ def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mi
             _OPERATOR_CLI + "config get cluster-node-timeout",
         ).stdout
         assert "16000" in got, f"{name} does not run the new config: {got!r}"
+
+
+def _rolled(run: EngineRun) -> list[str]:
+    """The pods a run's roll restarted, in order (by their place: the engine may print a line twice)."""
+    said = {int(m.group(1)): m.group(2) or m.group(3) for ln in run.lines if (m := ROLL_LINE.search(ln))}
+    return [said[i] for i in sorted(said)]
 
 
 def _digest(secret: str | None) -> str:
