@@ -31,6 +31,13 @@ pulumi.export("authSecret", cluster.auth_secret_name)
 if cluster.metrics_service_name is not None:
     # Headless: one endpoint per pod, port `metrics` (9121).
     pulumi.export("metricsService", cluster.metrics_service_name)
+if cluster.backup is not None:
+    # The backups' directory on the volume's node, and the CronJob (`kubectl create job --from=cronjob/<it>`).
+    pulumi.export("backupVolume", {"node": settings.backup_node or None, "path": settings.backup_dir})
+    if cluster.backup.cronjob is not None:
+        pulumi.export("backupCronJob", cluster.backup.cronjob.metadata.apply(lambda m: m.name))
+    if cluster.backup.restore is not None:
+        pulumi.export("restoredFrom", settings.restore_from)
 pulumi.export("storageClassName", settings.storage_class_name)
 pulumi.export("volumeNames", [v.metadata.apply(lambda m: m.name) for v in cluster.storage.volumes])
 

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 from bootstrap.props import Announce, Discovery, PodDiscovery, StaticDiscovery
 from bootstrap.resource import BootstrapArgs, ClusterBootstrap, ClusterDrain
 from components import labels
+from components.backup import Backup, BackupArgs
 from components.k8s import Manifest, resource_kwargs
 from components.metrics import Metrics, MetricsArgs, metrics_service_name
 from components.nodes import RedisNodes, RedisNodesArgs, pod_template_digest
@@ -137,6 +138,20 @@ class RedisCluster(pulumi.ComponentResource):
                 self.external_seeds = self.bootstrap.announcedAddresses.apply(
                     lambda addresses: [seed_address(a) for a in addresses or []]
                 )
+
+        # The backup volume, the CronJob and the restore Job: the restore fills the cluster the bootstrap formed.
+        self.backup: Backup | None = None
+        if s.backup_volume:
+            self.backup = Backup(
+                f"{name}-backup",
+                BackupArgs(
+                    s,
+                    depends_on=deps,
+                    secrets=tuple(self.security.objects),
+                    restore_after=(self.bootstrap,) if self.bootstrap else (),
+                ),
+                opts=self.provider_opts,
+            )
 
         self.register_outputs(
             {

@@ -177,13 +177,14 @@ def _container_security() -> Manifest:
     }
 
 
-def _volume_permissions_container(s: ClusterSettings) -> Manifest:
-    """hostPath directories are created root-owned and fsGroup does not apply to them."""
+def volume_permissions_container(s: ClusterSettings, volume: str, path: str) -> Manifest:
+    """hostPath directories are created root-owned and fsGroup does not apply to them: a root init
+    container with CAP_CHOWN alone hands ``path`` (the mount of ``volume``) to the redis user."""
     return {
         "name": "volume-permissions",
         "image": s.image,
         "imagePullPolicy": s.image_pull_policy,
-        "command": ["chown", "-R", f"{REDIS_UID}:{REDIS_UID}", redis_config.DATA_DIR],
+        "command": ["chown", "-R", f"{REDIS_UID}:{REDIS_UID}", path],
         "securityContext": {
             "runAsUser": 0,
             "runAsNonRoot": False,
@@ -192,7 +193,7 @@ def _volume_permissions_container(s: ClusterSettings) -> Manifest:
             "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
         },
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-        "volumeMounts": [{"name": labels.DATA_VOLUME, "mountPath": redis_config.DATA_DIR}],
+        "volumeMounts": [{"name": volume, "mountPath": path}],
     }
 
 
@@ -305,7 +306,7 @@ def statefulset_manifest(s: ClusterSettings) -> Manifest:
         "volumes": [*_volumes(s), *metrics.volumes(s)],
     }
     if s.volume_permissions_init:
-        pod_spec["initContainers"] = [_volume_permissions_container(s)]
+        pod_spec["initContainers"] = [volume_permissions_container(s, labels.DATA_VOLUME, redis_config.DATA_DIR)]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from bootstrap.backup import BACKUP_ACL
 from components import labels
-from components.settings import EXPORTER_USER, ClusterSettings
+from components.settings import BACKUP_USER, EXPORTER_USER, ClusterSettings
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "start-redis.sh"
 HANDOVER_PATH = Path(__file__).parent / "scripts" / "handover.sh"
@@ -46,6 +47,13 @@ EXPORTER_COMMANDS = (
     "slowlog|len",
     "slowlog|get",
 )
+# The scheduled backup's user (components/backup.py) and its password file in the auth Secret.
+BACKUP_PASSWORD_KEY = f"{BACKUP_USER}-password"
+# A snapshot for a replica (or the backup's `redis-cli --rdb`) forks at once, inside its SYNC, instead of
+# waiting up to a second for the replication cron: a new replica syncs sooner, and the backup's write
+# pause lasts until its snapshots' forks (components/scripts/backup.sh; measured 5-7 ms at 0 against
+# 100-1000 ms at 1). The price: replicas that ask together get one fork each, not one for all.
+REPLICATION_SYNC = {"repl-diskless-sync-delay": "0"}
 # Memory-backed emptyDir where the start script writes auth.conf (mode 0600).
 RUN_DIR = "/run/redis"
 # TLS material (a kubernetes.io/tls Secret with ca.crt), mounted read-only.
@@ -86,6 +94,12 @@ def exporter_user_rules() -> str:
     return "on resetchannels -@all " + " ".join(f"+{command}" for command in EXPORTER_COMMANDS)
 
 
+def backup_user_rules() -> str:
+    """The CLI backup's rules (bootstrap.backup.BACKUP_ACL) plus what the script's redis-cli needs: CLUSTER
+    MYID to tell pods apart, and SYNC/REPLCONF for `--rdb`. No keys, no CONFIG."""
+    return f"on resetchannels {BACKUP_ACL} +cluster|myid +sync +replconf"
+
+
 def users_acl(s: ClusterSettings) -> str:
     """``user <name> <rules>`` per user, without passwords (the start script adds them
     from the Secret's ``<name>-password`` files). ``aclUsers`` come last, always ``on``.
@@ -93,11 +107,14 @@ def users_acl(s: ClusterSettings) -> str:
     ``operator`` may do everything: it is what the bootstrap logs in as (it needs CONFIG
     SET masterauth and ACL SETUSER for live password rotation), with its own generated
     password that no client is given. ``exporter`` (only with ``metrics``) is the sidecar's
-    read-only login (:func:`exporter_user_rules`).
+    read-only login (:func:`exporter_user_rules`); ``backup`` (only with ``backupSchedule``) the
+    CronJob's (:func:`backup_user_rules`).
     """
     lines = [f"user default {default_user_rules(s)}", f"user {OPERATOR_USER} on ~* &* +@all"]
     if s.metrics:
         lines.append(f"user {EXPORTER_USER} {exporter_user_rules()}")
+    if s.backup_schedule:
+        lines.append(f"user {BACKUP_USER} {backup_user_rules()}")
     lines += [f"user {name} on {rules}" for name, rules in s.acl_users]
     return "\n".join(lines) + "\n"
 
@@ -123,8 +140,8 @@ def redis_conf(s: ClusterSettings) -> str:
         # Clients get IPs in redirects; nodes.conf still records every peer's hostname.
         "cluster-preferred-endpoint-type ip",
         # A new replica syncs at once instead of waiting 5 s for company: the bootstrap counts a
-        # replica only once its link is up (an unsynced replica could not take over).
-        "repl-diskless-sync-delay 1",
+        # replica only once its link is up (an unsynced replica could not take over). See REPLICATION_SYNC.
+        *(f"{k} {v}" for k, v in REPLICATION_SYNC.items()),
         "appendonly yes",
         "appendfsync everysec",
         f"enable-debug-command {'yes' if s.allow_dangerous_commands else 'no'}",

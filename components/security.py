@@ -34,6 +34,7 @@ def auth_secret_manifest(
     operator_password: pulumi.Input[str],
     acl_passwords: Mapping[str, pulumi.Input[str]] | None = None,
     exporter: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None,
+    backup: pulumi.Input[str] | None = None,
 ) -> Manifest:
     """One file per user (the file names the start script and the probes read).
 
@@ -41,12 +42,15 @@ def auth_secret_manifest(
     probes send none. ``operator`` always has one: it is what the bootstrap logs in as.
     ``exporter`` (with ``metrics``): the `exporter` user's password, and the same in the
     metrics sidecar's password-file form (components/metrics.py), the only key it mounts.
+    ``backup`` (with ``backupSchedule``): the `backup` user's, the only key the CronJob mounts.
     """
     data: dict[str, Any] = {redis_config.OPERATOR_PASSWORD_KEY: operator_password}
     for user, value in (acl_passwords or {}).items():
         data[f"{user}-password"] = value
     if exporter is not None:
         data[redis_config.EXPORTER_PASSWORD_KEY], data[metrics.PASSWORD_FILE_KEY] = exporter
+    if backup is not None:
+        data[redis_config.BACKUP_PASSWORD_KEY] = backup
     if password is not None:
         data[redis_config.PASSWORD_KEY] = password
     return {
@@ -165,12 +169,14 @@ def _secret(value: pulumi.Output[str]) -> pulumi.Output[str]:
 class Passwords:
     """``password``: the `default` user's (clients, masterauth; None when auth is off).
     ``operator``: the `operator` user's, which only the bootstrap uses. ``exporter``: the
-    metrics sidecar's `exporter` user's (None without ``metrics``)."""
+    metrics sidecar's `exporter` user's (None without ``metrics``). ``backup``: the backup CronJob's
+    `backup` user's (None without ``backupSchedule``)."""
 
     password: pulumi.Output[str] | None
     operator: pulumi.Output[str]
     acl: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     exporter: pulumi.Output[str] | None = None
+    backup: pulumi.Output[str] | None = None
 
 
 def passwords(name: str, s: ClusterSettings, opts: pulumi.ResourceOptions) -> Passwords:
@@ -188,7 +194,8 @@ def passwords(name: str, s: ClusterSettings, opts: pulumi.ResourceOptions) -> Pa
         password = GeneratedPassword(f"{name}-password", opts=opts).value
     acl = {user: pulumi.Output.secret(value.reveal()) for user, value in s.acl_passwords}
     exporter = GeneratedPassword(f"{name}-exporter-password", opts=opts).value if s.metrics else None
-    return Passwords(password, operator, acl, exporter)
+    backup = GeneratedPassword(f"{name}-backup-password", opts=opts).value if s.backup_schedule else None
+    return Passwords(password, operator, acl, exporter, backup)
 
 
 def exporter_secret_data(s: ClusterSettings, pw: Passwords) -> tuple[pulumi.Output[str], pulumi.Output[str]] | None:
@@ -223,7 +230,16 @@ class Security(pulumi.ComponentResource):
         pw = args.passwords
         self.auth_secret = k8s.core.v1.Secret(
             f"{name}-auth",
-            **resource_kwargs(auth_secret_manifest(s, pw.password, pw.operator, pw.acl, exporter_secret_data(s, pw))),
+            **resource_kwargs(
+                auth_secret_manifest(
+                    s,
+                    pw.password,
+                    pw.operator,
+                    pw.acl,
+                    exporter_secret_data(s, pw),
+                    _secret(pw.backup) if pw.backup else None,
+                )
+            ),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*args.depends_on, *args.secret_depends_on],

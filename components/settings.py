@@ -46,6 +46,13 @@ _PASSWORD = re.compile(r"^[!#-&(-\[\]-~]+$")
 EXPORTER_VERSION = "v1.82.0"
 # The ACL user the metrics sidecar logs in as (components/redis_config.py); an aclUsers entry may not take it.
 EXPORTER_USER = "exporter"
+# The ACL user the scheduled backup logs in as (components/backup.py); an aclUsers entry may not take it.
+BACKUP_USER = "backup"
+# A backup's directory name, as both the CronJob and `python -m bootstrap backup` write it.
+BACKUP_NAME = re.compile(r"^redis-cluster-[0-9]{8}T[0-9]{6}Z$")
+# The five fields of a Kubernetes CronJob schedule (minute hour day month weekday), or a macro.
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,-]+$")
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 AntiAffinity = Literal["preferred", "required"]
@@ -313,6 +320,19 @@ def _is_slot_selection(v: str) -> bool:
         return v == "" or bool(parse_slot_selection(v))
     except ValueError:
         return False
+
+
+def _is_schedule(v: str) -> bool:
+    fields = v.split()
+    return v == "" or v in _CRON_MACROS or (len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields))
+
+
+def _is_backup_name(v: str) -> bool:
+    return v in ("", "latest") or BACKUP_NAME.match(v) is not None
+
+
+def _optional_host_path(value: Any) -> str:
+    return "" if value == "" else _host_path(value)
 
 
 def _is_host_port(v: str) -> bool:
@@ -697,6 +717,61 @@ class ClusterSettings:
         your Prometheus' `serviceMonitorSelector` matches.""",
     )
 
+    backup_schedule: str = setting(
+        "backupSchedule",
+        "",
+        text(_is_schedule, 'a CronJob schedule (5 fields such as "0 3 * * *", or @daily, @hourly…), or "" for none'),
+        """A CronJob `<name>-backup` takes one consistent backup of every shard on this schedule (writes paused on
+        every master until each shard's snapshot has forked: tens of ms) into the backup volume, with the Redis
+        image's own `redis-cli`, as the ACL user `backup` (no key access, no CONFIG). See "Backup and restore" in
+        the README.""",
+    )
+    backup_retention: int = setting(
+        "backupRetention",
+        7,
+        integer(1, 1000),
+        "`backupSchedule`: how many backups the CronJob keeps (the newest; older ones are deleted after a backup).",
+    )
+    backup_size: str = setting(
+        "backupSize",
+        "1Gi",
+        quantity(),
+        "Capacity of the backup volume (its PV and claim `<name>-backup`).",
+    )
+    backup_node: str = setting(
+        "backupNode",
+        "",
+        text(lambda v: v == "" or _is_dns_subdomain(v), 'a node name (DNS-1123 subdomain) or ""'),
+        """The node of the backup volume: a `local` PV pinned to it (the CronJob and the restore run there).
+        Empty: a hostPath volume without node affinity (single-node clusters).""",
+    )
+    backup_path: str = setting(
+        "backupPath",
+        "",
+        Rule('an absolute directory path other than / without spaces, or ""', _optional_host_path),
+        """The backup volume's directory on its node; empty for `<hostPathBase>/<namespace>/<name>-backup`. The
+        PV is `Retain`: `pulumi destroy` leaves the backups. Another stack restores them by naming the same
+        directory (and `backupNode`).""",
+    )
+    restore_from: str = setting(
+        "restoreFrom",
+        "",
+        text(_is_backup_name, 'a backup\'s name (redis-cluster-<YYYYMMDD>T<HHMMSS>Z), "latest", or ""'),
+        """When the stack is created: after the cluster is formed, a Job `<name>-restore` loads this backup from
+        the backup volume into it (every key to the master that owns its slot now, TTLs kept), and the `up`
+        succeeds only once it has. It refuses, writing nothing, a backup that is missing, incomplete or fails its
+        checksums, one the image's server cannot load, and a cluster that holds keys. Runs once per stack.""",
+    )
+
+    @property
+    def backup_volume(self) -> bool:
+        """A backup volume is declared: to back up into, or to restore from."""
+        return bool(self.backup_schedule or self.restore_from)
+
+    @property
+    def backup_dir(self) -> str:
+        return self.backup_path or f"{self.host_path_base}/{self.namespace}/{self.name}-backup"
+
     @property
     def pod_count(self) -> int:
         return self.masters * (1 + self.replicas_per_master)
@@ -789,6 +864,7 @@ def validate(raw: Mapping[str, Any], plaintext_keys: Collection[str] = ()) -> Cl
         _check_external_access,
         _check_tls,
         _check_metrics,
+        _check_backup,
     ):
         check(c, s)
     password = _check_password(c, raw.get("password"), s.auth, "password" not in plaintext_keys)
@@ -929,6 +1005,27 @@ def _check_metrics(c: _Checker, s: ClusterSettings) -> None:
             c.value("aclUsers"),
             f"must not name the user {EXPORTER_USER!r} with metrics: true (the metrics sidecar's own user)",
         )
+
+
+def _check_backup(c: _Checker, s: ClusterSettings) -> None:
+    """Settings of a backup volume nobody declared would silently do nothing."""
+    if c.fine("backupSchedule", "restoreFrom") and not s.backup_volume:
+        for key, given in (
+            ("backupNode", s.backup_node),
+            ("backupPath", s.backup_path),
+            ("backupRetention", s.backup_retention),
+            ("backupSize", s.backup_size),
+        ):
+            if c.fine(key) and given != DEFAULTS[key]:
+                c.fail(key, c.value(key), "needs backupSchedule or restoreFrom")
+        return
+    if s.tls and c.fine("tls", "backupSchedule", "restoreFrom"):
+        key = "backupSchedule" if s.backup_schedule else "restoreFrom"
+        c.fail(key, c.value(key), "is not supported with tls yet (the backup and restore scripts speak plain text)")
+    if s.backup_schedule and c.fine("backupSchedule", "aclUsers") and BACKUP_USER in {u for u, _r in s.acl_users}:
+        c.fail("aclUsers", c.value("aclUsers"), f"must not name the user {BACKUP_USER!r} with backupSchedule (its own)")
+    if s.restore_from and s.bootstrap_endpoints and c.fine("restoreFrom", "bootstrapEndpoints"):
+        c.fail("restoreFrom", s.restore_from, "needs pods to restore into; bootstrapEndpoints has none")
 
 
 def _check_password(c: _Checker, value: Any, auth: bool, is_secret: bool) -> SecretValue | None:

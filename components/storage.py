@@ -53,26 +53,22 @@ def claim_spec(s: ClusterSettings) -> Manifest:
     }
 
 
-def volume_manifest(s: ClusterSettings, ordinal: int) -> Manifest:
-    node = labels.volume_node(s, ordinal)
+def volume_spec(s: ClusterSettings, size: str, claim: str, path: str, node: str | None) -> Manifest:
+    """A Retain PV pre-bound to ``claim``: ``local`` pinned to ``node``, or a hostPath without one.
+    Shared with the backup volume (components/backup.py)."""
     spec: Manifest = {
-        "capacity": {"storage": s.storage_size},
+        "capacity": {"storage": size},
         "accessModes": list(ACCESS_MODES),
         "volumeMode": "Filesystem",
         "persistentVolumeReclaimPolicy": "Retain",
         "storageClassName": s.storage_class_name,
         # Only namespace + name: a fresh PV binds to the claim of that name whatever its uid.
-        "claimRef": {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "namespace": s.namespace,
-            "name": labels.claim_name(s, ordinal),
-        },
+        "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": s.namespace, "name": claim},
     }
     if node is None:
-        spec["hostPath"] = {"path": labels.volume_path(s, ordinal), "type": "DirectoryOrCreate"}
+        spec["hostPath"] = {"path": path, "type": "DirectoryOrCreate"}
     else:
-        spec["local"] = {"path": labels.volume_path(s, ordinal)}
+        spec["local"] = {"path": path}
         spec["nodeAffinity"] = {
             "required": {
                 "nodeSelectorTerms": [
@@ -80,6 +76,13 @@ def volume_manifest(s: ClusterSettings, ordinal: int) -> Manifest:
                 ]
             }
         }
+    return spec
+
+
+def volume_manifest(s: ClusterSettings, ordinal: int) -> Manifest:
+    spec = volume_spec(
+        s, s.storage_size, labels.claim_name(s, ordinal), labels.volume_path(s, ordinal), labels.volume_node(s, ordinal)
+    )
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis.cluster import RedisCluster
 
 from bench import data
 from bootstrap import operations as ops
@@ -65,6 +66,19 @@ class Counter:
         self.rc.close()
 
 
+def assert_one_cut(rc: RedisCluster, before: int, after: int) -> None:
+    """The counter's keys present are exactly 0..k, with the backup's run between ``before`` and ``after``
+    writes; the ``ttl:`` keys kept their TTLs."""
+    seq = rc.mget_nonatomic([f"seq:{i}" for i in range(after + 1)])
+    present = [i for i, v in enumerate(seq) if v is not None]
+    assert all(seq[i] == str(i) for i in present)
+    k = len(present)
+    assert present == list(range(k)), f"a gap: key {next(i for i in range(k) if present[i] != i)} is missing"
+    assert before <= k <= after, f"the cut at {k} is not within the backup's run ({before}..{after})"
+    ttls = [rc.pttl(f"ttl:{i}") for i in range(0, 500, 50)]
+    assert all(0 < t <= TTL_MS for t in ttls), ttls
+
+
 def test_a_backup_is_one_cut_across_every_shard_and_restores_into_five_masters(
     redis_farm: RedisFarm, tmp_path: Path
 ) -> None:
@@ -95,14 +109,7 @@ def test_a_backup_is_one_cut_across_every_shard_and_restores_into_five_masters(
 
     assert restored == manifest.keys
     rc = cluster_client(target)
-    seq = rc.mget_nonatomic([f"seq:{i}" for i in range(after + 1)])
-    present = [i for i, v in enumerate(seq) if v is not None]
-    assert all(seq[i] == str(i) for i in present)
-    k = len(present)
-    assert present == list(range(k)), f"a gap: key {next(i for i in range(k) if present[i] != i)} is missing"
-    assert before <= k <= after, f"the cut at {k} is not within the backup's run ({before}..{after})"
-    ttls = [rc.pttl(f"ttl:{i}") for i in range(0, 500, 50)]
-    assert all(0 < t <= TTL_MS for t in ttls), ttls
+    assert_one_cut(rc, before, after)
     rc.close()
     assert missing_keys(target, 20_000) == []
 

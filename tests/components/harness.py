@@ -43,6 +43,7 @@ class Registered:
     urn: str = ""
     parent: str = ""
     dependencies: list[str] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 def fake_password(name: str) -> str:
@@ -232,6 +233,7 @@ def _execute(
     for r in user:
         urn, request = monitor.requests[(r.typ, r.name)]
         r.urn, r.parent, r.dependencies = urn, request.parent, list(request.dependencies)
+        r.ignore_changes = list(request.ignoreChanges)
         r.inputs = _plain(r.inputs)
     run = ProgramRun(resources=user, exports=_plain(resolved), outputs_registered=monitor.outputs_registered)
     return run, error

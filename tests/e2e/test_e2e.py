@@ -22,7 +22,8 @@ ordered steps, each asserting on what really happened:
 9. a graceful stop hands over, with a cluster client writing throughout: a master pod deleted (its
    preStop hook hands its slots to its replica before it stops); no acknowledged write lost, no
    ClusterDownError and no ConnectionError; the other client errors are counted in the notes.
-10. a `pulumi up` that changes the image tag (a second local tag) and switches the metrics sidecar on:
+10. a `pulumi up` that changes the image tag (a second local tag), switches the metrics sidecar on and
+   schedules backups:
    preview shows the bootstrap and the StatefulSet as updates; the bootstrap restarts every pod once,
    replicas first, each master after a handover (OnDelete: the controller restarts nothing itself);
    under a writing client no acknowledged write is lost and the client sees no error of any kind.
@@ -39,6 +40,11 @@ ordered steps, each asserting on what really happened:
    through the API server's pod proxy, reports redis_up 1, cluster_state ok, all slots and its key
    count (= its DBSIZE; masters add up to every key, replicas match their master); the metrics Service
    lists every pod; the restricted `exporter` user is refused nothing (ACL LOG, exporter log).
+13. backup and restore (the CronJob and its `backup` user came with step 10's roll): the CronJob run at
+   once (`kubectl create job --from`) leaves one consistent backup on its volume (the CLI's checks pass,
+   every key, snapshots taken on replicas, writes paused < 1 s); a second stack (another namespace, 3
+   masters, no replicas) with `restoreFrom` serves every key once its `up` succeeds; its `pulumi destroy`
+   leaves the backup files as they were.
 
 A failed step skips the later ones (they build on its state); the stack is destroyed at the end
 either way. Timings of every step are printed at the end (run with ``-s`` to see them).
@@ -70,6 +76,7 @@ import redis
 from pulumi import automation as auto
 from redis.crc import key_slot
 
+from bootstrap.restore import verify
 from components.settings import EXPORTER_VERSION
 from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
@@ -125,6 +132,9 @@ class E2E:
     kube: Kube
     namespace: str
     host_base: Path
+    factory: EngineStackFactory
+    project: Path
+    env: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -188,6 +198,9 @@ def e2e(cluster: Cluster, toolchain: Toolchain, tmp_path_factory: pytest.TempPat
             kube=Kube(kubectl=cluster.kubectl_path, kubeconfig=cluster.kubeconfig),
             namespace=namespace,
             host_base=host_base,
+            factory=factory,
+            project=project,
+            env={"KUBECONFIG": str(cluster.kubeconfig)},
         )
         state.notes.update({"namespace": namespace, "hostPathBase": str(host_base), "connection": connection})
         yield state
@@ -607,6 +620,10 @@ _OPERATOR_CLI = (
 )
 
 
+# The CronJob exists from step 10 on; step 13 runs it at once (kubectl create job --from), not on schedule.
+BACKUP_SCHEDULE = "0 0 1 1 *"
+
+
 def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[str] = frozenset()) -> None:
     """One `pulumi up` that changes what the pods run, under a writing client: preview shows the roll
     as updates, the bootstrap restarts every pod once (replicas first), nothing is lost or down.
@@ -663,9 +680,12 @@ def test_10_image_and_config_changes_roll_pod_by_pod_without_a_lost_write(e2e: E
         check=False,
     )
     assert tag.returncode == 0, tag.stderr
-    # The metrics sidecar comes with the same roll (one roll fewer for the tier; step 12 scrapes it).
+    # The metrics sidecar and the backup's user come with the same roll (one roll for the tier: step 12
+    # scrapes the sidecar, step 13 runs the CronJob).
     e2e.stack.set_config("redis-cluster:metrics", auto.ConfigValue("true"))
     e2e.stack.set_config("redis-cluster:metricsImage", auto.ConfigValue(EXPORTER_IMAGE))
+    e2e.stack.set_config("redis-cluster:backupSchedule", auto.ConfigValue(BACKUP_SCHEDULE))
+    e2e.stack.set_config("redis-cluster:backupPath", auto.ConfigValue(str(e2e.host_base / "backups")))
     # The auth Secret gains the exporter's password: pulumi-kubernetes replaces a Secret whose data changes.
     _roll(e2e, "image tag and the metrics sidecar", "image", IMAGE_B, frozenset({f"{NAME}-security-auth"}))
     images = {p["spec"]["containers"][0]["image"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values()}
@@ -944,6 +964,83 @@ def test_12_metrics_from_every_pod(e2e: E2E) -> None:
     assert total >= KEYS, f"the masters' redis_db_keys add up to {total}, fewer than the {KEYS} keys written"
     e2e.notes["step 12 other exporter errors"] = {pod: lines for pod, lines in errors.items() if lines}
     e2e.notes["step 12 keys by pod"] = {pod: got[pod]['redis_db_keys{db="db0"}'] for pod in pods}
+
+
+# --- 13 -----------------------------------------------------------------------------------------------
+
+RESTORE_NODE_PORT = 30037
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_destroy(e2e: E2E) -> None:
+    """The CronJob's consistent backup lands on its volume; a second stack (another namespace, 3 masters
+    without replicas) with `restoreFrom` serves every key once its `up` succeeds; `pulumi destroy` of that
+    stack, whose backup volume is the same directory, leaves every backup file as it was."""
+    ns, kube = e2e.namespace, e2e.kube
+    backups = e2e.host_base / "backups"
+    assert e2e.outputs.get("backupCronJob") == f"{NAME}-backup", e2e.outputs.get("backupCronJob")
+    client = cluster_client(*_seed(e2e), e2e.password())
+    total = total_keys(client)
+    client.close()
+    t0 = time.monotonic()
+    kube.run("create", "job", "-n", ns, f"--from=cronjob/{NAME}-backup", "backup-now", timeout=60)
+    done = kube.run("wait", "-n", ns, "--for=condition=complete", "job/backup-now", "--timeout=180s", check=False)
+    logs = kube.run("logs", "-n", ns, "job/backup-now", "-c", "backup", check=False).stdout
+    assert done.returncode == 0, f"the backup Job did not complete: {done.stderr}\n{logs}"
+    e2e.timings["13: backup job"] = time.monotonic() - t0
+    [made] = sorted(backups.glob("redis-cluster-*"))
+    manifest = verify(made)  # the CLI's checks: every file's size, SHA-256 and format
+    assert manifest.keys == total, f"the backup holds {manifest.keys} keys, the cluster {total}"
+    assert len(manifest.shards) == MASTERS and manifest.pause_ms < 1000, manifest
+    assert {f.source_id for f in manifest.shards}.isdisjoint(f.master_id for f in manifest.shards), (
+        f"a master forked though it had a replica: {logs}"
+    )
+    e2e.notes["step 13 backup"] = {"keys": manifest.keys, "pause_ms": manifest.pause_ms, "dir": made.name}
+
+    ns2 = f"{ns}-restore"
+    second = e2e.factory(
+        e2e.project,
+        config={
+            "namespace": ns2,
+            "createNamespace": True,
+            "masters": MASTERS,
+            "replicasPerMaster": 0,
+            "storageSize": "150Mi",
+            "externalAccess": "shared",
+            "externalNodePort": RESTORE_NODE_PORT,
+            "image": IMAGE,
+            "imagePullPolicy": "Never",
+            "hostPathBase": str(e2e.host_base),
+            "storageClassName": ns2,
+            "bootstrapConnection": e2e.notes["connection"],
+            "restoreFrom": made.name,
+            "backupPath": str(backups),
+        },
+        env=e2e.env,
+    )
+    t0 = time.monotonic()
+    run = EngineRun()
+    result = up_watched(second, run, kube, ns2, SELECTOR, UP_TIMEOUT_S)
+    restore_logs = kube.run("logs", "-n", ns2, f"job/{NAME}-restore", check=False).stdout
+    assert result.summary.result == "succeeded", f"{result.summary.result}\n{run.tail()}\n{restore_logs}"
+    e2e.timings["13: up of the restoring stack"] = time.monotonic() - t0
+    outputs = {k: v.value for k, v in result.outputs.items()}
+    assert outputs.get("clusterState") == "ok" and outputs.get("restoredFrom") == made.name, outputs
+    assert f"restored {made.name}: {total} keys" in restore_logs, restore_logs
+    password = kube.secret_value(ns2, str(outputs["authSecret"]), "password")
+    # The shared NodePort on this machine's node (MOVED then names pod IPs, reachable from here).
+    check_keys("127.0.0.1", RESTORE_NODE_PORT, password, KEYS)
+    client = cluster_client("127.0.0.1", RESTORE_NODE_PORT, password)
+    assert total_keys(client) == total
+    client.close()
+    e2e.notes["step 13 restore log"] = restore_logs.strip().splitlines()[-1:]
+
+    t0 = time.monotonic()
+    second.destroy(color="never")
+    e2e.timings["13: destroy of the restoring stack"] = time.monotonic() - t0
+    assert verify(made) == manifest, "the backup changed with the destroy"
+    assert not _exists(kube, "pv", f"{ns2}-{NAME}-backup"), "the destroy left the stack's backup PV"
 
 
 # --- the upgrade path of a stack made before OnDelete ----------------------------------------------------
