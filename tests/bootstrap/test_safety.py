@@ -294,7 +294,9 @@ def test_a_returning_shard_that_cannot_reach_the_cluster_is_folded_in_when_liste
     assert f"its {len(gone_keys)} older key(s) in them are dropped" in run.stderr, run.stderr
     assert all(len(owners) == 1 for owners in claims(everyone).values()), "two masters claim one slot"
     assert not myself(master).is_master
-    rc = cluster_client(everyone)
+    # Read through the nodes that never left: the returned pair's tables may still name a peer at its old
+    # address for a gossip round or two (seen on Valkey 9: a client seeded there dialled a dead address).
+    rc = cluster_client(listed)
     assert [rc.get(f"k:{i}") for i in gone_keys[:200]] == [f"new {i}" for i in gone_keys[:200]]
     rc.close()
-    assert len(missing_keys(everyone, KEYS)) == len(gone_keys)
+    assert len(missing_keys(listed, KEYS)) == len(gone_keys)
