@@ -25,6 +25,7 @@ from components.settings import BACKUP_USER, ClusterSettings
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 BACKUP_SCRIPT = "backup.sh"
 RESTORE_SCRIPT = "restore.sh"
+COMMON_SCRIPT = "backup-common.sh"  # sourced by both from their own directory
 BACKUP_DIR = "/backup"
 SCRIPTS_MOUNT = "/etc/redis-cluster-backup"
 RESTORE_WORK = "/tmp/restore"
@@ -79,13 +80,7 @@ def claim_manifest(s: ClusterSettings) -> Manifest:
             "labels": labels.standard_labels(s, "backup"),
             "annotations": dict(storage.SKIP_AWAIT),
         },
-        "spec": {
-            "accessModes": list(storage.ACCESS_MODES),
-            "storageClassName": s.storage_class_name,
-            "volumeMode": "Filesystem",
-            "resources": {"requests": {"storage": s.backup_size}},
-            "volumeName": volume_name(s),
-        },
+        "spec": {**storage.claim_spec(s, s.backup_size), "volumeName": volume_name(s)},
     }
 
 
@@ -98,7 +93,7 @@ def scripts_config_map_manifest(s: ClusterSettings) -> Manifest:
             "namespace": s.namespace,
             "labels": labels.standard_labels(s, "backup"),
         },
-        "data": {name: (SCRIPTS_DIR / name).read_text() for name in (BACKUP_SCRIPT, RESTORE_SCRIPT)},
+        "data": {name: (SCRIPTS_DIR / name).read_text() for name in (BACKUP_SCRIPT, RESTORE_SCRIPT, COMMON_SCRIPT)},
     }
 
 

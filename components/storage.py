@@ -43,13 +43,14 @@ def storage_class_manifest(s: ClusterSettings) -> Manifest:
     }
 
 
-def claim_spec(s: ClusterSettings) -> Manifest:
-    """The claim spec shared by the StatefulSet's template and the owned claims."""
+def claim_spec(s: ClusterSettings, size: str | None = None) -> Manifest:
+    """The claim spec shared by the StatefulSet's template, the owned claims (``storageSize``) and the
+    backup volume's claim (its own ``size``)."""
     return {
         "accessModes": list(ACCESS_MODES),
         "storageClassName": s.storage_class_name,
         "volumeMode": "Filesystem",
-        "resources": {"requests": {"storage": s.storage_size}},
+        "resources": {"requests": {"storage": size or s.storage_size}},
     }
 
 

@@ -16,8 +16,8 @@
 # complete or absent. Backups beyond BACKUP_RETENTION (the newest kept) are deleted afterwards, and so
 # are partial ones a killed run left. Every step is logged; the pause in ms is in the log and the manifest.
 #
-# Env: REDIS_NODES ("host:port ..." of every pod), BACKUP_DIR (/backup), BACKUP_RETENTION (7),
-# BACKUP_USER (backup: the ACL user with only what this needs), REDIS_AUTH_DIR (its password in
+# Helpers: backup-common.sh beside it. Env: REDIS_NODES ("host:port ..." of every pod), BACKUP_DIR
+# (/backup), BACKUP_RETENTION (7), BACKUP_USER (backup: the ACL user with only what this needs), REDIS_AUTH_DIR (its password in
 # <user>-password), REDIS_CLI_TLS (redis-cli TLS options), BACKUP_PAUSE_MS (3000: the pause's bound),
 # BACKUP_TRANSFER_TIMEOUT (3600 s per shard), BACKUP_CATCH_UP_MS (300).
 set -eu
@@ -27,29 +27,13 @@ keep=${BACKUP_RETENTION:-7}
 user=${BACKUP_USER:-backup}
 bound=${BACKUP_PAUSE_MS:-3000}
 transfer_timeout=${BACKUP_TRANSFER_TIMEOUT:-3600}
-auth_dir=${REDIS_AUTH_DIR:-/etc/redis-auth}
-# Read by the shell, never in argv.
-if [ -s "$auth_dir/$user-password" ]; then
-    IFS= read -r REDISCLI_AUTH <"$auth_dir/$user-password" || true
-    export REDISCLI_AUTH
-fi
-
-say() { echo "backup: $*" >&2; }
-die() {
-    say "FAILED: $*"
-    exit 1
-}
+me=backup verdict=FAILED
+# shellcheck source=components/scripts/backup-common.sh
+. "$(dirname "$0")/backup-common.sh"
 # Milliseconds since boot, from /proc/uptime's centiseconds (no date +%N in busybox).
 now_ms() {
     read -r up _ </proc/uptime
     echo "${up%.*}${up#*.}0"
-}
-# cli HOST:PORT ARGS...: bounded, a frozen node must not hold the run.
-# shellcheck disable=SC2086
-cli() {
-    node=$1
-    shift
-    timeout 10 redis-cli ${REDIS_CLI_TLS:-} --user "$user" -h "${node%:*}" -p "${node##*:}" "$@" 2>/dev/null | tr -d '\r'
 }
 field() { cli "$1" info "$2" | sed -n "s/^$3://p"; }
 
@@ -87,8 +71,7 @@ host_of() {
 }
 
 # Every slot served by a live master, or the backup would silently miss keys.
-served=$(echo "$table" | awk '$3 ~ /master/ && $3 !~ /fail/ { for (i = 9; i <= NF; i++) { if ($i ~ /^\[/) continue;
-    n = split($i, r, "-"); s += (n == 2 ? r[2] - r[1] + 1 : 1) } } END { print s + 0 }')
+served=$(echo "$table" | served_slots)
 [ "$served" -eq 16384 ] || die "$((16384 - served)) slots are not served by a live master: heal the cluster first"
 # Masters with slots, lowest slot first: "id slots" (slots as 0-5460,5461 like the manifest).
 masters=$(echo "$table" | awk '$3 ~ /master/ && $3 !~ /fail/ && NF >= 9 { s = ""; lo = 16384
@@ -253,7 +236,7 @@ mv "$work" "$dir/$name"
 say "backup $dir/$name complete: $k shards, writes paused ${pause_ms} ms"
 
 # Retention: the newest $keep backups stay; partial ones of killed runs go.
-for old in $(ls -1 "$dir" | grep '^redis-cluster-[0-9]\{8\}T[0-9]\{6\}Z$' | sort -r | tail -n +"$((keep + 1))"); do
+for old in $(backups "$dir" | sort -r | tail -n +"$((keep + 1))"); do
     rm -rf "${dir:?}/$old"
     say "pruned $old (backupRetention $keep)"
 done

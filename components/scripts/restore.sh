@@ -9,8 +9,8 @@
 # server's own words) and `redis-cli --cluster import --cluster-copy` moves its keys, TTLs kept, each to
 # the master that owns its slot now. The shards go in parallel; progress is logged every 20000 keys.
 #
-# Env: BACKUP_DIR (/backup), RESTORE_FROM (a backup's name, or "latest"), REDIS_NODES ("host:port ..."),
-# RESTORE_USER (operator), REDIS_AUTH_DIR (its password in <user>-password), RESTORE_WORK (a writable
+# Helpers: backup-common.sh beside it. Env: BACKUP_DIR (/backup), RESTORE_FROM (a backup's name, or
+# "latest"), REDIS_NODES ("host:port ..."), RESTORE_USER (operator), REDIS_AUTH_DIR (its password in <user>-password), RESTORE_WORK (a writable
 # directory, /tmp/restore), RESTORE_PORT_BASE (7100: the loaders' loopback ports), RESTORE_LOAD_TIMEOUT
 # (600 s), REDIS_CLI_TLS (redis-cli TLS options).
 set -eu
@@ -18,40 +18,25 @@ set -eu
 dir=${BACKUP_DIR:-/backup}
 from=${RESTORE_FROM:?RESTORE_FROM names the backup}
 user=${RESTORE_USER:-operator}
-auth_dir=${REDIS_AUTH_DIR:-/etc/redis-auth}
 work=${RESTORE_WORK:-/tmp/restore}
 base=${RESTORE_PORT_BASE:-7100}
 load_timeout=${RESTORE_LOAD_TIMEOUT:-600}
-if [ -s "$auth_dir/$user-password" ]; then
-    IFS= read -r REDISCLI_AUTH <"$auth_dir/$user-password" || true
-    export REDISCLI_AUTH
-fi
-
-say() { echo "restore: $*" >&2; }
-die() {
-    say "REFUSED: $*"
-    exit 1
-}
-# shellcheck disable=SC2086
-cli() {
-    node=$1
-    shift
-    timeout 10 redis-cli ${REDIS_CLI_TLS:-} --user "$user" -h "${node%:*}" -p "${node##*:}" "$@" 2>/dev/null | tr -d '\r'
-}
+me=restore verdict=REFUSED
+# shellcheck source=components/scripts/backup-common.sh
+. "$(dirname "$0")/backup-common.sh"
 # The loaders on loopback have no password: without REDISCLI_AUTH, redis-cli sends none.
 loader() {
     port=$1
     shift
     env -u REDISCLI_AUTH redis-cli -p "$port" "$@" 2>/dev/null | tr -d '\r'
 }
-backups() { ls -1 "$dir" 2>/dev/null | grep '^redis-cluster-[0-9]\{8\}T[0-9]\{6\}Z$' | sort; }
 
 if [ "$from" = latest ]; then
-    from=$(backups | tail -n 1)
+    from=$(backups "$dir" | tail -n 1)
     [ -n "$from" ] || die "restoreFrom latest: no backup in $dir"
 fi
 src="$dir/$from"
-[ -f "$src/manifest.json" ] || die "restoreFrom $from: no such backup in $dir (there: $(backups | tr '\n' ' '))"
+[ -f "$src/manifest.json" ] || die "restoreFrom $from: no such backup in $dir (there: $(backups "$dir" | tr '\n' ' '))"
 
 # The files: "file sha256" per shard, from the manifest (one field per line, file before sha256).
 listed=$(awk -F'"' '$2 == "file" { f = $4 } $2 == "sha256" && f != "" { print f, $4; f = "" }' "$src/manifest.json")
@@ -77,8 +62,7 @@ for node in $REDIS_NODES; do
     fi
 done
 [ -n "$table" ] || die "no node answered CLUSTER NODES (nodes: $REDIS_NODES)"
-served=$(echo "$table" | awk '$3 ~ /master/ && $3 !~ /fail/ { for (i = 9; i <= NF; i++) { if ($i ~ /^\[/) continue;
-    n = split($i, r, "-"); s += (n == 2 ? r[2] - r[1] + 1 : 1) } } END { print s + 0 }')
+served=$(echo "$table" | served_slots)
 [ "$served" -eq 16384 ] || die "$((16384 - served)) slots of the target are not served"
 for node in $REDIS_NODES; do
     keys=$(cli "$node" dbsize)

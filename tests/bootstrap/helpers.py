@@ -85,8 +85,12 @@ def cluster_size(node: RedisNode) -> int:
 
 
 def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
+    """Logs in with the nodes' own password (requirepass), if they have one."""
     return RedisCluster(
-        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], decode_responses=True, socket_timeout=10
+        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes],
+        password=nodes[0].password,
+        decode_responses=True,
+        socket_timeout=10,
     )
 
 

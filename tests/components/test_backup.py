@@ -89,7 +89,7 @@ def test_a_schedule_makes_the_cronjob_its_volume_its_user_and_nothing_else_with_
     assert "~" not in redis_config.backup_user_rules() and "+config" not in redis_config.backup_user_rules()
     assert redis_config.BACKUP_PASSWORD_KEY in auth_keys(run)
     scripts = by_name(run, CONFIG_MAP)["redis-cluster-backup-scripts"]["data"]
-    assert set(scripts) == {backup.BACKUP_SCRIPT, backup.RESTORE_SCRIPT}
+    assert set(scripts) == {backup.BACKUP_SCRIPT, backup.RESTORE_SCRIPT, backup.COMMON_SCRIPT}
     assert run.exports["backupVolume"] == {"node": None, "path": "/mnt/redis-cluster/default/redis-cluster-backup"}
     assert run.exports["backupCronJob"] == "redis-cluster-backup"
 

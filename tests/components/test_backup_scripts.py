@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from redis.cluster import ClusterNode, RedisCluster
 
 from bootstrap.manifest import MANIFEST
 from bootstrap.restore import verify
@@ -125,12 +124,6 @@ def put_back(
     )
 
 
-def target_client(nodes: list[RedisNode]) -> RedisCluster:
-    return RedisCluster(
-        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], password=TARGET_PASSWORD, decode_responses=True
-    )
-
-
 def total_keys(nodes: list[RedisNode]) -> int:
     return sum(int(n.client().dbsize()) for n in nodes)
 
@@ -166,7 +159,7 @@ def test_the_scheduled_backup_is_one_cut_and_the_restore_job_puts_it_into_five_m
     assert done.returncode == 0, done.stderr
 
     assert total_keys(target) == manifest.keys, done.stderr
-    rc = target_client(target)
+    rc = cluster_client(target)
     assert_one_cut(rc, before, after)
     rc.close()
 
@@ -236,7 +229,7 @@ def test_the_restore_job_refuses_bad_input_before_writing_anything(
         ["sha256sum", str(shard)], capture_output=True, text=True, check=True
     ).stdout.split()[0]
     (made / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    rc = target_client(target)
+    rc = cluster_client(target)
     rc.set("k:1", "was here")
     done = put_back(target, made, auth_dir, tmp_path, "latest")
     assert done.returncode != 0 and "holds 1 keys" in done.stderr, done.stderr
