@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -52,7 +53,9 @@ def source_cluster(farm: RedisFarm, masters: int = 3, replicas: int = 1) -> list
 def run_script(
     script: Path, nodes: list[RedisNode], env: dict[str, str], auth: Path
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """The script in a process group of its own, all of it killed should it overrun: the restore's
+    loaders are redis-servers, which a killed `sh` alone would leave running."""
+    proc = subprocess.Popen(
         ["sh", str(script)],
         env={
             "PATH": os.environ["PATH"],
@@ -60,11 +63,18 @@ def run_script(
             "REDIS_AUTH_DIR": str(auth),
             **env,
         },
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{script.name} overran 120 s and was killed with its children:\n{err}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture
