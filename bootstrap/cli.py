@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("backup", help="one consistent backup of every shard into a new directory under --to")
     c.add_argument("--to", type=Path, required=True, metavar="DIR", help="where the backup's directory is made")
     c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
-    c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
+    _target(c)
     c = sub.add_parser("restore", help="every key of a backup into a formed cluster of any shape")
     c.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR", help="a backup's directory")
     c.add_argument("--replace", action="store_true", help="restore into a cluster that holds keys, overwriting")
@@ -78,8 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--masters", type=int, help="also require this many masters")
     c.add_argument("--replicas", type=int, help="also require this many replicas per master")
     c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
-    c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
+    _target(c)
     return p
+
+
+def _target(c: argparse.ArgumentParser) -> None:
+    """A seed node, or the StatefulSet's pods reached through the Kubernetes API."""
+    c.add_argument("seed", nargs="?", metavar="HOST:PORT", help="any node of the cluster")
+    c.add_argument(
+        "--kube",
+        metavar="NAMESPACE/STATEFULSET",
+        help="instead of a seed: every pod of that StatefulSet, through the Kubernetes API (port-forward; "
+        "KUBECONFIG or in-cluster config); for clusters whose nodes announce their pod IPs",
+    )
+    c.add_argument("--context", help="with --kube: the kubeconfig context")
+
+
+def _kube(spec: str) -> tuple[str, str]:
+    namespace, _, statefulset = spec.partition("/")
+    if not namespace or not statefulset or "/" in statefulset:
+        raise ValueError(f"--kube is {spec!r}: it takes NAMESPACE/STATEFULSET, e.g. redis/redis-cluster")
+    return namespace, statefulset
 
 
 def _seconds(text: str) -> float:
@@ -110,12 +129,19 @@ def _members_of(seed: str, connector: Connector) -> Inventory:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     password = os.environ.get(PASSWORD_ENV) or None
+    if args.command in ("backup", "check") and (args.seed is None) == (args.kube is None):
+        parser.error(f"{args.command} takes a seed HOST:PORT or --kube NAMESPACE/STATEFULSET (one of them)")
+    if args.command == "restore" and args.seed is None:
+        parser.error("restore takes a seed HOST:PORT")
+    if getattr(args, "kube", None):
+        return _through_kube(args, password)
     with connected(DirectConnector(password, args.user)) as connector:
         try:
             if args.command == "check":
-                return _check(args, connector)
+                return _check(args, _members_of(args.seed, connector), connector)
             if args.command == "backup":
                 print(backup(_members_of(args.seed, connector), connector, args.to, _progress))
                 return 0
@@ -156,8 +182,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
 
 
-def _check(args: argparse.Namespace, connector: Connector) -> int:
-    inventory = _members_of(args.seed, connector)
+def _through_kube(args: argparse.Namespace, password: str | None) -> int:
+    """backup or check of the pods of a StatefulSet, each reached through its own API tunnel."""
+    try:
+        namespace, statefulset = _kube(args.kube)
+        from bootstrap.kube import PortForwardConnector, statefulset_inventory
+
+        inventory = statefulset_inventory(namespace, statefulset, _progress, args.context)
+        with connected(PortForwardConnector(inventory, namespace, args.context, password, args.user)) as connector:
+            if args.command == "check":
+                return _check(args, inventory, connector)
+            print(backup(inventory, connector, args.to, _progress))
+            return 0
+    except (ops.ClusterError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (redis.RedisError, OSError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _check(args: argparse.Namespace, inventory: Inventory, connector: Connector) -> int:
     snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
     verdict = rules.health(snap, ops.cluster_infos(snap, connector), args.replicas, args.masters)
     if verdict.ok:

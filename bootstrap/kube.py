@@ -131,6 +131,22 @@ def pod_inventory(
         time.sleep(1.0)
 
 
+def statefulset_inventory(
+    namespace: str, statefulset: str, progress: Progress, context: str | None = None
+) -> Inventory:
+    """Every pod the StatefulSet runs now, with an IP (the command line's view: no waiting, none to retire)."""
+    client = _load_config(context)
+    sts = _read_statefulset(client.AppsV1Api(), namespace, statefulset)
+    if sts is None:
+        raise ClusterError(
+            f"no StatefulSet {statefulset} in namespace {namespace} (kubectl get statefulset -n {namespace})"
+        )
+    inventory = pod_inventory(namespace, statefulset, sts.spec.replicas or 0, 0, progress, context, wait=False)
+    if not inventory.endpoints:
+        raise ClusterError(f"StatefulSet {namespace}/{statefulset} has no pod with an IP")
+    return inventory
+
+
 def owned_pods(api: Any, namespace: str, statefulset: str) -> dict[str, Any]:
     """The StatefulSet's pods by name (those its controller owns), whatever their state."""
     out = {}

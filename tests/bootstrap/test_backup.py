@@ -249,3 +249,14 @@ def test_a_backup_runs_as_an_acl_user_with_only_the_commands_it_needs(redis_farm
     assert verify(made).keys == 0
     refusals = [n.client().execute_command("ACL", "LOG") for n in source]
     assert not any(refusals), f"the backup user was refused something: {refusals}"
+
+
+def test_the_command_line_takes_a_seed_or_a_statefulset_and_says_what_is_wrong(tmp_path: Path) -> None:
+    both = run_cli("backup", "--to", str(tmp_path), "--kube", "ns/sts", "127.0.0.1:1")
+    assert both.returncode == 2 and "a seed HOST:PORT or --kube NAMESPACE/STATEFULSET" in both.stderr, both.stderr
+    neither = run_cli("check")
+    assert neither.returncode == 2 and "one of them" in neither.stderr, neither.stderr
+    bad = run_cli("check", "--kube", "just-a-name")
+    assert bad.returncode == 1 and "--kube is 'just-a-name': it takes NAMESPACE/STATEFULSET" in bad.stderr, bad.stderr
+    assert run_cli("restore", "--from", str(tmp_path), "--kube", "ns/sts").returncode == 2
+    assert not list(tmp_path.iterdir()), "a refused command made something"

@@ -42,9 +42,10 @@ ordered steps, each asserting on what really happened:
    lists every pod; the restricted `exporter` user is refused nothing (ACL LOG, exporter log).
 13. backup and restore (the CronJob and its `backup` user came with step 10's roll): the CronJob run at
    once (`kubectl create job --from`) leaves one consistent backup on its volume (the CLI's checks pass,
-   every key, snapshots taken on replicas, writes paused < 1 s); a second stack (another namespace, 3
-   masters, no replicas) with `restoreFrom` serves every key once its `up` succeeds; its `pulumi destroy`
-   leaves the backup files as they were.
+   every key, snapshots taken on replicas, writes paused < 1 s), and so does `python -m bootstrap backup
+   --kube` through the API; a second stack (another namespace, 3 masters, no replicas) with `restoreFrom`
+   serves every key once its `up` succeeds (and `check --kube` says OK); its `pulumi destroy` leaves the
+   backup files as they were.
 
 A failed step skips the later ones (they build on its state); the stack is destroyed at the end
 either way. Timings of every step are printed at the end (run with ``-s`` to see them).
@@ -62,6 +63,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -997,6 +999,12 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
         f"a master forked though it had a replica: {logs}"
     )
     e2e.notes["step 13 backup"] = {"keys": manifest.keys, "pause_ms": manifest.pause_ms, "dir": made.name}
+    # The command line through the Kubernetes API (each pod through its own port-forward tunnel).
+    by_cli = _cli(e2e, e2e.password(), "backup", "--kube", f"{ns}/{NAME}", "--to", str(e2e.host_base / "cli"))
+    assert by_cli.returncode == 0, by_cli.stderr
+    cli_manifest = verify(Path(by_cli.stdout.strip()))
+    assert cli_manifest.keys == total and cli_manifest.pause_ms < 1000, cli_manifest
+    e2e.notes["step 13 backup by the command line through the API: pause ms"] = cli_manifest.pause_ms
 
     ns2 = f"{ns}-restore"
     second = e2e.factory(
@@ -1035,12 +1043,28 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     assert total_keys(client) == total
     client.close()
     e2e.notes["step 13 restore log"] = restore_logs.strip().splitlines()[-1:]
+    checked = _cli(e2e, password, "check", "--masters", str(MASTERS), "--replicas", "0", "--kube", f"{ns2}/{NAME}")
+    assert checked.returncode == 0 and checked.stdout.startswith("OK: 3 nodes"), checked.stdout + checked.stderr
 
     t0 = time.monotonic()
     second.destroy(color="never")
     e2e.timings["13: destroy of the restoring stack"] = time.monotonic() - t0
     assert verify(made) == manifest, "the backup changed with the destroy"
     assert not _exists(kube, "pv", f"{ns2}-{NAME}-backup"), "the destroy left the stack's backup PV"
+
+
+def _cli(e2e: E2E, password: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bootstrap`` as an operator runs it: KUBECONFIG, the password in REDISCLI_AUTH."""
+    env = {**os.environ, **e2e.env, "REDISCLI_AUTH": password or ""}
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args],
+        cwd=e2e.project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 # --- the upgrade path of a stack made before OnDelete ----------------------------------------------------
