@@ -49,7 +49,7 @@ from typing import Any
 from bench import client, data, servers
 from bench.child import REPO
 from bench.report import loadavg, machine_info
-from bootstrap import operations as ops
+from bootstrap import waiting
 from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, Inventory, static_inventory
 from bootstrap.model import Shape, parse_cluster_nodes
@@ -101,7 +101,7 @@ class BenchPods:
     def inventory(self, timeout: float) -> Inventory:
         return static_inventory([s.address for s in self.farm.servers])
 
-    def restart(self, name: str, timeout: float, progress: ops.Progress) -> None:
+    def restart(self, name: str, timeout: float, progress: waiting.Progress) -> None:
         server = next(s for s in self.farm.servers if s.address == name)
         _restart(self.farm, server, self.down_s)
         self._stale.discard(name)

@@ -36,8 +36,10 @@ from typing import Literal
 import redis
 
 from bootstrap.endpoints import Connector
+from bootstrap.errors import BootstrapError, ConvergenceTimeout
 from bootstrap.model import Member, format_ranges, to_ranges
-from bootstrap.operations import ClusterError, ConvergenceTimeout, Progress, cluster, view
+from bootstrap.operations import cluster, view
+from bootstrap.waiting import Progress
 
 POLL_S = 0.05
 COUNT_PIPELINE = 1024  # COUNTKEYSINSLOT per round trip when counting what moves
@@ -133,7 +135,7 @@ def move_atomic(
     ``deadline`` is a ``time.monotonic()`` value: a job still running then is
     cancelled (which rolls it back: the slots stay on ``src``) and
     ConvergenceTimeout is raised. A job that fails for good or is cancelled by
-    someone else raises ClusterError with the server's own message. The key
+    someone else raises BootstrapError with the server's own message. The key
     count is taken on ``src`` just before the move, so writes during it are not
     counted.
     """
@@ -143,7 +145,9 @@ def move_atomic(
     what = f"slots {format_ranges(wanted)} from {src.address} to {dst.address}"
     kind = dialect(connector.client(src.address))
     if kind is None:
-        raise ClusterError(f"{src.address} has no atomic slot migration (Valkey 9+ or Redis 8.4+); cannot move {what}")
+        raise BootstrapError(
+            f"{src.address} has no atomic slot migration (Valkey 9+ or Redis 8.4+); cannot move {what}"
+        )
     keys = _count_keys(connector.client(src.address), wanted)
     move = _Move(connector, src, dst, wanted, what, keys, deadline, progress)
     started = time.monotonic()
@@ -169,7 +173,7 @@ class _Move:
 
 def _move_valkey(m: _Move) -> str:
     """MIGRATESLOTS on the source. CANCELSLOTMIGRATIONS has no job argument, so other moves out of
-    ``src`` running at the same time are cancelled too (and raise ClusterError: give parallel moves one
+    ``src`` running at the same time are cancelled too (and raise BootstrapError: give parallel moves one
     deadline)."""
     client = m.connector.client(m.src.address)
     before = {job.get("name") for job in _jobs(client)}
@@ -180,7 +184,7 @@ def _move_valkey(m: _Move) -> str:
     try:
         client.execute_command(*args)
     except redis.ResponseError as exc:
-        raise ClusterError(f"CLUSTER MIGRATESLOTS of {m.what} refused by {m.src.address}: {exc}") from exc
+        raise BootstrapError(f"CLUSTER MIGRATESLOTS of {m.what} refused by {m.src.address}: {exc}") from exc
     m.progress(f"atomic migration of {m.what} started ({m.keys} keys)")
     while True:
         ours = [
@@ -193,7 +197,7 @@ def _move_valkey(m: _Move) -> str:
         failed = [job for job in ours if job.get("state") in FAILED]
         if failed:
             job = failed[0]
-            raise ClusterError(
+            raise BootstrapError(
                 f"atomic migration of {m.what} {job.get('state')} on {m.src.address} (job {job.get('name')}): "
                 f"{job.get('message') or 'no message; see CLUSTER GETSLOTMIGRATIONS on both nodes'}"
             )
@@ -222,7 +226,7 @@ def _move_redis(m: _Move) -> str:
     seen = view(client).get(m.src.node_id)
     elsewhere = [s for s in m.wanted if seen is None or s not in seen.slots]
     if elsewhere:
-        raise ClusterError(
+        raise BootstrapError(
             f"cannot move {m.what}: {m.dst.address} does not see {m.src.address} own slots {format_ranges(elsewhere)}"
         )
     args: list[str | int] = ["CLUSTER", "MIGRATION", "IMPORT"]
@@ -234,7 +238,7 @@ def _move_redis(m: _Move) -> str:
             break
         except redis.ResponseError as exc:
             if REDIS_BUSY not in str(exc) or time.monotonic() > m.deadline:
-                raise ClusterError(f"CLUSTER MIGRATION IMPORT of {m.what} refused by {m.dst.address}: {exc}") from exc
+                raise BootstrapError(f"CLUSTER MIGRATION IMPORT of {m.what} refused by {m.dst.address}: {exc}") from exc
         time.sleep(POLL_S)
     m.progress(f"atomic migration of {m.what} started ({m.keys} keys, task {task})")
     reported = ""
@@ -242,12 +246,12 @@ def _move_redis(m: _Move) -> str:
         job = next(iter(records(cluster(client, "MIGRATION", "STATUS", "ID", task))), {})
         state, error = job.get("state", "not listed"), job.get("last_error", "")
         if job.get("source") not in (None, m.src.node_id):
-            raise ClusterError(f"atomic migration of {m.what} (task {task}) took the slots from {job.get('source')}")
+            raise BootstrapError(f"atomic migration of {m.what} (task {task}) took the slots from {job.get('source')}")
         if state == REDIS_DONE:
             _recount(client, m.dst, m.wanted[0], m.progress)
             return f" (writes paused {job.get('write_pause_ms', '?')} ms)"
         if state == REDIS_CANCELLED:
-            raise ClusterError(f"atomic migration of {m.what} cancelled on {m.dst.address} (task {task}): {error}")
+            raise BootstrapError(f"atomic migration of {m.what} cancelled on {m.dst.address} (task {task}): {error}")
         if error and error != reported:
             reported = error
             m.progress(f"atomic migration of {m.what}: {state} ({error}); the server retries it")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import redis
 
 from bootstrap.endpoints import Connector, Endpoint, Inventory
-from bootstrap.operations import ClusterError, Progress, parallel
+from bootstrap.errors import BootstrapError
+from bootstrap.waiting import Progress, parallel
 
 
 def add_password(inventory: Inventory, connector: Connector, new: str | None, progress: Progress) -> None:
@@ -28,7 +29,7 @@ def add_password(inventory: Inventory, connector: Connector, new: str | None, pr
                 client.execute_command("ACL", "SETUSER", "default", "on", "nopass")
             client.execute_command("CONFIG", "SET", "masterauth", new or "")
         except redis.RedisError as exc:
-            raise ClusterError(f"adding the new password on {e.name} failed: {type(exc).__name__}") from None
+            raise BootstrapError(f"adding the new password on {e.name} failed: {type(exc).__name__}") from None
 
     progress(f"password rotation 1/2: new password accepted on {len(inventory.endpoints)} node(s)")
     parallel(run, inventory.endpoints)
@@ -41,7 +42,7 @@ def drop_password(inventory: Inventory, connector: Connector, old: str, progress
         try:
             connector.client(e.address).execute_command("ACL", "SETUSER", "default", f"<{old}")
         except redis.RedisError as exc:
-            raise ClusterError(f"removing the old password on {e.name} failed: {type(exc).__name__}") from None
+            raise BootstrapError(f"removing the old password on {e.name} failed: {type(exc).__name__}") from None
 
     parallel(run, inventory.endpoints)
     progress(f"password rotation 2/2: old password removed on {len(inventory.endpoints)} node(s)")

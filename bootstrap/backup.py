@@ -39,9 +39,11 @@ from pathlib import Path
 
 import redis
 
+from bootstrap import failover, waiting
 from bootstrap import operations as ops
 from bootstrap.endpoints import Connector, Inventory
 from bootstrap.engines import Engine, RdbFormat
+from bootstrap.errors import BackupError
 from bootstrap.manifest import MANIFEST, Manifest, ShardFile
 from bootstrap.model import Member, Snapshot, format_ranges
 
@@ -54,10 +56,6 @@ CHUNK = 1 << 20
 BACKUP_ACL = "-@all +ping +info +dbsize +cluster|nodes +client|pause +client|unpause +psync"
 
 
-class BackupError(ops.ClusterError):
-    """The backup could not be taken; nothing was left behind."""
-
-
 @dataclass
 class _Shard:
     master: Member
@@ -67,7 +65,7 @@ class _Shard:
     keys: int = 0
 
 
-def backup(inventory: Inventory, connector: Connector, to: Path, progress: ops.Progress) -> Path:
+def backup(inventory: Inventory, connector: Connector, to: Path, progress: waiting.Progress) -> Path:
     """Take one consistent backup of the cluster into a new directory under ``to``; return its path."""
     snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
     _require_whole(snap)
@@ -113,7 +111,7 @@ def _require_whole(snap: Snapshot) -> None:
 
 def _sources(snap: Snapshot, connector: Connector) -> list[_Shard]:
     """Per master, a replica with its link up (so the master does not fork), else the master itself."""
-    linked = ops.caught_up(snap, connector)
+    linked = failover.caught_up(snap, connector)
     shards = []
     for master in sorted((m for m in snap.members if m.is_master and m.slots), key=lambda m: min(m.slots)):
         replicas = [r for r in snap.members if r.master_id == master.node_id and r.node_id in linked]
@@ -121,7 +119,7 @@ def _sources(snap: Snapshot, connector: Connector) -> list[_Shard]:
     return shards
 
 
-def _cut(snap: Snapshot, connector: Connector, progress: ops.Progress) -> tuple[list[_Shard], datetime, float]:
+def _cut(snap: Snapshot, connector: Connector, progress: waiting.Progress) -> tuple[list[_Shard], datetime, float]:
     for attempt in range(1, CUT_ATTEMPTS + 1):
         shards = _sources(snap, connector)
         try:
@@ -144,26 +142,28 @@ class _Stale(Exception):
 
 
 def _cut_once(
-    shards: list[_Shard], snap: Snapshot, connector: Connector, progress: ops.Progress
+    shards: list[_Shard], snap: Snapshot, connector: Connector, progress: waiting.Progress
 ) -> tuple[list[_Shard], datetime, float]:
     for s in shards:
         s.stream = _ReplicationStream.open(connector, s.source.address)
     masters = [s.master for s in shards]
     paused_at = time.monotonic()
     try:
-        ops.parallel(
+        waiting.parallel(
             lambda m: _client(connector, m).execute_command("CLIENT", "PAUSE", PAUSE_BOUND_MS, "WRITE"), masters
         )
         cut = datetime.now(UTC)
-        offsets = ops.parallel(lambda m: int(_client(connector, m).info("replication")["master_repl_offset"]), masters)
-        keys = ops.parallel(lambda m: int(_client(connector, m).dbsize()), masters)
+        offsets = waiting.parallel(
+            lambda m: int(_client(connector, m).info("replication")["master_repl_offset"]), masters
+        )
+        keys = waiting.parallel(lambda m: int(_client(connector, m).dbsize()), masters)
         for s, offset, n in zip(shards, offsets, keys, strict=True):
             s.offset, s.keys = offset, n
         behind = {
             s.source.node_id
             for s, reached in zip(
                 shards,
-                ops.parallel(lambda s: s.source is s.master or _reaches(connector, s.source, s.offset), shards),
+                waiting.parallel(lambda s: s.source is s.master or _reaches(connector, s.source, s.offset), shards),
                 strict=True,
             )
             if not reached
@@ -183,7 +183,7 @@ def _cut_once(
             if offset != s.offset:
                 raise _Stale(f"{s.source.name} snapshots at offset {offset}, the cut is at {s.offset}")
     finally:
-        ops.parallel(lambda m: _unpause(connector, m), masters)
+        waiting.parallel(lambda m: _unpause(connector, m), masters)
         pause_ms = (time.monotonic() - paused_at) * 1000
     progress(
         f"cut at {cut.isoformat(timespec='milliseconds')}: writes paused {pause_ms:.0f} ms on {len(masters)} masters"
@@ -217,7 +217,7 @@ def _reaches(connector: Connector, replica: Member, offset: int) -> bool:
         time.sleep(0.005)
 
 
-def _receive(shards: list[_Shard], work: Path, progress: ops.Progress) -> list[ShardFile]:
+def _receive(shards: list[_Shard], work: Path, progress: waiting.Progress) -> list[ShardFile]:
     def one(i_shard: tuple[int, _Shard]) -> ShardFile:
         i, s = i_shard
         assert s.stream is not None
@@ -241,7 +241,7 @@ def _receive(shards: list[_Shard], work: Path, progress: ops.Progress) -> list[S
             keys=s.keys,
         )
 
-    return ops.parallel(one, list(enumerate(shards)))
+    return waiting.parallel(one, list(enumerate(shards)))
 
 
 class _ReplicationStream:

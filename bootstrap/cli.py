@@ -16,12 +16,13 @@ from pathlib import Path
 
 import redis
 
+from bootstrap import errors, rules
 from bootstrap import operations as ops
-from bootstrap import rules
 from bootstrap.backup import backup
 from bootstrap.converge import adopt, converge, describe, require_enough_nodes
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
-from bootstrap.model import PlanError, Shape, parse_cluster_nodes, parse_slot_selection
+from bootstrap.errors import PlanError
+from bootstrap.model import Shape, parse_cluster_nodes, parse_slot_selection
 from bootstrap.planner import plan
 from bootstrap.restore import restore
 
@@ -123,7 +124,9 @@ def _members_of(seed: str, connector: Connector) -> Inventory:
     try:
         lines = parse_cluster_nodes(ops.cluster(connector.client(seed), "NODES"))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise ops.ClusterError(f"the seed {seed} does not answer ({exc}); name another node of the cluster") from exc
+        raise errors.BootstrapError(
+            f"the seed {seed} does not answer ({exc}); name another node of the cluster"
+        ) from exc
     addresses = sorted({ln.address for ln in lines if ln.address and not ln.is_myself} | {seed})
     return static_inventory(addresses)
 
@@ -174,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(json.dumps(describe(outcome.snapshot), indent=2))
             return 0
-        except (ops.ClusterError, PlanError, ValueError) as exc:
+        except (errors.BootstrapError, PlanError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except (redis.RedisError, OSError) as exc:  # a node failed outside a converge (plan, check)
@@ -194,7 +197,7 @@ def _through_kube(args: argparse.Namespace, password: str | None) -> int:
                 return _check(args, inventory, connector)
             print(backup(inventory, connector, args.to, _progress))
             return 0
-    except (ops.ClusterError, ValueError) as exc:
+    except (errors.BootstrapError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (redis.RedisError, OSError) as exc:

@@ -15,11 +15,12 @@ from typing import Any
 
 import redis
 
-from bootstrap import lease, rules
+from bootstrap import errors, failover, lease, rules, waiting
 from bootstrap import operations as ops
 from bootstrap.endpoints import Connector, DeadlineExceeded, Endpoint, Inventory
+from bootstrap.errors import PlanError
 from bootstrap.migration import move_slots, repair_open_slots
-from bootstrap.model import Plan, PlanError, Shape, Snapshot, format_ranges
+from bootstrap.model import Plan, Shape, Snapshot, format_ranges
 from bootstrap.planner import plan
 
 MAX_ROUNDS = 5
@@ -38,11 +39,11 @@ def converge(
     connector: Connector,
     shape: Shape,
     timeout: float,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     adopt_unlisted: bool = False,
     accept_lost: frozenset[int] = frozenset(),
 ) -> Outcome:
-    """Bring the endpoints to ``shape``; raise ClusterError with the reason when that is impossible.
+    """Bring the endpoints to ``shape``; raise BootstrapError with the reason when that is impossible.
 
     ``adopt_unlisted``: cluster members missing from the inventory are drained
     and removed (the command line's "list the nodes you want" semantics). Off
@@ -51,7 +52,7 @@ def converge(
 
     ``accept_lost``: slots whose every copy is gone that a person has said may
     be reassigned empty. Any other such slot stops the run before it is
-    reassigned (``ops.DataLossRefused``), naming the slots and the keys they
+    reassigned (``errors.DataLossRefused``), naming the slots and the keys they
     likely held: losing data is never the bootstrap's own decision.
     """
     started = time.monotonic()
@@ -61,10 +62,12 @@ def converge(
     try:
         return _converge(inventory, connector, shape, timeout, progress, adopt_unlisted, accept_lost, started)
     except DeadlineExceeded as exc:
-        raise ops.ConvergenceTimeout(f"the run's {timeout:.0f}s are up: {exc}") from exc
+        raise errors.ConvergenceTimeout(f"the run's {timeout:.0f}s are up: {exc}") from exc
     except (redis.RedisError, OSError) as exc:
         # A node that died or hung up mid-run: say which and what, not a traceback.
-        raise ops.ClusterError(f"{type(exc).__name__}: {exc}; run again once the node is back or replaced") from exc
+        raise errors.BootstrapError(
+            f"{type(exc).__name__}: {exc}; run again once the node is back or replaced"
+        ) from exc
     finally:
         connector.set_deadline(None)
 
@@ -84,7 +87,7 @@ def _converge(
     connector: Connector,
     shape: Shape,
     timeout: float,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     adopt_unlisted: bool,
     accept_lost: frozenset[int],
     started: float,
@@ -106,7 +109,7 @@ def _rounds(
     inventory: Inventory,
     connector: Connector,
     shape: Shape,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     left: Callable[[], float],
     started: float,
     accept_lost: frozenset[int],
@@ -125,7 +128,7 @@ def _rounds(
             snap = ops.take_snapshot(inventory, connector)
         step = plan(snap.members, shape, snap.ghosts)
         if refused := set(step.lost_slots) - accept_lost:
-            raise ops.DataLossRefused(
+            raise errors.DataLossRefused(
                 f"{rules.describe_lost(snap, refused)}. They were not reassigned: bring those nodes back with "
                 f"their data and run again, or accept the loss by naming the slots (python -m bootstrap apply "
                 f"--accept-lost-slots {format_ranges(refused)}; in the Pulumi program the setting acceptLostSlots)"
@@ -138,13 +141,13 @@ def _rounds(
         executed.append(step)
         keys_moved += _execute(step, snap, inventory, connector, progress, left)
     else:
-        raise ops.ClusterError(f"cluster still not in shape after {MAX_ROUNDS} rounds: {executed[-1].describe()}")
+        raise errors.BootstrapError(f"cluster still not in shape after {MAX_ROUNDS} rounds: {executed[-1].describe()}")
     final = ops.wait_converged(
         inventory, connector, left(), progress, expect_masters=shape.masters, expect_replicas=None
     )
     problems = [p for step in executed[-1:] for p in step.problems]
     if problems:
-        raise ops.ClusterError("; ".join(problems))
+        raise errors.BootstrapError("; ".join(problems))
     return Outcome(final, tuple(executed), keys_moved, time.monotonic() - started)
 
 
@@ -153,7 +156,7 @@ def _execute(
     snap: Snapshot,
     inventory: Inventory,
     connector: Connector,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     left: Callable[[], float],
 ) -> int:
     """Run one plan; returns keys moved. Role changes end the round early so it is re-planned."""
@@ -171,7 +174,7 @@ def _execute(
                 # The new masters own slots but no key: serve now, not after Redis' delays (not above the
                 # limit, see rules.formation_swaps, so a big formation is not looked at once more for nothing).
                 formed = ops.take_snapshot(inventory, connector)
-                ops.serve_at_once(formed, connector, rules.formation_swaps(formed), progress)
+                failover.serve_at_once(formed, connector, rules.formation_swaps(formed), progress)
             return 0
         ops.wait_meshed(inventory, connector, left(), progress)
         snap = ops.take_snapshot(inventory, connector)
@@ -179,7 +182,7 @@ def _execute(
         # only after Redis' rejoin delay: start that clock now rather than at the owners' next ping.
         ops.announce(snap, connector)
     if step.failovers:
-        ops.fail_over(snap, connector, step.failovers, timeout=min(left(), 60.0), progress=progress)
+        failover.fail_over(snap, connector, step.failovers, timeout=min(left(), 60.0), progress=progress)
     ops.forget(connector, snap.members, step.forget)
     if step.detach:
         ops.detach(snap, connector, step.detach)
@@ -197,7 +200,7 @@ def _execute(
     ops.replicate(snap, connector, now)
     if step.moves:
         targets = {m.target for m in step.moves}
-        ops.serve_at_once(snap, connector, rules.role_swaps(snap, targets, now), progress)
+        failover.serve_at_once(snap, connector, rules.role_swaps(snap, targets, now), progress)
         ops.wait_serving(snap, connector, targets, left())
         progress(f"moving {step.moved_slots} slots in {len(step.moves)} stream(s)")
     moved = move_slots(snap, connector, step.moves, progress)

@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, split_address
-from bootstrap.operations import ClusterError, ConvergenceTimeout, Progress, poll
+from bootstrap.errors import BootstrapError, ConvergenceTimeout
 from bootstrap.props import Announce
+from bootstrap.waiting import Progress, poll
 
 REDIS_PORT = 6379
 ON_DELETE = "OnDelete"
@@ -138,12 +139,12 @@ def statefulset_inventory(
     client = _load_config(context)
     sts = _read_statefulset(client.AppsV1Api(), namespace, statefulset)
     if sts is None:
-        raise ClusterError(
+        raise BootstrapError(
             f"no StatefulSet {statefulset} in namespace {namespace} (kubectl get statefulset -n {namespace})"
         )
     inventory = pod_inventory(namespace, statefulset, sts.spec.replicas or 0, 0, progress, context, wait=False)
     if not inventory.endpoints:
-        raise ClusterError(f"StatefulSet {namespace}/{statefulset} has no pod with an IP")
+        raise BootstrapError(f"StatefulSet {namespace}/{statefulset} has no pod with an IP")
     return inventory
 
 
@@ -311,12 +312,12 @@ class StatefulSetPods:
                 if exc.status == 404:
                     return None  # gone already
                 if exc.status == 403:
-                    raise ClusterError(
+                    raise BootstrapError(
                         f"evicting pod {name} in namespace {self._namespace} was forbidden: the bootstrap's "
                         f"Kubernetes credentials need create on pods/eviction ({exc.reason})"
                     ) from exc
                 if exc.status != 429:
-                    raise ClusterError(
+                    raise BootstrapError(
                         f"evicting pod {name} in namespace {self._namespace}: {exc.status} {exc.reason}"
                     ) from exc
                 reason = f"the PodDisruptionBudget does not allow evicting {name} now (another pod is disrupted)"

@@ -32,8 +32,9 @@ import redis
 from redis.crc import key_slot
 
 from bootstrap.endpoints import Connector
+from bootstrap.errors import BootstrapError, LeaseHeld
 from bootstrap.model import Snapshot
-from bootstrap.operations import ClusterError, Progress
+from bootstrap.waiting import Progress
 
 KEY = "redis-cluster:bootstrap-lease"
 SLOT = key_slot(KEY.encode())
@@ -43,10 +44,6 @@ LOOK_S = 0.25
 # Renew only while we hold it (compare and extend); delete only our own.
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-class LeaseHeld(ClusterError):
-    """Another run is changing this cluster right now."""
 
 
 @dataclass
@@ -87,7 +84,7 @@ class _Route:
                 if not untried:
                     raise
                 self.address, asking = untried.pop(0), False  # it redirects us to the owner
-        raise ClusterError(f"lease key {KEY}: redirected more than 5 times, last to {self.address}")
+        raise BootstrapError(f"lease key {KEY}: redirected more than 5 times, last to {self.address}")
 
 
 def _holder() -> str:
@@ -154,7 +151,7 @@ class _Run:
         if self._renewer is not None:
             self._renewer.join(timeout=RENEW_S * 2)
         if self._route is not None:
-            with contextlib.suppress(redis.RedisError, OSError, ClusterError, ValueError):
+            with contextlib.suppress(redis.RedisError, OSError, BootstrapError, ValueError):
                 self._route.call("EVAL", _RELEASE, 1, KEY, self._me)
             self._route.connector.close()
 

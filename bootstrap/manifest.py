@@ -10,14 +10,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from bootstrap.errors import ManifestError
 from bootstrap.model import parse_slot_selection
 
 MANIFEST = "manifest.json"
 VERSION = 1
-
-
-class ManifestError(ValueError):
-    """The manifest is not one this tool wrote, or it contradicts itself."""
 
 
 @dataclass(frozen=True)

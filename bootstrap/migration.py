@@ -22,8 +22,11 @@ import redis
 from bootstrap import rules
 from bootstrap.atomic_migration import dialect, move_atomic, rounds
 from bootstrap.endpoints import MIGRATE_SOCKET_TIMEOUT_S, Connector, DeadlineExceeded, split_address
+from bootstrap.errors import BootstrapError
+from bootstrap.failover import fail_over
 from bootstrap.model import Member, SlotMove, Snapshot, format_ranges
-from bootstrap.operations import ClusterError, Progress, cluster, fail_over, myself, parallel, view, wait_serving
+from bootstrap.operations import cluster, myself, view, wait_serving
+from bootstrap.waiting import Progress, parallel
 
 # Slots opened at once per source/target pair. Closing a chunk makes the target bump its config epoch,
 # and every node then saves nodes.conf with fsync, stalling its clients (measured: 256 -> 1024 cut the move
@@ -110,7 +113,7 @@ def move_slots(
             # redis-py's text names no node ("Connection closed by server."): ask which one is gone.
             silent = [f"{m.name} ({m.address})" for m in (src, dst) if not _answers(connector, m)]
             who = " and ".join(silent) or f"{src.name} ({src.address}) or {dst.name} ({dst.address})"
-            raise ClusterError(
+            raise BootstrapError(
                 f"moving slots {format_ranges(move.slots)} from {src.name} to {dst.name}: {who} stopped answering "
                 f"({type(exc).__name__}: {exc}); no key is lost: the slots left open are finished by the next "
                 f"apply once the node is back or its replica has taken over"
@@ -238,7 +241,7 @@ def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: M
                     waiting = True  # its keys stay on the source; GETKEYSINSLOT below lists them again
                     continue
                 if isinstance(result, Exception):
-                    raise ClusterError(
+                    raise BootstrapError(
                         f"MIGRATE {src.name} -> {dst.name} (slot {s}) failed: {result}. "
                         f"No key is lost; the slot stays open and the next apply resumes the move."
                     )
@@ -246,7 +249,7 @@ def _migrate_keys(connector: Connector, source: redis.Redis, src: Member, dst: M
             left = results[len(pending) :]
             for s, keys in zip(pending, left, strict=True):
                 if isinstance(keys, Exception):
-                    raise ClusterError(f"CLUSTER GETKEYSINSLOT {s} on {src.name}: {keys}")
+                    raise BootstrapError(f"CLUSTER GETKEYSINSLOT {s} on {src.name}: {keys}")
                 found[s] = keys
             pending = [s for s in pending if found[s]]
             if waiting:
@@ -310,7 +313,7 @@ def _pipeline_each(client: redis.Redis, commands: Sequence[tuple[tuple[object, .
         pipe.execute_command("CLUSTER", *args)
     for (args, tolerate), result in zip(commands, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(result, Exception) and not any(t in str(result) for t in tolerate):
-            raise ClusterError(f"CLUSTER {' '.join(map(str, args))}: {result}")
+            raise BootstrapError(f"CLUSTER {' '.join(map(str, args))}: {result}")
 
 
 def repair_open_slots(snap: Snapshot, connector: Connector, progress: Progress, timeout: float = 60.0) -> int:

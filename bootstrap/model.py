@@ -12,10 +12,6 @@ from dataclasses import dataclass, field
 SLOTS = 16384
 
 
-class PlanError(Exception):
-    """The declared shape cannot be reached from what the cluster is now."""
-
-
 # --- slot ranges --------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bootstrap.model import SLOTS, Member, Plan, PlanError, Shape, SlotMove
+from bootstrap.errors import PlanError
+from bootstrap.model import SLOTS, Member, Plan, Shape, SlotMove
 
 
 @dataclass

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
 
+from bootstrap.errors import PropsError
 from bootstrap.model import Shape, parse_slot_selection
 
 Phase = Literal["converge", "drain"]
@@ -43,10 +44,6 @@ P = TypeVar("P")
 INPUTS = ("masters", "replicasPerMaster", "phase", "discovery", "timeoutSeconds", "podTemplate", "acceptLostSlots")
 SECRETS = ("password", "operatorPassword")  # additional secret outputs of the resources
 DEFAULT_TIMEOUT = 600
-
-
-class PropsError(ValueError):
-    """Properties this code cannot read: named, so a broken state says what is wrong with it."""
 
 
 def _slot_selection(value: str) -> str:

@@ -18,13 +18,14 @@ from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from bootstrap import lease, rules
+from bootstrap import errors, lease, rules
 from bootstrap import operations as ops
 from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
+from bootstrap.errors import PropsError
 from bootstrap.model import Snapshot, format_ranges, parse_slot_selection
-from bootstrap.props import PodDiscovery, Props, PropsError, StaticDiscovery
+from bootstrap.props import PodDiscovery, Props, StaticDiscovery
 from bootstrap.roll import Pods, roll
 
 OPERATOR_USER = "operator"
@@ -138,9 +139,9 @@ def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -
                 )
                 if not drain and old and new and old != new:
                     drop_password(inventory, connector, old, progress)
-    except ops.DataLossRefused as exc:
+    except errors.DataLossRefused as exc:
         if spent:
-            raise ops.DataLossRefused(
+            raise errors.DataLossRefused(
                 f"{exc} (acceptLostSlots {p.accept_lost_slots!r} was spent {last.get('at')} on slots "
                 f"{last.get('slots')}: consent is for one loss; to accept this one, set it to the slots named "
                 f"here, in any other spelling than the spent one)"
@@ -182,7 +183,7 @@ def observe(props: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
             snap = ops.take_snapshot(inventory, connector, tolerate_unreachable=True)
             infos = ops.cluster_infos(snap, connector)
         stale = pods.stale() if (pods := _pods(p)) is not None else []
-    except (ops.ClusterError, OSError) as exc:
+    except (errors.BootstrapError, OSError) as exc:
         return {**_public(p), "clusterState": "unreachable", "problems": [str(exc)]}
     verdict = rules.health(snap, infos, p.replicas_per_master, p.masters)
     problems = list(verdict.problems)

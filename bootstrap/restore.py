@@ -30,11 +30,13 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
+from bootstrap import errors, waiting
 from bootstrap import operations as ops
 from bootstrap.backup import header
 from bootstrap.endpoints import Connector, Inventory
 from bootstrap.engines import Engine, RdbFormat, unreadable
-from bootstrap.manifest import MANIFEST, Manifest, ManifestError
+from bootstrap.errors import ManifestError, RestoreRefused
+from bootstrap.manifest import MANIFEST, Manifest
 from bootstrap.model import Member, Snapshot
 
 SCAN_COUNT = 5000
@@ -42,10 +44,6 @@ MIGRATE_TIMEOUT_MS = 60_000
 START_S = 120.0  # a temporary server loading a large shard
 REPORT_S = 2.0
 VALKEY_FORMATS_FROM = 80  # Valkey 9 numbers its own formats from 80, above any of Redis'
-
-
-class RestoreRefused(ops.RefusedError):
-    """A check failed before anything was written to the target."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def restore(
     connector: Connector,
     backup: Path,
     server: str,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     replace: bool = False,
 ) -> Restored:
     """Put every key of ``backup`` into the cluster; refuse (RestoreRefused) before writing when anything is off."""
@@ -140,7 +138,7 @@ def _migrate_all(
     loaders: list[_Loader],
     owners: dict[int, Member],
     connector: Connector,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     replace: bool,
     total: int,
 ) -> Restored:
@@ -161,7 +159,7 @@ def _migrate_all(
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
     try:
-        ops.parallel(lambda loader: loader.migrate(owners, connector, replace, count), loaders)
+        waiting.parallel(lambda loader: loader.migrate(owners, connector, replace, count), loaders)
     finally:
         stop.set()
     seconds = time.monotonic() - started
@@ -237,12 +235,12 @@ class _Loader:
                             "MIGRATE", host, port, "", 0, MIGRATE_TIMEOUT_MS, *options, *auth, "KEYS", *batch
                         )
                     except redis.ResponseError as exc:  # BUSYKEY, a refused login, a moved slot ...
-                        raise ops.ClusterError(f"moving keys of {self.file.name} to {address}: {exc}") from exc
+                        raise errors.BootstrapError(f"moving keys of {self.file.name} to {address}: {exc}") from exc
                     count(len(batch))
                 if cursor == 0:
                     break
         if left := int(self.client.dbsize()):
-            raise ops.ClusterError(f"{left} keys of {self.file.name} could not be moved after 3 passes")
+            raise errors.BootstrapError(f"{left} keys of {self.file.name} could not be moved after 3 passes")
 
     def payload_format(self) -> RdbFormat:
         """The format MIGRATE sends in: what DUMP writes here (its last 10 bytes: 2 of version, 8 of CRC).

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bootstrap import lease, rules
+from bootstrap import errors, failover, lease, rules, waiting
 from bootstrap import operations as ops
 from bootstrap.converge import converge
 from bootstrap.endpoints import Connector, Inventory, connected
-from bootstrap.model import PlanError, Shape, Snapshot
+from bootstrap.errors import PlanError
+from bootstrap.model import Shape, Snapshot
 
 HOLD_REPORT_S = 10.0
 HEAL_AFTER_S = 10.0  # a restarted node is normally whole again within a few seconds (its replica's resync)
@@ -44,7 +45,7 @@ class Pods(Protocol):
         """Every declared pod as it is now (addresses may have changed)."""
         ...
 
-    def restart(self, name: str, timeout: float, progress: ops.Progress) -> None:
+    def restart(self, name: str, timeout: float, progress: waiting.Progress) -> None:
         """Stop the pod and wait until it runs the current revision and answers again."""
         ...
 
@@ -58,7 +59,7 @@ def roll(
     connect: Callable[[Inventory], Connector],
     shape: Shape,
     timeout: float,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     accept_lost: frozenset[int] = frozenset(),
     reassigned: set[int] | None = None,
 ) -> list[str]:
@@ -72,7 +73,7 @@ def roll(
     restart). So "whole" means the cluster as it was when the roll began —
     as many masters owning slots, each with as many replicas — counting only
     the nodes already in it (a pod of a scale-out joins in the converge after).
-    Raises ClusterError (ConvergenceTimeout) when the time is up; the message
+    Raises BootstrapError (ConvergenceTimeout) when the time is up; the message
     names the pod the roll was at and what it waited for, and a later run
     resumes from there (only stale pods restart).
     """
@@ -90,7 +91,7 @@ def _roll(
     shape: Shape,
     first: list[str],
     deadline: float,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     accept_lost: frozenset[int],
     reassigned: set[int] | None,
 ) -> list[str]:
@@ -119,7 +120,7 @@ def _roll(
     done: list[str] = []
     while stale := pods.stale():
         if len(done) >= 2 * total:
-            raise ops.ClusterError(f"pods {', '.join(stale)} are still stale after {len(done)} restarts")
+            raise errors.BootstrapError(f"pods {', '.join(stale)} are still stale after {len(done)} restarts")
         inventory = pods.inventory(left())
         where = f"pod {len(done) + 1} of {total}"
         with connected(connect(inventory)) as connector:
@@ -132,7 +133,7 @@ def _roll(
                 heir = snap.by_id[step.heir]
                 master = next(m for m in snap.members if m.name == step.name)
                 progress(f"{where}: {step.name} hands its slots to {heir.name} (CLUSTER FAILOVER), then restarts")
-                ops.hand_over(snap, connector, master.node_id, heir.node_id, min(left(), 60.0), progress)
+                failover.hand_over(snap, connector, master.node_id, heir.node_id, min(left(), 60.0), progress)
             else:
                 progress(f"{where}: restarting {step.name}")
         started = time.monotonic()
@@ -153,7 +154,7 @@ def _roll(
                     return "healed"
                 return "; ".join(problems[:5]) or None
 
-            ops.poll(
+            waiting.poll(
                 f"rolling restart stopped after {where} ({step.name}): the cluster was not whole again", back, left()
             )
         progress(f"{where}: {step.name} is back and the cluster is whole ({time.monotonic() - started:.1f}s)")
@@ -208,7 +209,7 @@ def _next(
     whole: _Whole,
     stale: set[str],
     deadline: float,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     heal: Callable[[Inventory, Connector, Snapshot, str], None],
 ) -> rules.Restart:
     """The next restart, once it may go: while the rule holds the roll, or the cluster is short of
@@ -224,9 +225,9 @@ def _next(
         if unsure := sorted(n for n in down & stale if pods.ready(n)):
             reason = f"{', '.join(unsure)} did not answer, but Kubernetes reports them Ready: looking again"
         else:
-            step = rules.next_restart(snap, stale, ops.caught_up(snap, connector), shape.replicas_per_master, down)
+            step = rules.next_restart(snap, stale, failover.caught_up(snap, connector), shape.replicas_per_master, down)
             if step is None:
-                raise ops.ClusterError(f"pods {', '.join(sorted(stale))} are stale but none is a cluster member")
+                raise errors.BootstrapError(f"pods {', '.join(sorted(stale))} are stale but none is a cluster member")
             if isinstance(step, rules.Hold):
                 reason = step.reason
             elif step.name in down or step.name not in {m.name for m in snap.members}:
@@ -241,7 +242,7 @@ def _next(
                     continue
         now = time.monotonic()
         if now > deadline:
-            raise ops.ConvergenceTimeout(f"rolling restart stopped: {reason}")
+            raise errors.ConvergenceTimeout(f"rolling restart stopped: {reason}")
         if now - reported > HOLD_REPORT_S:
             progress(f"rolling restart waits: {reason}")
             reported = now
@@ -266,7 +267,7 @@ def _sure_look(pods: Pods, inventory: Inventory, connector: Connector, deadline:
         if not unsure:
             return snap, down
         if time.monotonic() > deadline:
-            raise ops.ConvergenceTimeout(
+            raise errors.ConvergenceTimeout(
                 f"rolling restart stopped: {', '.join(unsure)} did not answer, but Kubernetes reports them Ready"
             )
         time.sleep(0.2)
@@ -278,7 +279,7 @@ def _heal(
     shape: Shape,
     reason: str,
     deadline: float,
-    progress: ops.Progress,
+    progress: waiting.Progress,
     accept_lost: frozenset[int],
     reassigned: set[int],
 ) -> None:
@@ -297,9 +298,9 @@ def _heal(
         outcome = converge(
             inventory, connector, shape, max(deadline - time.monotonic(), 1.0), progress, accept_lost=accept_lost
         )
-    except ops.DataLossRefused:
+    except errors.DataLossRefused:
         raise
-    except (ops.ClusterError, PlanError) as exc:
+    except (errors.BootstrapError, PlanError) as exc:
         progress(f"rolling restart: could not heal ({exc}); waiting for the cluster to be whole")
         return
     reassigned.update(*(step.lost_slots for step in outcome.plans))

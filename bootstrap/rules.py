@@ -326,7 +326,7 @@ def announcements(snap: Snapshot) -> dict[str, list[Member]]:
 
 
 def role_swaps(snap: Snapshot, targets: Iterable[str], pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(new master, its new replica) pairs that can skip Redis' rejoin delay (see ``operations.serve_at_once``).
+    """(new master, its new replica) pairs that can skip Redis' rejoin delay (see ``failover.serve_at_once``).
 
     Both must be slotless: the slots come later, by migration, and a master
     serving slots already has nothing to gain (a fresh formation's masters own
@@ -343,7 +343,7 @@ def role_swaps(snap: Snapshot, targets: Iterable[str], pairs: Iterable[tuple[str
 
 
 def formation_swaps(snap: Snapshot) -> list[tuple[str, str]]:
-    """(master, replica) pairs of a fresh formation for ``operations.serve_at_once``: every master with
+    """(master, replica) pairs of a fresh formation for ``failover.serve_at_once``: every master with
     slots and no key, with its first replica (by order) that owns no slot and holds no key.
 
     None above ROLE_ANNOUNCE_MAX_NODES: there roles reach the other nodes by gossip only, and each swap

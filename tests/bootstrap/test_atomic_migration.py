@@ -25,9 +25,10 @@ from bench import servers
 from bootstrap.atomic_migration import dialect, move_atomic, records, rounds
 from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, static_inventory
+from bootstrap.errors import BootstrapError, ConvergenceTimeout
 from bootstrap.migration import move_slots
 from bootstrap.model import Member, Shape, SlotMove, Snapshot, parse_cluster_nodes
-from bootstrap.operations import ClusterError, ConvergenceTimeout, parallel
+from bootstrap.waiting import parallel
 from tests.bootstrap.helpers import HOSTS, cluster_client, load, missing_keys
 from tests.conftest import RedisFarm, RedisNode
 
@@ -183,7 +184,7 @@ def test_slots_the_source_does_not_own_fail_naming_node_and_slots(
 ) -> None:
     src, other, dst = masters(cluster[0])
     slot = min(other.slots)
-    with pytest.raises(ClusterError) as failure:
+    with pytest.raises(BootstrapError) as failure:
         move_atomic(connector, src, dst, [slot], time.monotonic() + 30, lambda _m: None)
     message = str(failure.value)
     assert src.address in message and str(slot) in message and dst.address in message

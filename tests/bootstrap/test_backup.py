@@ -19,11 +19,12 @@ import pytest
 from redis.cluster import RedisCluster
 
 from bench import data
-from bootstrap import operations as ops
+from bootstrap import errors
 from bootstrap.backup import backup
 from bootstrap.endpoints import DirectConnector, connected, static_inventory
+from bootstrap.errors import RestoreRefused
 from bootstrap.manifest import MANIFEST
-from bootstrap.restore import RestoreRefused, restore, verify
+from bootstrap.restore import restore, verify
 from tests.bootstrap.helpers import HOSTS, apply, cluster_client, load, missing_keys, run_cli
 from tests.conftest import REDIS_SERVER, RedisFarm, RedisNode
 
@@ -230,7 +231,7 @@ def test_a_backup_of_a_cluster_with_unserved_slots_is_refused_and_leaves_nothing
     nodes = redis_farm.spawn(3, hosts=HOSTS)
     apply(nodes, 3, 0)
     nodes[1].stop(hard=True)
-    with pytest.raises(ops.ClusterError, match="not served"):
+    with pytest.raises(errors.BootstrapError, match="not served"):
         take(nodes, tmp_path / "backups")
     assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir()), "a partial backup"
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bootstrap import errors, rules
 from bootstrap import operations as ops
-from bootstrap import rules
 from bootstrap.converge import converge, describe
 from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, static_inventory
 from bootstrap.model import SLOTS, Shape
@@ -114,7 +114,7 @@ def test_a_new_master_takes_keys_without_waiting_out_the_rejoin_delay(
     redis_farm: RedisFarm, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """At a 15 s node timeout Redis holds a new master in the fail state for 5 s after it meets the cluster;
-    its empty replica holding the role for a moment (``ops.serve_at_once``) makes it serve at once."""
+    its empty replica holding the role for a moment (``failover.serve_at_once``) makes it serve at once."""
     nodes = redis_farm.spawn(8, hosts=HOSTS, extra={"cluster-node-timeout": "15000"})
     spawned = time.monotonic()
     apply(nodes[:6], 3, 1)
@@ -234,7 +234,7 @@ def test_a_node_that_lost_its_nodes_conf_but_kept_its_data_is_refused(six: list[
     (victim.dir / "nodes.conf").unlink()
     victim.start()
     assert victim.client().dbsize() == keys > 0
-    with pytest.raises(ops.RefusedError, match=rf"holds {keys} keys but is in no cluster"):
+    with pytest.raises(errors.RefusedError, match=rf"holds {keys} keys but is in no cluster"):
         apply(six, 3, 1)
     assert victim.client().dbsize() == keys, "nothing was changed before refusing"
     assert len(table(victim)) == 1
@@ -245,7 +245,7 @@ def test_nodes_of_two_different_clusters_are_refused(redis_farm: RedisFarm) -> N
     b = redis_farm.spawn(3, hosts=HOSTS)
     apply(a, 3, 0)
     apply(b, 3, 0)
-    with pytest.raises(ops.RefusedError, match="different clusters"):
+    with pytest.raises(errors.RefusedError, match="different clusters"):
         apply([*a, *b], 3, 1)
 
 

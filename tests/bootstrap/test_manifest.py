@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bootstrap.manifest import Manifest, ManifestError, ShardFile
+from bootstrap.errors import ManifestError
+from bootstrap.manifest import Manifest, ShardFile
 from bootstrap.model import format_ranges
 
 

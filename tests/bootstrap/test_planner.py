@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootstrap.model import SLOTS, Member, Plan, PlanError, Shape
+from bootstrap.errors import PlanError
+from bootstrap.model import SLOTS, Member, Plan, Shape
 from bootstrap.planner import plan
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pulumi.runtime import rpc
 
-from bootstrap.props import Announce, Discovery, PodDiscovery, Props, PropsError, StaticDiscovery
+from bootstrap.errors import PropsError
+from bootstrap.props import Announce, Discovery, PodDiscovery, Props, StaticDiscovery
 
 NAMES = st.from_regex(r"[a-z]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
 ENDPOINTS = st.lists(

@@ -19,7 +19,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from bootstrap import lease
+from bootstrap import errors, failover, lease, waiting
 from bootstrap import operations as ops
 from bootstrap.endpoints import DirectConnector, Inventory, connected, static_inventory
 from bootstrap.model import Shape
@@ -55,7 +55,7 @@ class LoopbackPods:
     def inventory(self, timeout: float) -> Inventory:
         return static_inventory(list(self.nodes))
 
-    def restart(self, name: str, timeout: float, progress: ops.Progress) -> None:
+    def restart(self, name: str, timeout: float, progress: waiting.Progress) -> None:
         node = self.nodes[name]
         me = myself(node)
         self.roles_when_stopped[name] = me.is_master and bool(me.slots)
@@ -115,7 +115,7 @@ def test_a_master_whose_replica_has_no_link_is_not_restarted_and_the_error_names
     pods = LoopbackPods(nodes, stale=[master])
 
     started = time.monotonic()
-    with pytest.raises(ops.ConvergenceTimeout) as err:
+    with pytest.raises(errors.ConvergenceTimeout) as err:
         run_roll(pods, Shape(3, 1), timeout=6)
 
     assert time.monotonic() - started < 30
@@ -182,7 +182,7 @@ def test_a_handover_without_an_election_takes_over_with_the_masters_writes_pause
         writer.start()
         time.sleep(0.5)
         with contextlib.closing(DirectConnector()) as connector:
-            ops.hand_over(snap, connector, me.node_id, myself(heir).node_id, 60, said.append)
+            failover.hand_over(snap, connector, me.node_id, myself(heir).node_id, 60, said.append)
     finally:
         for n in others:
             assert n.proc is not None
@@ -292,7 +292,7 @@ class WatchedPods(LoopbackPods):
         super().__init__(nodes, stale)
         self.second_runs: list[str] = []  # what each attempt got: "refused" or "took it"
 
-    def restart(self, name: str, timeout: float, progress: ops.Progress) -> None:
+    def restart(self, name: str, timeout: float, progress: waiting.Progress) -> None:
         inventory = static_inventory(list(self.nodes))
         outcome: list[str] = []
 
@@ -301,7 +301,7 @@ class WatchedPods(LoopbackPods):
                 try:
                     with lease.hold(ops.take_snapshot(inventory, connector), connector, lambda _: None):
                         outcome.append("took it")
-                except lease.LeaseHeld:
+                except errors.LeaseHeld:
                     outcome.append("refused")
 
         t = threading.Thread(target=second_run)

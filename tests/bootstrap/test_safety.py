@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from bootstrap import lease
+from bootstrap import errors, lease
 from bootstrap import operations as ops
 from bootstrap.endpoints import DirectConnector, connected, static_inventory
 from bootstrap.model import format_ranges
@@ -213,7 +213,7 @@ def test_the_lease_holds_while_its_own_slot_moves_and_a_second_run_still_refuses
                     try:
                         with lease.hold(snap, c2, lambda _: None):
                             pass
-                    except lease.LeaseHeld as exc:
+                    except errors.LeaseHeld as exc:
                         second.append(exc)
 
             t = threading.Thread(target=other_run)
@@ -237,7 +237,7 @@ def test_a_source_that_dies_mid_move_is_named_in_the_error(redis_farm: RedisFarm
             killed.set()
             victim.stop(hard=True)
 
-    with connected(DirectConnector()) as connector, pytest.raises(ops.ClusterError) as err:
+    with connected(DirectConnector()) as connector, pytest.raises(errors.BootstrapError) as err:
         from bootstrap.converge import converge
         from bootstrap.model import Shape
 
