@@ -10,10 +10,11 @@ The properties (inputs, echoed as outputs) are read once per call, by
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
@@ -21,7 +22,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from bootstrap import errors, lease, rules
 from bootstrap import operations as ops
 from bootstrap.auth import add_password, drop_password
-from bootstrap.converge import converge, describe
+from bootstrap.converge import Outcome, converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
 from bootstrap.errors import PropsError
 from bootstrap.model import Snapshot, format_ranges, parse_slot_selection
@@ -94,78 +95,123 @@ def _public(p: Props[str]) -> dict[str, Any]:
 def apply(props: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Converge the cluster to the declared shape and return the outputs.
 
-    ``previous`` (the old state, on update) tells whether the password changes:
-    the drain adds the new one live, the converge after the StatefulSet drops the old.
+    Two resources share this code (bootstrap/resource.py): the drain, before the
+    StatefulSet changes, and the converge, after it. ``previous`` (the old
+    state, on update) tells whether the password changes (the drain adds the
+    new one live, the converge drops the old) and what acceptLostSlots consent
+    was spent already.
     """
     p = Props.from_props(props)
+    old_password = Props.from_props(previous).password if previous is not None else p.password
+    consent = _Consent.of(p, previous)
+    return (_drain if p.phase == "drain" else _converge)(p, old_password, consent)
+
+
+def _drain(p: Props[str], old_password: str | None, consent: _Consent) -> dict[str, Any]:
+    """Before the StatefulSet changes: add a new password live and empty the pods that are about to go.
+
+    No roll here (the template has not changed yet) and no waiting for pods
+    that are not there: a scale-in's leaving pods are the ones that must answer.
+    """
     timeout = float(p.timeout_seconds)
-    drain = p.phase == "drain"
-    static = isinstance(p.discovery, StaticDiscovery)
-    new = p.password
-    old = Props.from_props(previous).password if previous is not None else new
     d = p.discovery
-    if drain and isinstance(d, PodDiscovery):
+    if isinstance(d, PodDiscovery):
         from bootstrap.kube import ensure_on_delete
 
         ensure_on_delete(d.namespace, d.stateful_set, progress, d.context)
-    inventory = _inventory(p, timeout, wait=not drain)
+    inventory = _inventory(p, timeout, wait=False)
+    if old_password != p.password and inventory.endpoints:
+        with connected(_connector(dataclasses.replace(p, password=old_password), inventory)) as connector:
+            add_password(inventory, connector, p.password, progress)
     leaving = [e.name for e in inventory.endpoints if e.retire]
-    if drain:
-        if old != new and inventory.endpoints:
-            with connected(_connector(dataclasses.replace(p, password=old), inventory)) as connector:
-                add_password(inventory, connector, new, progress)
-        if static or not leaving:
-            # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
-            return {**_public(p), "clusterState": "unchanged", "draining": []}
-        progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
-    last = _last_acceptance(previous)
-    spent = bool(last) and p.accept_lost_slots == last.get("setting")
-    accept = frozenset() if spent or not p.accept_lost_slots else parse_slot_selection(p.accept_lost_slots)
-    reassigned: set[int] = set()
-    try:
-        # One lease from the roll's first look to the converge's end: a second run between them could
-        # move slots or evict a pod while one of this run's is down (bootstrap/lease.py).
-        with lease.for_run(progress):
-            if not drain and (pods := _pods(p)) is not None:
-                # Before the converge: what the shape needs may come with the new template (per-pod access
-                # announces its addresses only after a restart), and a stale pod that crashes must go first.
-                started = time.monotonic()
-                if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress, accept, reassigned):
-                    inventory = pods.inventory(timeout)  # restarted pods may have new IPs
-                timeout = max(timeout - (time.monotonic() - started), 60.0)
-            with connected(_connector(p, inventory)) as connector:
-                outcome = converge(
-                    inventory, connector, p.shape, timeout, progress, adopt_unlisted=static, accept_lost=accept
-                )
-                if not drain and old and new and old != new:
-                    drop_password(inventory, connector, old, progress)
-    except errors.DataLossRefused as exc:
-        if spent:
-            raise errors.DataLossRefused(
-                f"{exc} (acceptLostSlots {p.accept_lost_slots!r} was spent {last.get('at')} on slots "
-                f"{last.get('slots')}: consent is for one loss; to accept this one, set it to the slots named "
-                f"here, in any other spelling than the spent one)"
-            ) from exc
-        raise
+    if isinstance(d, StaticDiscovery) or not leaving:
+        # Fixed endpoints have no ordinals to shrink: the converge after the StatefulSet does it all.
+        return {**_public(p), "clusterState": "unchanged", "draining": []}
+    progress(f"draining {', '.join(leaving)} before the StatefulSet shrinks")
+    with consent.asked(), lease.for_run(progress), connected(_connector(p, inventory)) as connector:
+        outcome = converge(inventory, connector, p.shape, timeout, progress, accept_lost=consent.slots)
     progress(f"cluster ok: {p.masters} masters x {p.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
-    reassigned.update(*(step.lost_slots for step in outcome.plans))
-    if accept:
-        # Spent by the run that saw it, whether it reassigned anything or not (the shard may have come back
-        # instead): left in the config, it must not accept a later loss unasked.
-        last = {"setting": p.accept_lost_slots, "slots": format_ranges(reassigned) or "none", "at": _now()}
-    record = {"lostSlotsAccepted": last} if last else {}
-    if drain:
-        return {**_public(p), "clusterState": "drained", "draining": leaving, **record}
-    return {**_public(p), **_observed(outcome.snapshot, []), **record}
+    return {**_public(p), "clusterState": "drained", "draining": leaving, **consent.record(outcome)}
 
 
-def _last_acceptance(state: Mapping[str, Any] | None) -> dict[str, str]:
-    """The last successful run that had acceptLostSlots: its value, the slots it reassigned ("none"), when.
+def _converge(p: Props[str], old_password: str | None, consent: _Consent) -> dict[str, Any]:
+    """After the StatefulSet changed: roll the pods onto the new template, then converge, then drop an old password."""
+    timeout = float(p.timeout_seconds)
+    inventory = _inventory(p, timeout)
+    reassigned: set[int] = set()
+    # One lease from the roll's first look to the converge's end: a second run between them could
+    # move slots or evict a pod while one of this run's is down (bootstrap/lease.py).
+    with consent.asked(), lease.for_run(progress):
+        if (pods := _pods(p)) is not None:
+            # Before the converge: what the shape needs may come with the new template (per-pod access
+            # announces its addresses only after a restart), and a stale pod that crashes must go first.
+            started = time.monotonic()
+            if roll(pods, lambda inv: _connector(p, inv), p.shape, timeout, progress, consent.slots, reassigned):
+                inventory = pods.inventory(timeout)  # restarted pods may have new IPs
+            timeout = max(timeout - (time.monotonic() - started), 60.0)
+        with connected(_connector(p, inventory)) as connector:
+            outcome = converge(
+                inventory,
+                connector,
+                p.shape,
+                timeout,
+                progress,
+                adopt_unlisted=isinstance(p.discovery, StaticDiscovery),
+                accept_lost=consent.slots,
+            )
+            if old_password and p.password and old_password != p.password:
+                drop_password(inventory, connector, old_password, progress)
+    progress(f"cluster ok: {p.masters} masters x {p.replicas_per_master} replicas ({outcome.seconds:.1f}s)")
+    return {**_public(p), **_observed(outcome.snapshot, []), **consent.record(outcome, reassigned)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Consent:
+    """acceptLostSlots for one run: the slots it may reassign empty, and what the last run that had it did.
 
     Consent is for one loss: a value left in the config must not quietly
     accept the next one, so the value used last is spent (kept in the outputs
-    from then on), and a new loss needs a value spelled differently.
+    as ``lostSlotsAccepted``: the value, the slots it reassigned or "none",
+    when), and a new loss needs a value spelled differently.
     """
+
+    setting: str
+    last: Mapping[str, str]
+    spent: bool
+    slots: frozenset[int]
+
+    @classmethod
+    def of(cls, p: Props[str], previous: Mapping[str, Any] | None) -> _Consent:
+        last = _last_acceptance(previous)
+        spent = bool(last) and p.accept_lost_slots == last.get("setting")
+        slots = frozenset() if spent or not p.accept_lost_slots else parse_slot_selection(p.accept_lost_slots)
+        return cls(p.accept_lost_slots, last, spent, slots)
+
+    @contextlib.contextmanager
+    def asked(self) -> Iterator[None]:
+        """A refused loss says so when the value in the config is the spent one (else it reads as ignored)."""
+        try:
+            yield
+        except errors.DataLossRefused as exc:
+            if not self.spent:
+                raise
+            raise errors.DataLossRefused(
+                f"{exc} (acceptLostSlots {self.setting!r} was spent {self.last.get('at')} on slots "
+                f"{self.last.get('slots')}: consent is for one loss; to accept this one, set it to the slots named "
+                f"here, in any other spelling than the spent one)"
+            ) from exc
+
+    def record(self, outcome: Outcome, reassigned: set[int] | frozenset[int] = frozenset()) -> dict[str, Any]:
+        """The ``lostSlotsAccepted`` output: spent by the run that had it, whether it reassigned anything or not
+        (the shard may have come back instead); left in the config, it must not accept a later loss unasked."""
+        if not self.slots:
+            return {"lostSlotsAccepted": dict(self.last)} if self.last else {}
+        slots = set(reassigned).union(*(step.lost_slots for step in outcome.plans))
+        return {"lostSlotsAccepted": {"setting": self.setting, "slots": format_ranges(slots) or "none", "at": _now()}}
+
+
+def _last_acceptance(state: Mapping[str, Any] | None) -> dict[str, str]:
+    """What the last run with acceptLostSlots recorded (see ``_Consent``); empty if none did."""
     record = (state or {}).get("lostSlotsAccepted")
     return {str(k): str(v) for k, v in record.items()} if isinstance(record, Mapping) else {}
 
