@@ -1,6 +1,6 @@
 """Pulumi program: config -> validated settings -> RedisCluster -> stack outputs.
 
-Kept thin on purpose: checks live in components/settings.py, objects in
+Kept thin on purpose: checks live in components/settings/, objects in
 components/, so that everything here is covered by the mocks tests.
 """
 

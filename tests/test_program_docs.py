@@ -1,4 +1,4 @@
-"""docs/config.md's reference and Pulumi.yaml's config block are what components/settings.py declares."""
+"""docs/config.md's reference and Pulumi.yaml's config block are what components/settings/declarations.py declares."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from components import settings
+from components.settings import reference
 from tests.components.harness import ROOT, project_file
 
 ROW = re.compile(
@@ -67,7 +68,7 @@ def test_pulumi_yaml_config_is_generated_from_the_declarations() -> None:
 def test_a_changed_declaration_shows_up_in_both_generated_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """The generators really read the declarations: a changed one changes both outputs."""
     changed = dataclasses.replace(settings.KEYS[0], doc="A doc that no file holds yet.")
-    monkeypatch.setattr(settings, "KEYS", (changed, *settings.KEYS[1:]))
+    monkeypatch.setattr(reference, "KEYS", (changed, *settings.KEYS[1:]))
     assert "A doc that no file holds yet." in settings.with_reference((ROOT / "docs" / "config.md").read_text())
     assert "A doc that no file holds yet." in settings.with_config_block((ROOT / "Pulumi.yaml").read_text())
 
