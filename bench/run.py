@@ -27,7 +27,7 @@ from bench.resharding import ReshardRun, reshard_once
 
 DEFAULT_FORM_SIZES = (3, 10, 50)
 DEFAULT_KEYS = (50_000, 200_000, 1_000_000)
-# 15000 ms: the project's default (components/settings/declarations.py); Redis clamps its rejoin delay to 5 s. Clock at once.
+# 15000 ms: the project's default (components/settings/); Redis clamps its rejoin delay to 5 s. Clock at once.
 # 1000 ms, servers up 3 s first (pods Ready before the bootstrap runs): the smallest timeout the project allows
 # and no CLUSTER_WRITABLE_DELAY left, i.e. as little of Redis' own waiting as possible, to show the tools' part.
 DEFAULT_FORM_CELLS = ((15000, 0.0), (1000, 3.0))

@@ -14,6 +14,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
+from bootstrap.resource import MODULE, UNTYPED
+
 LENGTH = 32  # characters of URL-safe base64: ~192 bits
 
 
@@ -27,11 +29,15 @@ class PasswordProvider(ResourceProvider):
         return DiffResult(changes=False, replaces=[], delete_before_replace=False)
 
 
-class GeneratedPassword(Resource):
-    """``value`` is a secret output; it is generated on create and then stable for the life of the stack."""
+class GeneratedPassword(Resource, module=MODULE, name="GeneratedPassword"):
+    """``value`` is a secret output; it is generated on create and then stable for the life of the stack.
+
+    Replacing it would change the cluster's password: the alias keeps the one a stack created
+    under the untyped name (bootstrap/resource.py) has.
+    """
 
     value: pulumi.Output[str]
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
-        secret = pulumi.ResourceOptions(additional_secret_outputs=["value"])
-        super().__init__(PasswordProvider(), name, {"value": None}, pulumi.ResourceOptions.merge(opts, secret))
+        own = pulumi.ResourceOptions(additional_secret_outputs=["value"], aliases=[pulumi.Alias(type_=UNTYPED)])
+        super().__init__(PasswordProvider(), name, {"value": None}, pulumi.ResourceOptions.merge(opts, own))

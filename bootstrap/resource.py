@@ -6,6 +6,12 @@ exist. The drain resource (the StatefulSet depends on it) handles the first,
 the bootstrap resource (it depends on the StatefulSet) the second and
 everything else. Both run the same converge; the drain does nothing unless
 pods beyond the declared count are still there.
+
+Their types are ``pulumi-python:dynamic/redis-cluster:ClusterBootstrap`` and
+``...:ClusterDrain`` (and bootstrap/password.py's ``...:GeneratedPassword``), so a
+preview says what each is. Stacks created before
+they had their own types (all ``pulumi-python:dynamic:Resource``) find them
+through an alias: the upgrade replaces nothing (tests/engine/test_upgrade.py).
 """
 
 from __future__ import annotations
@@ -32,11 +38,18 @@ def _props(args: BootstrapArgs, phase: Phase) -> dict[str, Any]:
     ).to_props()
 
 
-def _secret_password(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
-    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRETS)))
+# The one type both resources had before they had their own: an alias keeps existing stacks' resources.
+UNTYPED = "pulumi-python:dynamic:Resource"
+MODULE = "redis-cluster"
 
 
-class ClusterBootstrap(Resource):
+def _options(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
+    """The passwords are secret outputs too; the alias finds a resource created under the untyped name."""
+    own = pulumi.ResourceOptions(additional_secret_outputs=list(SECRETS), aliases=[pulumi.Alias(type_=UNTYPED)])
+    return pulumi.ResourceOptions.merge(opts, own)
+
+
+class ClusterBootstrap(Resource, module=MODULE, name="ClusterBootstrap"):
     """Forms the cluster once the pods are ready and converges it on every later `pulumi up`."""
 
     clusterState: pulumi.Output[str]
@@ -60,10 +73,10 @@ class ClusterBootstrap(Resource):
                 "lostSlotsAccepted": None,
             }
         )
-        super().__init__(RedisClusterProvider(), name, props, _secret_password(opts))
+        super().__init__(RedisClusterProvider(), name, props, _options(opts))
 
 
-class ClusterDrain(Resource):
+class ClusterDrain(Resource, module=MODULE, name="ClusterDrain"):
     """Moves slots off pods beyond the declared count before the StatefulSet removes them."""
 
     clusterState: pulumi.Output[str]
@@ -73,4 +86,4 @@ class ClusterDrain(Resource):
     def __init__(self, name: str, args: BootstrapArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         props = _props(args, "drain")
         props.update({"clusterState": None, "draining": None, "lostSlotsAccepted": None})
-        super().__init__(RedisClusterProvider(), name, props, _secret_password(opts))
+        super().__init__(RedisClusterProvider(), name, props, _options(opts))

@@ -26,7 +26,7 @@ from bootstrap.provider import RedisClusterProvider
 from tests.conftest import RedisFarm, RedisNode
 
 REPO = Path(__file__).resolve().parents[2]
-URN = "urn:pulumi:test::redis-cluster::pulumi-python:dynamic:Resource::rc-bootstrap"
+URN = "urn:pulumi:test::redis-cluster::pulumi-python:dynamic/redis-cluster:ClusterBootstrap::rc-bootstrap"
 
 
 @pytest.fixture

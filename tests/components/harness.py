@@ -68,6 +68,12 @@ _COMPUTED: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 
 
+# The dynamic resources' own types (bootstrap/resource.py, bootstrap/password.py): what a preview shows.
+BOOTSTRAP_TYPE = "pulumi-python:dynamic/redis-cluster:ClusterBootstrap"
+DRAIN_TYPE = "pulumi-python:dynamic/redis-cluster:ClusterDrain"
+PASSWORD_TYPE = "pulumi-python:dynamic/redis-cluster:GeneratedPassword"
+
+
 @dataclass
 class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
@@ -75,9 +81,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider, args.custom))
         outputs = dict(args.inputs)
-        if args.typ == "pulumi-python:dynamic:Resource" and args.name.endswith("password"):
+        if args.typ == PASSWORD_TYPE:
             outputs["value"] = fake_password(args.name)  # bootstrap.password.GeneratedPassword
-        if args.typ == "pulumi-python:dynamic:Resource" and args.name.endswith("-bootstrap"):
+        if args.typ == BOOTSTRAP_TYPE:
             outputs["announcedAddresses"] = MOCK_ANNOUNCED  # what the live pods would announce
         computed = _COMPUTED.get(args.typ)
         if computed is not None:

@@ -16,6 +16,7 @@ import pytest
 from components import backup, labels, redis_config
 from components.settings import BACKUP_USER, SettingsError, validate
 from tests.components.harness import (
+    BOOTSTRAP_TYPE,
     ProgramRun,
     assert_valid_kubernetes,
     is_secret,
@@ -33,7 +34,6 @@ SECRET = "kubernetes:core/v1:Secret"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 SVC = "kubernetes:core/v1:Service"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
-BOOTSTRAP = "pulumi-python:dynamic:Resource"
 SCHEDULE = "0 3 * * *"
 
 
@@ -124,7 +124,7 @@ def test_restore_from_runs_once_after_the_bootstrap_as_the_operator_from_a_read_
         {"key": redis_config.OPERATOR_PASSWORD_KEY, "path": redis_config.OPERATOR_PASSWORD_KEY}
     ]
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "node-b"} and "initContainers" not in pod
-    bootstrap = [r.urn for r in run.of_type(BOOTSTRAP) if r.name.endswith("-bootstrap")]
+    bootstrap = [r.urn for r in run.of_type(BOOTSTRAP_TYPE)]
     assert set(bootstrap) <= set(job.dependencies) and bootstrap, "the restore must wait for the formed cluster"
     assert "spec" in job.ignore_changes, "a later up must not run the restore again"
     pv = by_name(run, PV)["default-redis-cluster-backup"]

@@ -19,7 +19,10 @@ import pytest
 from components import nodes, redis_config, security, services
 from components.settings import SettingsError, validate
 from tests.components.harness import (
+    BOOTSTRAP_TYPE,
+    DRAIN_TYPE,
     MOCK_ANNOUNCED,
+    PASSWORD_TYPE,
     ProgramRun,
     assert_valid_kubernetes,
     fake_password,
@@ -37,7 +40,6 @@ SECRET = "kubernetes:core/v1:Secret"
 STS = "kubernetes:apps/v1:StatefulSet"
 SVC = "kubernetes:core/v1:Service"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-DYNAMIC = "pulumi-python:dynamic:Resource"
 TLS_TYPES = {
     "tls:index/privateKey:PrivateKey",
     "tls:index/selfSignedCert:SelfSignedCert",
@@ -72,9 +74,7 @@ def program(label: str) -> ProgramRun:
 def secret_values(run: ProgramRun) -> list[str]:
     """Every password and private key the program could have handled."""
     values = [PASSWORD, APP_PASSWORD, "Rep0rter-Pa55word"]
-    for r in run.of_type(DYNAMIC):
-        if r.name.endswith("password"):
-            values.append(fake_password(r.name))
+    values += [fake_password(r.name) for r in run.of_type(PASSWORD_TYPE)]
     for r in run.of_type("tls:index/privateKey:PrivateKey"):
         values += [fake_pem("PRIVATE KEY", r.name), f"FAKEPRIVATEKEY{r.name}"]
     return values
@@ -121,7 +121,7 @@ def test_secrets_appear_only_in_secrets_bootstrap_and_tls_resources(label: str) 
     for r in run.resources:
         if r.typ in allowed:
             continue
-        if r.typ == DYNAMIC and r.name.endswith(("-drain", "-bootstrap")):
+        if r.typ in (DRAIN_TYPE, BOOTSTRAP_TYPE):
             # The bootstrap logs in with the passwords: inputs, as secrets only.
             logins = {k: v for k, v in r.inputs.items() if k in ("password", "operatorPassword")}
             assert all(v is None or is_secret(v) for v in logins.values()), r.name
@@ -160,8 +160,8 @@ def test_auth_secret_holds_the_passwords_and_waits_for_the_drain() -> None:
     assert is_secret(auth.inputs["stringData"])
     data = unsecret(auth.inputs["stringData"])
     assert data == {"password": PASSWORD, "operator-password": fake_password("redis-cluster-operator-password")}
-    drain = next(r for r in run.of_type(DYNAMIC) if r.name.endswith("-drain"))
-    boot = next(r for r in run.of_type(DYNAMIC) if r.name.endswith("-bootstrap"))
+    [drain] = run.of_type(DRAIN_TYPE)
+    [boot] = run.of_type(BOOTSTRAP_TYPE)
     sts = run.one(STS)
     assert drain.urn in auth.dependencies
     assert auth.urn in sts.dependencies and drain.urn in sts.dependencies
@@ -174,12 +174,10 @@ def test_generated_password_when_none_is_configured_and_none_without_auth() -> N
     data = unsecret(next(r for r in program("generated-password").of_type(SECRET)).inputs["stringData"])
     assert data["password"] == fake_password("redis-cluster-password")
     no_auth = program("no-auth-dangerous")
-    assert [r.name for r in no_auth.of_type(DYNAMIC) if r.name.endswith("password")] == [
-        "redis-cluster-operator-password"
-    ]
+    assert [r.name for r in no_auth.of_type(PASSWORD_TYPE)] == ["redis-cluster-operator-password"]
     [secret] = no_auth.of_type(SECRET)
     assert set(unsecret(secret.inputs["stringData"])) == {"operator-password"}
-    boot = next(r for r in no_auth.of_type(DYNAMIC) if r.name.endswith("-bootstrap"))
+    [boot] = no_auth.of_type(BOOTSTRAP_TYPE)
     assert boot.inputs.get("password") is None
 
 
@@ -195,8 +193,8 @@ def test_a_password_change_changes_only_the_secret_and_the_bootstrap_inputs() ->
     changed = {key for key in one if one[key] != two[key]}
     assert changed == {
         (SECRET, "redis-cluster-security-auth"),
-        (DYNAMIC, "redis-cluster-drain"),
-        (DYNAMIC, "redis-cluster-bootstrap"),
+        (DRAIN_TYPE, "redis-cluster-drain"),
+        (BOOTSTRAP_TYPE, "redis-cluster-bootstrap"),
     }
 
 

@@ -80,6 +80,7 @@ from redis.crc import key_slot
 
 from bootstrap.restore import verify
 from components.settings import EXPORTER_VERSION
+from tests.components.harness import BOOTSTRAP_TYPE, DRAIN_TYPE
 from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
     EngineRun,
@@ -242,7 +243,8 @@ def test_1_preview_up_volumes_pods_and_cluster(e2e: E2E) -> None:
     }
     for kind, count in expected.items():
         assert creates.get(kind) == count, f"preview plans {creates.get(kind)} {kind}, want {count}: {creates}"
-    assert creates.get("pulumi-python:dynamic:Resource", 0) >= 2, f"drain and bootstrap not planned: {creates}"
+    planned_dynamic = (creates.get(DRAIN_TYPE), creates.get(BOOTSTRAP_TYPE))
+    assert planned_dynamic == (1, 1), f"drain and bootstrap not planned under their own types: {creates}"
     e2e.notes["preview creates"] = {"total": planned["create"], **creates}
 
     t0 = time.monotonic()

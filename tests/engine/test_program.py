@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.engine
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
 def rendered(directory: Path) -> list[dict[str, Any]]:
