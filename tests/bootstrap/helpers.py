@@ -1,20 +1,22 @@
-"""What the bootstrap tests share: running converge and the CLI, reading tables, keys and live traffic."""
+"""What the bootstrap tests share: running converge and the CLI, reading tables, loading and reading keys.
+
+Clients, waits and the writer under change are tests/toolkit.py's, shared with every tier."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from bootstrap.converge import Outcome, converge
 from bootstrap.endpoints import DirectConnector, static_inventory
 from bootstrap.model import SLOTS, NodeLine, Shape, parse_cluster_nodes
 from tests.conftest import RedisNode
+from tests.toolkit import Writer, cluster_client
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
@@ -84,16 +86,6 @@ def cluster_size(node: RedisNode) -> int:
     return int(info.split("cluster_size:")[1].split()[0])
 
 
-def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
-    """Logs in with the nodes' own password (requirepass), if they have one."""
-    return RedisCluster(
-        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes],
-        password=nodes[0].password,
-        decode_responses=True,
-        socket_timeout=10,
-    )
-
-
 def load(nodes: list[RedisNode], count: int, prefix: str = "k") -> None:
     rc = cluster_client(nodes)
     for start in range(0, count, 5000):
@@ -124,57 +116,15 @@ def missing_keys(
     return bad
 
 
-class Traffic:
-    """A cluster-aware client writing and reading back while the cluster changes shape."""
+def traffic(nodes: list[RedisNode]) -> Writer:
+    """The loopback tiers' writer: each write also reads back an older one (``live:<i // 2>``), so a
+    slot that moves without its keys shows as a wrong read, not only as a lost write at the end."""
 
-    def __init__(self, nodes: list[RedisNode]) -> None:
-        self.rc = cluster_client(nodes)
-        self.errors: list[str] = []
-        self.client_bug = 0  # see run()
-        self.written = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+    def read_back(client: RedisCluster, i: int) -> str | None:
+        got = client.get(f"live:{i // 2}")
+        return None if got == str(i // 2) else f"live:{i // 2} read back {got!r}"
 
-    def run(self) -> None:
-        deadline = time.monotonic() + 600
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            i = self.written
-            try:
-                self.rc.set(f"live:{i}", str(i))
-                got = self.rc.get(f"live:{i // 2}")
-                if got != str(i // 2):
-                    self.errors.append(f"live:{i // 2} read back {got!r}")
-                self.written += 1
-            except AttributeError as exc:
-                # redis-py's cluster client dereferences None when an ASK redirect names a node its
-                # slot cache does not hold yet (a new master during its first import): redis/redis-py
-                # issue #4015, fix pending upstream. Counted apart; the write did not happen, nothing
-                # was lost. Any other failure is an error.
-                if "redis_connection" in str(exc):
-                    self.client_bug += 1
-                else:
-                    self.errors.append(f"AttributeError: {exc}")
-            except Exception as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.05)
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.rc.close()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return Writer(lambda: cluster_client(nodes), "live:", check=read_back)
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:
@@ -185,12 +135,6 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bootstrap", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
     )
 
 

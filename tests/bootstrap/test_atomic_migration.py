@@ -29,8 +29,9 @@ from bootstrap.errors import BootstrapError, ConvergenceTimeout
 from bootstrap.migration import move_slots
 from bootstrap.model import Member, Shape, SlotMove, Snapshot, parse_cluster_nodes
 from bootstrap.waiting import parallel
-from tests.bootstrap.helpers import HOSTS, cluster_client, load, missing_keys
+from tests.bootstrap.helpers import HOSTS, load, missing_keys
 from tests.conftest import RedisFarm, RedisNode
+from tests.toolkit import cluster_client
 
 ATOMIC = {"valkey-9": "valkey", "redis-8.6": "redis"}  # server name -> the dialect it speaks
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import pytest
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from bootstrap.provider import apply, observe
 from tests.conftest import RedisFarm, RedisNode
+from tests.toolkit import Writer, cluster_client
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 OLD, NEW = "old-secret-Zk3", "new-secret-Qw9"
@@ -26,12 +26,6 @@ def props(nodes: list[RedisNode], phase: str, password: str | None) -> dict[str,
         "timeoutSeconds": 120,
         "password": password,
     }
-
-
-def cluster_client(nodes: list[RedisNode], password: str) -> RedisCluster:
-    return RedisCluster(
-        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], password=password, decode_responses=True
-    )
 
 
 @pytest.fixture
@@ -61,58 +55,27 @@ def test_the_password_is_in_no_output(secured: list[RedisNode]) -> None:
     assert OLD not in text
 
 
-class Writer:
-    """Writes and reads back continuously; switches to the new password when told to."""
-
-    def __init__(self, nodes: list[RedisNode]) -> None:
-        self.nodes = nodes
-        self.password = OLD
-        self.errors: list[str] = []
-        self.done = 0
-        self.stop = threading.Event()
-        self.switch = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        rc = cluster_client(self.nodes, self.password)
-        deadline = time.monotonic() + 120
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            if self.switch.is_set() and self.password == OLD:
-                rc.close()
-                self.password = NEW
-                rc = cluster_client(self.nodes, NEW)
-            try:
-                rc.set(f"w:{self.done}", str(self.done))
-                if rc.get(f"w:{self.done}") != str(self.done):
-                    self.errors.append(f"w:{self.done} read back wrong")
-                self.done += 1
-            except redis.RedisError as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.05)
-        rc.close()
+def reads_back(client: RedisCluster, i: int) -> str | None:
+    return None if client.get(f"w:{i}") == str(i) else f"w:{i} read back wrong"
 
 
 def test_rotation_is_live_and_keeps_a_concurrent_client_working(secured: list[RedisNode]) -> None:
-    writer = Writer(secured)
-    writer.thread.start()
-    try:
+    writer = Writer(lambda: cluster_client(secured, OLD), "w:", check=reads_back, limit_s=120)
+    with writer:
         time.sleep(0.5)
-        before = writer.done
+        before = writer.written
         # Phase 1 (the drain resource, before the Secret changes): both passwords work.
         apply(props(secured, "drain", NEW), previous=props(secured, "drain", OLD))
         assert secured[0].client(password=OLD).ping() and secured[0].client(password=NEW).ping()
         time.sleep(0.5)
-        writer.switch.set()  # the application picks up the new Secret whenever it likes
+        writer.login(lambda: cluster_client(secured, NEW))  # the application picks up the new Secret whenever it likes
         time.sleep(0.5)
         # Phase 2 (the bootstrap resource, after the StatefulSet): the old password is gone.
         outs = apply(props(secured, "converge", NEW), previous=props(secured, "converge", OLD))
         assert outs["clusterState"] == "ok"
         time.sleep(0.5)
-    finally:
-        writer.stop.set()
-        writer.thread.join(timeout=30)
-    assert writer.errors == []
-    assert writer.done > before + 10
+    assert writer.errors == {} and writer.wrong == [], (writer.samples, writer.wrong[:5])
+    assert writer.written > before + 10
     for node in secured:
         with pytest.raises(redis.AuthenticationError):
             node.client(password=OLD).ping()

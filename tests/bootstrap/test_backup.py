@@ -11,7 +11,6 @@ without an earlier one on another).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from bootstrap.endpoints import DirectConnector, connected, static_inventory
 from bootstrap.errors import RestoreRefused
 from bootstrap.manifest import MANIFEST
 from bootstrap.restore import restore, verify
-from tests.bootstrap.helpers import HOSTS, apply, cluster_client, load, missing_keys, run_cli
+from tests.bootstrap.helpers import HOSTS, apply, load, missing_keys
 from tests.conftest import REDIS_SERVER, RedisFarm, RedisNode
+from tests.toolkit import Writer, cluster_client, run_cli
 
 TTL_MS = 600_000
 
@@ -42,29 +42,9 @@ def put_back(nodes: list[RedisNode], source: Path, replace: bool = False) -> int
         return restore(inventory, connector, source, REDIS_SERVER, print, replace=replace).keys
 
 
-class Counter:
+def counter(nodes: list[RedisNode]) -> Writer:
     """Writes seq:0, seq:1, ... one after the other, each only once the previous was acknowledged."""
-
-    def __init__(self, nodes: list[RedisNode]) -> None:
-        self.rc = cluster_client(nodes)
-        self.acked = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.rc.set(f"seq:{self.acked}", str(self.acked))
-            self.acked += 1
-
-    def __enter__(self) -> Counter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self.rc.close()
+    return Writer(lambda: cluster_client(nodes), "seq:", limit_s=120)
 
 
 def assert_one_cut(rc: RedisCluster, before: int, after: int) -> None:
@@ -91,12 +71,12 @@ def test_a_backup_is_one_cut_across_every_shard_and_restores_into_five_masters(
         rc.set(f"ttl:{i}", "t", px=TTL_MS)
     rc.close()
     said: list[str] = []
-    with Counter(source) as counter:
-        while counter.acked < 300:
+    with counter(source) as writer:
+        while writer.written < 300:
             time.sleep(0.01)
-        before = counter.acked
+        before = writer.written
         made = take(source, tmp_path / "backups", said)
-        after = counter.acked
+        after = writer.written
         time.sleep(0.2)
     manifest = verify(made)
     assert manifest.pause_ms < 1000, f"writes were paused {manifest.pause_ms} ms"

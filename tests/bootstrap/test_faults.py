@@ -29,12 +29,11 @@ from tests.bootstrap.helpers import (
     missing_keys,
     myself,
     open_slots,
-    run_cli,
     start_cli,
     table,
-    wait_for,
 )
 from tests.conftest import RedisFarm, RedisNode
+from tests.toolkit import run_cli, wait_until
 
 KEYS = 30_000
 
@@ -49,11 +48,11 @@ def join_empty(nodes: list[RedisNode], newcomers: list[RedisNode]) -> None:
     for n in newcomers:
         n.client().execute_command("CLUSTER", "MEET", seed.host, seed.port)
     everyone = [*nodes, *newcomers]
-    wait_for(lambda: all(len(table(n)) == len(everyone) for n in everyone), 30, "the newcomers to be known")
-    wait_for(
+    wait_until("the newcomers to be known", lambda: all(len(table(n)) == len(everyone) for n in everyone), 30)
+    wait_until(
+        "the newcomers to serve (Redis' rejoin delay)",
         lambda: all("cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in newcomers),
         30,
-        "the newcomers to serve (Redis' rejoin delay)",
     )
 
 
@@ -106,7 +105,7 @@ def test_a_migration_target_that_dies_for_good_hands_its_keys_on_through_its_rep
     load(formed, KEYS)
     join_empty(formed, [target, target_replica])
     target_replica.client().execute_command("CLUSTER", "REPLICATE", myid(target))
-    wait_for(lambda: target_replica.client().info("replication")["master_link_status"] == "up", 30, "sync")
+    wait_until("sync", lambda: target_replica.client().info("replication")["master_link_status"] == "up", 30)
     src = next(n for n in formed if myself(n).slots)
     moved = open_move(src, target, slots_of(src, 3), fraction=0.5)
     assert moved > 0
@@ -138,14 +137,14 @@ def test_a_source_that_dies_mid_move_is_finished_from_the_replica_that_took_over
     open_move(src, target, slots, fraction=0.5)
     assert src.client().execute_command("WAIT", 1, 5000) == 1
     src.stop(hard=True)
-    wait_for(lambda: myself(heir).is_master, 30, "the source's replica to take over")
+    wait_until("the source's replica to take over", lambda: myself(heir).is_master, 30)
     survivors = [n for n in formed if n is not src]
     heir_id = myid(heir)
     # A survivor that has not heard of the takeover yet would send the client to the dead source.
-    wait_for(
+    wait_until(
+        "every survivor to see the takeover",
         lambda: all(any(ln.node_id == heir_id and slots[0] in ln.slots for ln in table(n)) for n in survivors),
         30,
-        "every survivor to see the takeover",
     )
     lost_now = missing_keys(survivors, KEYS)
     assert lost_now, "the fault should make moved keys unreadable before the repair"
@@ -168,7 +167,7 @@ def test_a_frozen_source_cannot_hold_a_run_past_its_timeout(redis_farm: RedisFar
     )
     frozen: RedisNode | None = None
     try:
-        wait_for(lambda: any(myself(n).migrating for n in nodes[:3]), 30, "a slot to be moving")
+        wait_until("a slot to be moving", lambda: any(myself(n).migrating for n in nodes[:3]), 30)
         frozen = next(n for n in nodes[:3] if myself(n).migrating)
         assert frozen.proc is not None
         os.kill(frozen.proc.pid, signal.SIGSTOP)
@@ -197,7 +196,7 @@ def test_a_second_run_refuses_while_another_is_moving_slots(redis_farm: RedisFar
     load(nodes[:3], 150_000)
     first = start_cli("apply", "--masters", "4", "--replicas", "0", *(n.address for n in nodes))
     try:
-        wait_for(lambda: lease_holder(nodes[:3]) is not None, 30, "the first run's lease")
+        wait_until("the first run's lease", lambda: lease_holder(nodes[:3]) is not None, 30)
         started = time.monotonic()
         second = run_cli("apply", "--masters", "3", "--replicas", "0", *(n.address for n in nodes[:3]))
         took = time.monotonic() - started
@@ -421,7 +420,7 @@ def test_a_node_loading_its_dataset_is_waited_for_not_reported_down(redis_farm: 
         except redis.ConnectionError:
             return False  # not listening yet
 
-    wait_for(loading, 10, "the restarted node to be loading its dataset")
+    wait_until("the restarted node to be loading its dataset", loading, 10)
     with connected(DirectConnector()) as connector:
         snap = ops.take_snapshot(static_inventory([node.address]), connector)
     (member,) = snap.members

@@ -23,16 +23,14 @@ from tests.bootstrap.helpers import (
     HOSTS,
     apply,
     assert_shape,
-    cluster_client,
     load,
     missing_keys,
     myself,
     open_slots,
-    run_cli,
     table,
-    wait_for,
 )
 from tests.conftest import RedisFarm, RedisNode
+from tests.toolkit import cluster_client, run_cli, wait_until
 
 KEYS = 30_000
 
@@ -165,7 +163,7 @@ def test_a_lost_shard_is_refused_until_accepted_and_its_return_never_serves_its_
     master.start()
     replica.start()
     everyone = [*listed, master, replica]
-    wait_for(lambda: not (myself(master).slots & lost), 30, "the returned master to give up its old slots")
+    wait_until("the returned master to give up its old slots", lambda: not (myself(master).slots & lost), 30)
     assert all(len(owners) == 1 for owners in claims(everyone).values()), "two masters claim one slot"
     with pytest.raises(redis.exceptions.MovedError):
         master.client().set(f"k:{gone_keys[0]}", "written to the returned master")

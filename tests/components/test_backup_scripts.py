@@ -25,9 +25,10 @@ from bootstrap.manifest import MANIFEST
 from bootstrap.restore import verify
 from components import redis_config
 from components.settings import BACKUP_USER
-from tests.bootstrap.helpers import HOSTS, apply, cluster_client, load, missing_keys, run_cli
-from tests.bootstrap.test_backup import TTL_MS, Counter, assert_one_cut
+from tests.bootstrap.helpers import HOSTS, apply, load, missing_keys
+from tests.bootstrap.test_backup import TTL_MS, assert_one_cut, counter
 from tests.conftest import REDIS_SERVER, RedisFarm, RedisNode, free_cluster_port
+from tests.toolkit import cluster_client, run_cli
 
 BACKUP_SH = Path(redis_config.__file__).parent / "scripts" / "backup.sh"
 RESTORE_SH = Path(redis_config.__file__).parent / "scripts" / "restore.sh"
@@ -147,15 +148,14 @@ def test_the_scheduled_backup_is_one_cut_and_the_restore_job_puts_it_into_five_m
     for i in range(500):
         rc.set(f"ttl:{i}", "t", px=TTL_MS)
     rc.close()
-    with Counter(source) as counter:
-        while counter.acked < 300:
+    with counter(source) as writer:
+        while writer.written < 300:
             time.sleep(0.01)
-        before = counter.acked
+        before = writer.written
         made, said = back_up(source, tmp_path / "backups", auth_dir)
-        after = counter.acked
+        after = writer.written
         time.sleep(0.2)
     manifest = verify(made)  # the CLI's own checks: the script writes its format
-    print(said)  # DEBUG
     pause = re.search(r"writes paused (\d+) ms", said)
     assert pause and int(pause.group(1)) == manifest.pause_ms < 1000, said
     assert {s.source_id for s in manifest.shards}.isdisjoint(s.master_id for s in manifest.shards), (

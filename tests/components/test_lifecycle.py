@@ -14,23 +14,21 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from redis.cluster import ClusterNode, RedisCluster
 
 from bootstrap.converge import converge
 from bootstrap.endpoints import DirectConnector, static_inventory
 from bootstrap.model import Shape
 from components import nodes, redis_config
 from components.settings import validate
-from tests.bootstrap.helpers import HOSTS, myself, table, wait_for
+from tests.bootstrap.helpers import HOSTS, myself, table
 from tests.components.test_start_script import SHELLS
 from tests.conftest import RedisFarm, RedisNode
+from tests.toolkit import Writer, cluster_client, wait_until
 
 PASSWORD = "client-password-for-tests"
 OPERATOR_PASSWORD = "operator-password-for-tests"
@@ -73,44 +71,8 @@ def handover(node: RedisNode, auth: Path, shell: list[str]) -> subprocess.Comple
     )
 
 
-class Writer:
-    """Writes numbered keys through a cluster client and remembers which writes were acknowledged."""
-
-    def __init__(self, cluster: list[RedisNode]) -> None:
-        self.rc = RedisCluster(
-            startup_nodes=[ClusterNode(n.host, n.port) for n in cluster],
-            password=PASSWORD,
-            decode_responses=True,
-            socket_timeout=5,
-        )
-        self.acked: list[str] = []
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 120
-        i = 0
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            key = f"w:{i}"
-            try:
-                self.rc.set(key, str(i))
-                self.acked.append(key)
-            except redis.RedisError as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.05)
-            i += 1
-
-    def __enter__(self) -> Writer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-    def lost(self) -> list[str]:
-        return [k for k, v in zip(self.acked, self.rc.mget_nonatomic(self.acked), strict=True) if v != k[2:]]
+def writer(cluster: list[RedisNode]) -> Writer:
+    return Writer(lambda: cluster_client(cluster, PASSWORD, timeout=5), "w:", limit_s=120)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -121,7 +83,7 @@ def test_a_master_hands_its_slots_to_its_replica_and_no_acknowledged_write_is_lo
     master = next(n for n in cluster if myself(n).slots)
     master_id = myself(master).node_id
     replica = next(n for n in cluster if myself(n).master_id == master_id)
-    with Writer(cluster) as writer:
+    with writer(cluster) as w:
         time.sleep(1.0)
         started = time.monotonic()
         out = handover(master, auth, shell)
@@ -132,10 +94,10 @@ def test_a_master_hands_its_slots_to_its_replica_and_no_acknowledged_write_is_lo
     assert took < 15, f"the handover took {took:.1f}s"
     assert myself(replica).is_master and myself(replica).slots, "the replica owns the slots now"
     assert myself(master).master_id == myself(replica).node_id, "the old master follows it"
-    assert len(writer.acked) > 100
-    assert writer.lost() == [], "an acknowledged write was lost"
+    assert len(w.acked) > 100
+    assert w.lost() == [], "an acknowledged write was lost"
     # By exception type: redis-py's ClusterDownError says "The cluster is down", without the word CLUSTERDOWN.
-    assert not [e for e in writer.errors if e.startswith(("ClusterDownError", "ConnectionError"))], writer.errors
+    assert not {"ClusterDownError", "ConnectionError"} & set(w.errors), w.samples
     assert PASSWORD not in out.stderr + out.stdout and OPERATOR_PASSWORD not in out.stderr + out.stdout
 
 
@@ -163,7 +125,7 @@ def test_behind_nat_the_heir_is_found_at_its_announced_address(redis_farm: Redis
     replica = next(n for n in cluster if myself(n).master_id == myself(master).node_id)
     assert master.client().info("replication")["slave0"]["ip"] == "127.0.0.9", "the precondition: NAT"
 
-    with Writer(cluster) as writer:
+    with writer(cluster) as w:
         time.sleep(1.0)
         out = handover(master, auth, ["sh"])
         time.sleep(1.0)
@@ -171,8 +133,8 @@ def test_behind_nat_the_heir_is_found_at_its_announced_address(redis_farm: Redis
     assert out.returncode == 0, out.stderr
     assert f"handed over to {replica.host}:{replica.port}" in out.stderr, out.stderr
     assert myself(replica).is_master and myself(replica).slots
-    assert writer.lost() == [], "an acknowledged write was lost"
-    assert not [e for e in writer.errors if e.startswith(("ClusterDownError", "ConnectionError"))], writer.errors
+    assert w.lost() == [], "an acknowledged write was lost"
+    assert not {"ClusterDownError", "ConnectionError"} & set(w.errors), w.samples
 
 
 def test_a_replica_and_a_master_without_replica_stop_as_they_are(
@@ -228,17 +190,17 @@ def test_readiness_holds_an_outsider_and_a_syncing_replica_back_and_lets_go_when
     others = redis_farm.spawn(2, hosts=[master.host], password=PASSWORD)
     assert ready(others[0], auth, peers=[others[1]]) == 0, "empty nodes beside empty nodes (formation)"
     newcomer.client().execute_command("CLUSTER", "MEET", master.host, master.port)
-    wait_for(lambda: myself(newcomer).node_id in {ln.node_id for ln in table(master)}, 20, "the meet")
+    wait_until("the meet", lambda: myself(newcomer).node_id in {ln.node_id for ln in table(master)}, 20)
     newcomer.client().execute_command("CLUSTER", "REPLICATE", myself(master).node_id)
-    wait_for(lambda: newcomer.client().info("replication")["role"] == "slave", 10, "the newcomer to replicate")
+    wait_until("the newcomer to replicate", lambda: newcomer.client().info("replication")["role"] == "slave", 10)
     assert newcomer.client().info("replication")["master_link_status"] == "down", "held by the sync delay"
     assert ready(newcomer, auth) == 1, "a replica that has not finished its first sync is not Ready"
-    wait_for(lambda: ready(newcomer, auth) == 0, 30, "the synced replica to be Ready")
+    wait_until("the synced replica to be Ready", lambda: ready(newcomer, auth) == 0, 30)
     # Its master gone: not Ready for the hold time after the link went down, then Ready again (no deadlock).
     master.stop(hard=True)
-    wait_for(lambda: newcomer.client().info("replication")["master_link_status"] == "down", 10, "down")
+    wait_until("down", lambda: newcomer.client().info("replication")["master_link_status"] == "down", 10)
     assert ready(newcomer, auth, hold=3) == 1
-    wait_for(lambda: ready(newcomer, auth, hold=3) == 0, 15, "the hold to end")
+    wait_until("the hold to end", lambda: ready(newcomer, auth, hold=3) == 0, 15)
 
 
 def test_without_an_election_the_hook_takes_over_with_writes_paused(
@@ -251,7 +213,7 @@ def test_without_an_election_the_hook_takes_over_with_writes_paused(
     master = next(n for n in cluster if myself(n).slots)
     replica = next(n for n in cluster if myself(n).master_id == myself(master).node_id)
     voters = [n for n in cluster if myself(n).slots and n is not master]
-    with Writer(cluster) as writer:
+    with writer(cluster) as w:
         time.sleep(1.0)
         for v in voters:
             assert v.proc is not None
@@ -268,9 +230,9 @@ def test_without_an_election_the_hook_takes_over_with_writes_paused(
     assert f"handed over to {replica.host}:{replica.port} by TAKEOVER" in out.stderr, out.stderr
     assert myself(replica).is_master and myself(master).master_id == myself(replica).node_id
     # The masters this test froze may see the others failed for a moment once they run again.
-    wait_for(
+    wait_until(
+        "the cluster to be ok again after the freeze",
         lambda: all("cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in cluster),
         30,
-        "the cluster to be ok again after the freeze",
     )
-    assert writer.lost() == [], "an acknowledged write was lost"
+    assert w.lost() == [], "an acknowledged write was lost"

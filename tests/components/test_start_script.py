@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import redis
-from redis.cluster import ClusterNode, RedisCluster
 
 from bench import servers
 from components import redis_config
 from components.redis_config import SCRIPT_PATH
 from tests.conftest import REDIS_SERVER, RedisFarm, RedisNode
+from tests.toolkit import cluster_client
 
 SHELLS = [
     pytest.param(["dash"], id="dash", marks=pytest.mark.skipif(not shutil.which("dash"), reason="no dash")),
@@ -238,17 +238,11 @@ def form_cluster(redis_farm: RedisFarm, replicas: int = 0) -> list[RedisNode]:
         timeout=60,
     )
     assert wait_until(lambda: all_ok(nodes), 30), "the cluster did not form"
-    client = cluster_client(nodes)
+    client = cluster_client(nodes, timeout=5)
     for k in range(KEYS):
         client.set(f"key:{k}", f"value-{k}")
     client.close()
     return nodes
-
-
-def cluster_client(nodes: list[RedisNode]) -> RedisCluster:
-    return RedisCluster(
-        startup_nodes=[ClusterNode(n.host, n.port) for n in nodes], decode_responses=True, socket_timeout=5
-    )
 
 
 def move_all(nodes: list[RedisNode], rewrite: bool, moved: int | None = None) -> None:
@@ -282,7 +276,7 @@ def test_cluster_reforms_after_every_address_changed(redis_farm: RedisFarm, repl
     assert [n.client().execute_command("CLUSTER", "MYID") for n in nodes] == ids
     assert all(int(cluster_info(n)["cluster_known_nodes"]) == len(nodes) for n in nodes)
     assert sum(n.client().info("replication")["role"] == "slave" for n in nodes) == 3 * replicas
-    client = cluster_client(nodes)
+    client = cluster_client(nodes, timeout=5)
     try:
         assert [client.get(f"key:{k}") for k in range(KEYS)] == [f"value-{k}" for k in range(KEYS)]
     finally:
@@ -331,7 +325,7 @@ def test_empty_nodes_conf_is_restored_and_the_node_rejoins(redis_farm: RedisFarm
     victim.start()
     assert victim.client().execute_command("CLUSTER", "MYID") == my_id
     assert wait_until(lambda: all_ok(nodes), 30)
-    client = cluster_client(nodes)
+    client = cluster_client(nodes, timeout=5)
     try:
         assert client.get("key:7") == "value-7"
     finally:
@@ -412,7 +406,7 @@ def start_node(
     return proc, port, log
 
 
-def wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_answering(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     """Up when it answers (or asks for a password); a script or server that exits fails with its log."""
     servers.wait_answering([("127.0.0.1", port, proc, log)], timeout=10)
 
@@ -422,7 +416,7 @@ def authed(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]
     env = auth_files(tmp_path, SECRET_PASSWORD)
     proc, port, log = start_node(tmp_path, env)
     try:
-        wait_for(port, proc, log)
+        wait_answering(port, proc, log)
         yield port, proc, tmp_path
     finally:
         proc.kill()
@@ -532,7 +526,7 @@ def test_without_auth_the_default_user_needs_no_password_and_stays_guarded(tmp_p
     env = auth_files(tmp_path, None)
     proc, port, log = start_node(tmp_path, env)
     try:
-        wait_for(port, proc, log)
+        wait_answering(port, proc, log)
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
         assert client.ping()
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -552,7 +546,7 @@ def test_per_pod_announce_settings_reach_redis(tmp_path: Path) -> None:
     }
     proc, port, log = start_node(tmp_path, env)
     try:
-        wait_for(port, proc, log)
+        wait_answering(port, proc, log)
         operator = redis.Redis(
             host="127.0.0.1", port=port, username="operator", password=OPERATOR_PASSWORD, decode_responses=True
         )

@@ -27,7 +27,15 @@ import redis
 from pulumi import automation as auto
 from redis.cluster import RedisCluster
 
+from tests.toolkit import Writer, cluster_client, wait_for
+
 SLOTS = 16384
+NAME = "redis-cluster"  # the dev stack's default name: StatefulSet, pods <NAME>-<i>
+
+
+def pod_names(masters: int, replicas: int = 1) -> list[str]:
+    """The pods of ``masters`` x ``replicas`` (their ordinals, not their roles)."""
+    return [f"{NAME}-{i}" for i in range(masters * (1 + replicas))]
 
 
 class StepState(Protocol):
@@ -65,24 +73,6 @@ def step(fn: Callable[[S], None]) -> Callable[..., None]:
 
 
 BAD_FLAGS = {"fail", "fail?", "pfail", "noaddr", "handshake"}
-
-
-def wait_for(what: str, probe: Callable[[], str | None], timeout: float, interval: float = 2.0) -> float:
-    """Poll ``probe`` until it returns None (done); it returns why not yet otherwise. Returns seconds waited."""
-    start = time.monotonic()
-    deadline = start + timeout
-    last = "never probed"
-    while True:
-        try:
-            result = probe()
-        except Exception as exc:  # a probe that cannot look yet (pod restarting, API busy) is "not yet"
-            result = f"{type(exc).__name__}: {exc}"
-        if result is None:
-            return time.monotonic() - start
-        last = result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last}")
-        time.sleep(interval)
 
 
 @dataclass(frozen=True)
@@ -302,17 +292,6 @@ def wait_pods_ready(
 # --- keys, through the external NodePort ------------------------------------------------------------
 
 
-def cluster_client(host: str, port: int, password: str | None) -> RedisCluster:
-    return RedisCluster(
-        host=host,
-        port=port,
-        password=password,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-    )
-
-
 def key(i: int) -> str:
     return f"e2e:key:{i:05d}"
 
@@ -358,7 +337,7 @@ def check_keys(host: str, port: int, password: str | None, count: int, timeout: 
     """All ``count`` keys readable with their values through a cluster client seeded at host:port (bounded)."""
 
     def probe() -> str | None:
-        client = cluster_client(host, port, password)
+        client = cluster_client([(host, port)], password)
         try:
             wrong = missing_keys(client, count)
             total = total_keys(client)
@@ -373,54 +352,10 @@ def check_keys(host: str, port: int, password: str | None, count: int, timeout: 
     wait_for(f"all {count} keys readable through {host}:{port}", probe, timeout, interval=3.0)
 
 
-class LiveWriter:
-    """A cluster client writing numbered keys in a thread while the cluster changes; remembers every
-    acknowledged write and counts failures by type (the client follows MOVED/ASK by itself)."""
-
-    PREFIX = "e2e:live:"
-
-    def __init__(self, host: str, port: int, password: str | None, limit_s: float = 1200) -> None:
-        self.client = cluster_client(host, port, password)
-        self.acked: list[int] = []
-        self.errors: dict[str, int] = {}
-        self.samples: dict[str, str] = {}
-        self._limit_s = limit_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self._limit_s
-        i = 0
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                self.client.set(f"{self.PREFIX}{i}", str(i))
-                self.acked.append(i)
-            except redis.RedisError as exc:
-                # By type: redis-py's ClusterDownError says "The cluster is down", without the word CLUSTERDOWN.
-                kind = type(exc).__name__
-                self.errors[kind] = self.errors.get(kind, 0) + 1
-                self.samples.setdefault(kind, str(exc)[:200])
-                time.sleep(0.05)
-            i += 1
-
-    def __enter__(self) -> LiveWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def lost(self) -> list[int]:
-        """Acknowledged writes that do not read back (asked after the writer stopped)."""
-        lost: list[int] = []
-        for start in range(0, len(self.acked), 1000):
-            batch = self.acked[start : start + 1000]
-            pipe = self.client.pipeline()
-            for i in batch:
-                pipe.get(f"{self.PREFIX}{i}")
-            lost += [i for i, got in zip(batch, pipe.execute(), strict=True) if got != str(i)]
-        return lost
+def live_writer(host: str, port: int, password: str | None, limit_s: float = 1200) -> Writer:
+    """tests/toolkit.py's writer through the seed ``host:port``: every acknowledged write remembered,
+    failures counted by type (the client follows MOVED/ASK by itself)."""
+    return Writer(lambda: cluster_client([(host, port)], password), "e2e:live:", limit_s=limit_s)
 
 
 def refuses_without_password(host: str, port: int) -> bool:

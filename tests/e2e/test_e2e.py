@@ -63,7 +63,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -83,16 +82,17 @@ from components.settings import EXPORTER_VERSION
 from tests.components.harness import BOOTSTRAP_TYPE, DRAIN_TYPE
 from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
+    NAME,
     EngineRun,
     Kube,
-    LiveWriter,
     changes,
     check_keys,
-    cluster_client,
     controller_manager_paused,
     key,
     kill_engine,
+    live_writer,
     missing_keys,
+    pod_names,
     pod_view,
     pods_of,
     refuses_without_password,
@@ -101,18 +101,17 @@ from tests.e2e.helpers import (
     step,
     total_keys,
     up_watched,
-    wait_for,
     wait_healthy,
     wait_pods_ready,
     write_keys,
 )
 from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
 from tests.prometheus import samples
+from tests.toolkit import cluster_client, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
 IMAGE = "localhost/redis-cluster/redis:7.0-local"
-NAME = "redis-cluster"  # the dev stack's default name: StatefulSet, pods <NAME>-<i>
 SELECTOR = f"app.kubernetes.io/name=redis-cluster,app.kubernetes.io/instance={NAME}"
 NODE_PORT = 30036
 MASTERS, REPLICAS = 3, 1
@@ -123,10 +122,6 @@ DRAIN = f"{NAME}-drain"
 STATEFULSET = f"{NAME}-nodes-statefulset"
 UP_TIMEOUT_S = 900
 STEP_TIMEOUT_S = 1800
-
-
-def pod_names(masters: int, replicas: int = REPLICAS) -> list[str]:
-    return [f"{NAME}-{i}" for i in range(masters * (1 + replicas))]
 
 
 @dataclass
@@ -290,7 +285,7 @@ def test_2_keys_through_the_external_node_port(e2e: E2E) -> None:
     e2e.notes["auth"] = password is not None
     if password is not None:
         assert refuses_without_password("127.0.0.1", NODE_PORT), "the NodePort answers without a password"
-    client = cluster_client("127.0.0.1", NODE_PORT, password)
+    client = cluster_client([("127.0.0.1", NODE_PORT)], password)
     try:
         write_keys(client, KEYS)
         assert missing_keys(client, KEYS) == [], "keys written but not read back"
@@ -363,6 +358,7 @@ def test_4_master_pod_deleted_replica_takes_over_pod_rejoins(e2e: E2E) -> None:
             if (kube.json("get", "resourcequota", "-n", ns, HOLD_QUOTA).get("status") or {}).get("used")
             else "no status yet",
             timeout=60,
+            interval=2.0,
         )
         t0 = time.monotonic()
         kube.run("delete", "pod", "-n", ns, master_pod, "--wait=true", "--timeout=120s", timeout=150)
@@ -378,7 +374,7 @@ def test_4_master_pod_deleted_replica_takes_over_pod_rejoins(e2e: E2E) -> None:
                 return f"cluster_state {view.info.get('cluster_state')}"
             return None
 
-        wait_for(f"{replica_pod} to take over from the deleted {master_pod}", promoted, timeout=240)
+        wait_for(f"{replica_pod} to take over from the deleted {master_pod}", promoted, timeout=240, interval=2.0)
         e2e.timings["4: failover after pod delete"] = time.monotonic() - t0
         assert master_pod not in pods_of(kube, ns, SELECTOR), f"{master_pod} came back while held away"
         check_keys("127.0.0.1", NODE_PORT, e2e.password(), KEYS, timeout=120)
@@ -401,7 +397,7 @@ def test_4_master_pod_deleted_replica_takes_over_pod_rejoins(e2e: E2E) -> None:
             return f"{master_pod} is {','.join(sorted(me.flags))} of {me.master_id}"
         return None
 
-    wait_for(f"{master_pod} to rejoin as the replica of {replica_pod}", rejoined, timeout=240)
+    wait_for(f"{master_pod} to rejoin as the replica of {replica_pod}", rejoined, timeout=240, interval=2.0)
     wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
 
     run = EngineRun()
@@ -505,7 +501,9 @@ def test_7_destroy_keeps_the_data_and_up_brings_it_back(e2e: E2E) -> None:
     run = EngineRun()
     e2e.stack.destroy(on_output=run.on_output, on_event=run.on_event, color="never")
     assert state_resources(e2e.stack) == {}, "destroy left resources in the state"
-    wait_for(f"namespace {ns} gone", lambda: f"{ns} still there" if kube.exists("namespace", ns) else None, 300)
+    wait_for(
+        f"namespace {ns} gone", lambda: f"{ns} still there" if kube.exists("namespace", ns) else None, 300, interval=2.0
+    )
     for pv in (*volumes, *(f"{ns}-{NAME}-{i}" for i in range(8))):
         assert not kube.exists("pv", pv), f"PV {pv} left behind"
     assert not kube.exists("storageclass", storage_class), f"StorageClass {storage_class} left behind"
@@ -570,7 +568,7 @@ def test_8_per_pod_node_ports_take_an_outside_client_to_every_master(e2e: E2E) -
 
     # A cluster client outside the cluster, seeded with one address only, reads every key and writes new ones.
     check_keys(seed_host, int(seed_port), password, KEYS)
-    client = cluster_client(seed_host, int(seed_port), password)
+    client = cluster_client([(seed_host, int(seed_port))], password)
     try:
         reached = {f"{n.host}:{n.port}" for n in client.get_nodes()}
         assert reached <= set(seeds), f"the client was sent to addresses besides the NodePorts: {reached - set(seeds)}"
@@ -592,7 +590,7 @@ def test_9_a_deleted_master_hands_over_without_clusterdown(e2e: E2E) -> None:
     seed_host, seed_port = str(e2e.outputs["externalSeeds"][0]).rsplit(":", 1)
     master = e2e.outputs["masters"][0]
     master_pod, replica_pod = master["name"], master["replicas"][0]
-    with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
+    with live_writer(seed_host, int(seed_port), e2e.password()) as writer:
         time.sleep(2)
         old_uid = pods_of(kube, ns, SELECTOR)[master_pod]["metadata"]["uid"]
         t0 = time.monotonic()
@@ -610,7 +608,6 @@ def test_9_a_deleted_master_hands_over_without_clusterdown(e2e: E2E) -> None:
     assert writer.lost() == [], "acknowledged writes were lost"
     down = {k: n for k, n in writer.errors.items() if k in ("ClusterDownError", "ConnectionError")}
     assert not down, f"clients saw the cluster down or a node gone: {down} {writer.samples}"
-    writer.client.close()
 
 
 # --- 10 -----------------------------------------------------------------------------------------------
@@ -646,7 +643,7 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[s
     replaced = {name for name, op in planned.items() if op in NO_REPLACE}
     assert replaced <= {f"{NAME}-nodes-config"} | also_replaced, f"preview replaces {replaced}: {planned}"
     seed_host, seed_port = str(e2e.outputs["externalSeeds"][0]).rsplit(":", 1)
-    with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
+    with live_writer(seed_host, int(seed_port), e2e.password()) as writer:
         time.sleep(2)
         t0 = time.monotonic()
         try:
@@ -669,7 +666,6 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[s
     assert len(writer.acked) > 100, f"the writer hardly wrote: {len(writer.acked)} writes, errors {writer.errors}"
     assert writer.lost() == [], "acknowledged writes were lost"
     assert writer.errors == {}, f"clients saw errors during the roll: {writer.errors} {writer.samples}"
-    writer.client.close()
     check_keys(*_seed(e2e), e2e.password(), KEYS)
 
 
@@ -716,7 +712,7 @@ def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mi
     uids = {name: pod["metadata"]["uid"] for name, pod in pods_of(kube, ns, SELECTOR).items()}
     seed_host, seed_port = str(e2e.outputs["externalSeeds"][0]).rsplit(":", 1)
     cfg = e2e.stack.set_config
-    with LiveWriter(seed_host, int(seed_port), e2e.password()) as writer:
+    with live_writer(seed_host, int(seed_port), e2e.password()) as writer:
         time.sleep(2)
         # 1. The bad template: the roll's first pod does not come back; the up fails naming why.
         cfg("redis-cluster:memoryRequest", auto.ConfigValue(TOO_LITTLE_MEMORY))
@@ -783,7 +779,6 @@ def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mi
     assert len(writer.acked) > 100, f"the writer hardly wrote: {len(writer.acked)} writes, errors {writer.errors}"
     assert writer.lost() == [], "acknowledged writes were lost"
     assert writer.errors == {}, f"clients saw errors: {writer.errors} {writer.samples}"
-    writer.client.close()
     # The resumed up restarted only what the killed one had not (the pod it was at may be in both).
     killed_roll, resumed_roll = _rolled(run), _rolled(e2e.last_run)
     assert not set(resumed_roll) & set(killed_roll[:-1]), f"restarted twice: {killed_roll} then {resumed_roll}"
@@ -924,7 +919,9 @@ def test_12_metrics_from_every_pod(e2e: E2E) -> None:
             return f"endpoints {sorted(map(str, targets))} on ports {ports}"
         return None
 
-    wait_for(f"Service {NAME}-metrics to list every pod on port {METRICS_PORT}", endpoints_problem, timeout=60)
+    wait_for(
+        f"Service {NAME}-metrics to list every pod on port {METRICS_PORT}", endpoints_problem, timeout=60, interval=2.0
+    )
 
     got: dict[str, dict[str, float]] = {}
     paths: dict[str, str] = {}
@@ -984,7 +981,7 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     ns, kube = e2e.namespace, e2e.kube
     backups = e2e.host_base / "backups"
     assert e2e.outputs.get("backupCronJob") == f"{NAME}-backup", e2e.outputs.get("backupCronJob")
-    client = cluster_client(*_seed(e2e), e2e.password())
+    client = cluster_client([_seed(e2e)], e2e.password())
     total = total_keys(client)
     client.close()
     t0 = time.monotonic()
@@ -1041,7 +1038,7 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     password = kube.secret_value(ns2, str(outputs["authSecret"]), "password")
     # The shared NodePort on this machine's node (MOVED then names pod IPs, reachable from here).
     check_keys("127.0.0.1", RESTORE_NODE_PORT, password, KEYS)
-    client = cluster_client("127.0.0.1", RESTORE_NODE_PORT, password)
+    client = cluster_client([("127.0.0.1", RESTORE_NODE_PORT)], password)
     assert total_keys(client) == total
     client.close()
     e2e.notes["step 13 restore log"] = restore_logs.strip().splitlines()[-1:]
@@ -1058,15 +1055,7 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
 def _cli(e2e: E2E, password: str | None, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m bootstrap`` as an operator runs it: KUBECONFIG, the password in REDISCLI_AUTH."""
     env = {**os.environ, **e2e.env, "REDISCLI_AUTH": password or ""}
-    return subprocess.run(
-        [sys.executable, "-m", "bootstrap", *args],
-        cwd=e2e.project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_cli(*args, env=env, cwd=e2e.project, timeout=300)
 
 
 # --- the upgrade path of a stack made before OnDelete ----------------------------------------------------

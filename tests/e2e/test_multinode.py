@@ -34,7 +34,6 @@ Timings are printed at the end (``-s``).
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import json
 import os
 import re
@@ -54,34 +53,34 @@ from typing import Any
 import pytest
 import redis
 from pulumi import automation as auto
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from tests.e2e.conftest import MultiCluster
 from tests.e2e.helpers import (
+    NAME,
     EngineRun,
     Kube,
     check_keys,
-    cluster_client,
     key,
     missing_keys,
+    pod_names,
     pod_view,
     pods_of,
     state_resources,
     step,
     up_watched,
     value,
-    wait_for,
     wait_healthy,
     wait_pods_ready,
     write_keys,
 )
 from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
+from tests.toolkit import Writer, cluster_client, wait_for
 
 pytestmark = pytest.mark.e2e
 
 IMAGE = "localhost/redis-cluster/redis:7.0-local"
-NAME = "redis-cluster"
 SELECTOR = f"app.kubernetes.io/name=redis-cluster,app.kubernetes.io/instance={NAME}"
 MASTERS, REPLICAS = 3, 1
 MAX_MASTERS = 4  # step 4 scales to 4: the local PV directories of 8 ordinals are made up front
@@ -90,10 +89,6 @@ PORT_BASE = 31000  # externalNodePortBase default
 BOOTSTRAP = f"{NAME}-bootstrap"
 UP_TIMEOUT_S = 900
 STEP_TIMEOUT_S = 1800
-
-
-def pod_names(masters: int) -> list[str]:
-    return [f"{NAME}-{i}" for i in range(masters * (1 + REPLICAS))]
 
 
 @dataclass
@@ -333,7 +328,7 @@ def test_2_per_pod_access_through_each_nodes_own_address(mn: MN) -> None:
         plain.close()
     want_redirects = {name: seeds[int(name.rsplit("-", 1)[1])] for name in masters}
     assert redirects == want_redirects, f"redirects {redirects}, want {want_redirects}"
-    client = cluster_client(seed_host, seed_port, password)
+    client = cluster_client([(seed_host, seed_port)], password)
     try:
         write_keys(client, KEYS)
         assert missing_keys(client, KEYS) == []
@@ -368,100 +363,26 @@ def answers(host: str, port: int, timeout: float = 2.0) -> bool:
 # --- 3 ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Traffic:
-    """A client outside Kubernetes that keeps writing new keys and reading the step-2 keys.
+def outside_writer(seeds: list[tuple[str, int]], password: str | None) -> Writer:
+    """tests/toolkit.py's writer as a client outside Kubernetes: short timeouts, a fresh client after each
+    failure (its seed may be the node that went away), and after each write a read of a step-2 key.
 
-    A write counts as acknowledged when SET returned OK; every acknowledged write must be there at
-    the end. Errors (while a master is lost and until the client learns the new map) are counted,
-    with the time of the last one."""
+    Every acknowledged write must be there at the end; errors (while a master is lost and until the
+    client learns the new map) are counted by type."""
 
-    seeds: list[tuple[str, int]]
-    password: str | None
-    acked: dict[str, str] = field(default_factory=dict)
-    wrong_reads: list[str] = field(default_factory=list)
-    errors: int = 0
-    kinds: dict[str, int] = field(default_factory=dict)  # errors by exception type
-    reads: int = 0
-    last_error: float = 0.0
-    last_error_text: str = ""
-    ok_since: list[float] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
+    def reads_a_step_2_key(client: RedisCluster, i: int) -> str | None:
+        j = i % KEYS
+        return None if client.get(key(j)) == value(j) else key(j)
 
-    def _client(self) -> RedisCluster:
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in self.seeds],
-            password=self.password,
-            decode_responses=True,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-        )
-
-    def run(self, max_seconds: float = 1200) -> None:
-        deadline = time.monotonic() + max_seconds
-        client: RedisCluster | None = None
-        i = 0
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            k, v = f"mn:w:{i:06d}", f"w-{i}"
-            try:
-                if client is None:
-                    client = self._client()
-                if client.set(k, v) is True:
-                    self.acked[k] = v
-                    self.ok_since.append(time.monotonic())
-                    i += 1
-                j = i % KEYS
-                got = client.get(key(j))
-                self.reads += 1
-                if got != value(j):
-                    self.wrong_reads.append(key(j))
-            except Exception as exc:  # every failure counts (SlotNotCoveredError is no RedisError)
-                self.errors += 1
-                self.kinds[type(exc).__name__] = self.kinds.get(type(exc).__name__, 0) + 1
-                self.last_error = time.monotonic()
-                self.last_error_text = f"{type(exc).__name__}: {exc}"[:300]
-                if client is not None:
-                    client.close()
-                    client = None
-                time.sleep(0.2)
-            time.sleep(0.005)
-        if client is not None:
-            client.close()
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="mn-traffic", daemon=True)
-        self.thread.start()
-
-    def finish(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(30)
-
-    def longest_gap(self, since: float) -> float:
-        """The longest time without an acknowledged write after ``since`` (redis-py retries inside a
-        call, so an outage shows as a stalled call more than as errors)."""
-        times = [since, *(s for s in self.ok_since if s >= since)]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-    def writes_since(self, t: float) -> int:
-        return sum(1 for s in self.ok_since if s >= t)
-
-
-def lost_writes(seeds: list[tuple[str, int]], password: str | None, acked: dict[str, str]) -> list[str]:
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in seeds], password=password, decode_responses=True)
-    try:
-        names = sorted(acked)
-        lost: list[str] = []
-        for start in range(0, len(names), 1000):
-            chunk = names[start : start + 1000]
-            pipe = client.pipeline()
-            for k in chunk:
-                pipe.get(k)
-            lost += [k for k, got in zip(chunk, pipe.execute(), strict=True) if got != acked[k]]
-        return lost
-    finally:
-        client.close()
+    return Writer(
+        lambda: cluster_client(seeds, password, timeout=2),
+        "mn:w:",
+        check=reads_a_step_2_key,
+        reconnect=True,
+        pace_s=0.005,
+        backoff_s=0.2,
+        limit_s=1200,
+    )
 
 
 @pytest.mark.timeout(STEP_TIMEOUT_S)
@@ -478,10 +399,15 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
     password = mn.password()
     survivor_seeds = [s for s in mn.seeds() if s[0] != mn.cluster.nodes[victim]]
 
-    traffic = Traffic(seeds=mn.seeds(), password=password)
+    traffic = outside_writer(mn.seeds(), password)
     traffic.start()
     try:
-        wait_for("traffic running", lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes", 60)
+        wait_for(
+            "traffic running",
+            lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes",
+            60,
+            interval=2.0,
+        )
         t_loss = time.monotonic()
         mn.timings["3: node-down"] = mn.cluster.node_down(victim)
         victim_port = PORT_BASE + int(master_pod.rsplit("-", 1)[1])
@@ -498,7 +424,9 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
                 return f"cluster_state {view.info.get('cluster_state')}"
             return None
 
-        wait_for(f"{replica_pod} to take over from {master_pod} on the lost {victim}", promoted, timeout=180)
+        wait_for(
+            f"{replica_pod} to take over from {master_pod} on the lost {victim}", promoted, timeout=180, interval=2.0
+        )
         t_failover = time.monotonic()
         mn.timings["3: failover after node loss"] = t_failover - t_loss
         # Every key readable, and new writes acknowledged, with the node still gone.
@@ -507,6 +435,7 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
             "writes acknowledged after the failover",
             lambda: None if traffic.writes_since(t_failover) >= 200 else f"{traffic.writes_since(t_failover)} writes",
             timeout=120,
+            interval=2.0,
         )
         mn.timings["3: longest write stall after the loss"] = traffic.longest_gap(t_loss)
 
@@ -539,7 +468,7 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
                     return f"{p}: its container started at {started}, before {victim} came back"
             return None
 
-        wait_for(f"pods {lost_pods} running again on {victim}", restarted, timeout=300)
+        wait_for(f"pods {lost_pods} running again on {victim}", restarted, timeout=300, interval=2.0)
 
         def rejoined() -> str | None:
             me = pod_view(kube, ns, master_pod).myself
@@ -549,21 +478,20 @@ def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
                 return f"{master_pod} is still a master"
             return None
 
-        wait_for(f"{master_pod} to rejoin as a replica", rejoined, timeout=240)
+        wait_for(f"{master_pod} to rejoin as a replica", rejoined, timeout=240, interval=2.0)
         wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=300)
         mn.timings["3: node back until healthy"] = time.monotonic() - t0
         time.sleep(3)
     finally:
-        traffic.finish()
-    lost = lost_writes(mn.seeds(), password, traffic.acked)
+        traffic.stop()
+    lost = traffic.lost()
     mn.notes["step 3 traffic"] = {
         "acknowledged writes": len(traffic.acked),
-        "reads": traffic.reads,
-        "client errors": traffic.errors,
-        "last error": traffic.last_error_text,
+        "client errors by type": traffic.errors,
+        "error samples": traffic.samples,
         "lost": len(lost),
     }
-    assert not traffic.wrong_reads, f"reads returned wrong values: {traffic.wrong_reads[:5]}"
+    assert not traffic.wrong, f"reads returned wrong values: {traffic.wrong[:5]}"
     assert lost == [], f"{len(lost)} of {len(traffic.acked)} acknowledged writes lost: {lost[:5]}"
     assert_placement_after = volume_problems(mn, MASTERS)
     assert not assert_placement_after, assert_placement_after
@@ -625,11 +553,16 @@ def test_5_a_node_drained_under_traffic_hands_over_and_the_budget_holds_the_seco
     masters_on_node = [p for p in on_node if pod_view(kube, ns, p).myself.is_master]
     uids = {p: kube.json("get", "pod", "-n", ns, p)["metadata"]["uid"] for p in on_node}
     password = mn.password()
-    traffic = Traffic(seeds=mn.seeds(), password=password)
+    traffic = outside_writer(mn.seeds(), password)
     traffic.start()
     drain: subprocess.Popen[str] | None = None
     try:
-        wait_for("traffic running", lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes", 60)
+        wait_for(
+            "traffic running",
+            lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes",
+            60,
+            interval=2.0,
+        )
         t0 = time.monotonic()
         drain = subprocess.Popen(
             [str(kube.kubectl), "--kubeconfig", str(kube.kubeconfig), "drain", victim, "--ignore-daemonsets",
@@ -644,7 +577,7 @@ def test_5_a_node_drained_under_traffic_hands_over_and_the_budget_holds_the_seco
             now = {p["metadata"]["name"]: p for p in pods_of(kube, ns, SELECTOR).values()}
             return [p for p in on_node if p not in now or now[p]["metadata"]["uid"] != uids[p]]
 
-        wait_for("the drain to evict a first pod", lambda: None if evicted() else "none yet", 120)
+        wait_for("the drain to evict a first pod", lambda: None if evicted() else "none yet", 120, interval=2.0)
         first = evicted()
         assert len(first) == 1, f"the budget let {first} go at once"
         second = next(p for p in on_node if p not in first)
@@ -652,7 +585,7 @@ def test_5_a_node_drained_under_traffic_hands_over_and_the_budget_holds_the_seco
         def refused() -> str | None:
             return None if any(PDB_REFUSED in ln and second in ln for ln in said) else f"drain said {said[-3:]}"
 
-        wait_for(f"the budget to refuse evicting {second}", refused, 60)
+        wait_for(f"the budget to refuse evicting {second}", refused, 60, interval=2.0)
         time.sleep(10)  # the first pod still cannot come back (its volume is on the cordoned node) ...
         assert evicted() == first, f"{second} was evicted while {first[0]} was not back"
         mn.timings["5: first eviction to a refused second"] = time.monotonic() - t0
@@ -668,22 +601,22 @@ def test_5_a_node_drained_under_traffic_hands_over_and_the_budget_holds_the_seco
         if drain is not None and drain.poll() is None:
             drain.kill()
         kube.run("uncordon", victim, check=False)
-        traffic.finish()
+        traffic.stop()
     for p in masters_on_node:
         me = pod_view(kube, ns, p).myself
         assert not me.is_master, f"{p} was a master on the drained node and is a master again: no handover?"
-    assert traffic.writes_since(t0) > 100, f"the writer stalled during the drain: {traffic.last_error_text}"
-    lost = lost_writes(mn.seeds(), password, traffic.acked)
+    assert traffic.writes_since(t0) > 100, f"the writer stalled during the drain: {traffic.samples}"
+    lost = traffic.lost()
     mn.notes["step 5 traffic"] = {
         "acknowledged writes": len(traffic.acked),
-        "client errors by type": traffic.kinds,
-        "last error": traffic.last_error_text,
+        "client errors by type": traffic.errors,
+        "error samples": traffic.samples,
         "lost": len(lost),
     }
     assert lost == [], f"{len(lost)} of {len(traffic.acked)} acknowledged writes lost: {lost[:5]}"
-    down = {k: n for k, n in traffic.kinds.items() if k in ("ClusterDownError", "ConnectionError")}
-    assert not down, f"clients saw the cluster down or a node gone: {down} ({traffic.last_error_text})"
-    assert not traffic.wrong_reads, traffic.wrong_reads[:5]
+    down = {k: n for k, n in traffic.errors.items() if k in ("ClusterDownError", "ConnectionError")}
+    assert not down, f"clients saw the cluster down or a node gone: {down} ({traffic.samples})"
+    assert not traffic.wrong, traffic.wrong[:5]
 
 
 # --- 6 ------------------------------------------------------------------------------------------------
@@ -725,10 +658,15 @@ def test_6_behind_nat_a_deleted_master_still_hands_over(mn: MN) -> None:
     # the node's CNI bridge when kube-proxy masquerades a hairpin), so INFO replication's ip= leads nowhere.
     assert sources and not set(sources) & pod_ips, f"no NAT seen: replicas at {sources}, pods at {pod_ips}"
     password = mn.password()
-    traffic = Traffic(seeds=mn.seeds(), password=password)
+    traffic = outside_writer(mn.seeds(), password)
     traffic.start()
     try:
-        wait_for("traffic running", lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes", 60)
+        wait_for(
+            "traffic running",
+            lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes",
+            60,
+            interval=2.0,
+        )
         t0 = time.monotonic()
         kube.run("delete", "pod", "-n", ns, master_pod, "--wait=true", "--timeout=120s", timeout=150)
         mn.timings["6: delete of a master behind NAT"] = time.monotonic() - t0
@@ -738,16 +676,16 @@ def test_6_behind_nat_a_deleted_master_still_hands_over(mn: MN) -> None:
         wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
         time.sleep(3)
     finally:
-        traffic.finish()
-    assert traffic.writes_since(t0) > 100, f"the writer stalled after the delete: {traffic.last_error_text}"
-    lost = lost_writes(mn.seeds(), password, traffic.acked)
+        traffic.stop()
+    assert traffic.writes_since(t0) > 100, f"the writer stalled after the delete: {traffic.samples}"
+    lost = traffic.lost()
     mn.notes["step 6 traffic"] = {
         "NAT sources seen by the master": sources,
         "acknowledged writes": len(traffic.acked),
-        "client errors by type": traffic.kinds,
-        "last error": traffic.last_error_text,
+        "client errors by type": traffic.errors,
+        "error samples": traffic.samples,
         "lost": len(lost),
     }
     assert lost == [], f"{len(lost)} of {len(traffic.acked)} acknowledged writes lost: {lost[:5]}"
-    down = {k: n for k, n in traffic.kinds.items() if k in ("ClusterDownError", "ConnectionError")}
-    assert not down, f"clients saw the cluster down or a node gone: {down} ({traffic.last_error_text})"
+    down = {k: n for k, n in traffic.errors.items() if k in ("ClusterDownError", "ConnectionError")}
+    assert not down, f"clients saw the cluster down or a node gone: {down} ({traffic.samples})"
