@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         "it must read the backup's format and write one the target reads",
     )
     c.add_argument("--user", help="ACL user to log in as (password in REDISCLI_AUTH)")
-    c.add_argument("seed", metavar="HOST:PORT", help="any node of the cluster")
+    _target(c)
     c = sub.add_parser("check", help="exit 0 only when the cluster is healthy and complete")
     c.add_argument("--masters", type=int, help="also require this many masters")
     c.add_argument("--replicas", type=int, help="also require this many replicas per master")
@@ -135,10 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     password = os.environ.get(PASSWORD_ENV) or None
-    if args.command in ("backup", "check") and (args.seed is None) == (args.kube is None):
+    if args.command in ("backup", "restore", "check") and (args.seed is None) == (args.kube is None):
         parser.error(f"{args.command} takes a seed HOST:PORT or --kube NAMESPACE/STATEFULSET (one of them)")
-    if args.command == "restore" and args.seed is None:
-        parser.error("restore takes a seed HOST:PORT")
     if getattr(args, "kube", None):
         return _through_kube(args, password)
     with connected(DirectConnector(password, args.user)) as connector:
@@ -186,7 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _through_kube(args: argparse.Namespace, password: str | None) -> int:
-    """backup or check of the pods of a StatefulSet, each reached through its own API tunnel."""
+    """backup, restore or check of the pods of a StatefulSet, each reached through its own API tunnel.
+
+    The restore's temporary servers MIGRATE into the tunnels' local ends (``Connector.dial``), so
+    keys still go server to server, through the API server instead of the pod network."""
     try:
         namespace, statefulset = _kube(args.kube)
         from bootstrap.kube import PortForwardConnector, statefulset_inventory
@@ -195,6 +196,9 @@ def _through_kube(args: argparse.Namespace, password: str | None) -> int:
         with connected(PortForwardConnector(inventory, namespace, args.context, password, args.user)) as connector:
             if args.command == "check":
                 return _check(args, inventory, connector)
+            if args.command == "restore":
+                restore(inventory, connector, args.source, args.server, _progress, replace=args.replace)
+                return 0
             print(backup(inventory, connector, args.to, _progress))
             return 0
     except (errors.BootstrapError, ValueError) as exc:

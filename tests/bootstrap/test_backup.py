@@ -239,5 +239,8 @@ def test_the_command_line_takes_a_seed_or_a_statefulset_and_says_what_is_wrong(t
     assert neither.returncode == 2 and "one of them" in neither.stderr, neither.stderr
     bad = run_cli("check", "--kube", "just-a-name")
     assert bad.returncode == 1 and "--kube is 'just-a-name': it takes NAMESPACE/STATEFULSET" in bad.stderr, bad.stderr
-    assert run_cli("restore", "--from", str(tmp_path), "--kube", "ns/sts").returncode == 2
+    restore_both = run_cli("restore", "--from", str(tmp_path), "--kube", "ns/sts", "127.0.0.1:1")
+    assert restore_both.returncode == 2 and "one of them" in restore_both.stderr, restore_both.stderr
+    restore_bad = run_cli("restore", "--from", str(tmp_path), "--kube", "ns")
+    assert restore_bad.returncode == 1 and "--kube is 'ns'" in restore_bad.stderr, restore_bad.stderr
     assert not list(tmp_path.iterdir()), "a refused command made something"

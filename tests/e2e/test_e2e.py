@@ -78,6 +78,7 @@ from pulumi import automation as auto
 from redis.crc import key_slot
 
 from bootstrap.restore import verify
+from components.redis_config import OPERATOR_PASSWORD_KEY
 from components.settings import EXPORTER_VERSION
 from tests.components.harness import BOOTSTRAP_TYPE, DRAIN_TYPE
 from tests.e2e.conftest import Cluster
@@ -1001,7 +1002,8 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     # The command line through the Kubernetes API (each pod through its own port-forward tunnel).
     by_cli = _cli(e2e, e2e.password(), "backup", "--kube", f"{ns}/{NAME}", "--to", str(e2e.host_base / "cli"))
     assert by_cli.returncode == 0, by_cli.stderr
-    cli_manifest = verify(Path(by_cli.stdout.strip()))
+    cli_made = Path(by_cli.stdout.strip())
+    cli_manifest = verify(cli_made)
     assert cli_manifest.keys == total and cli_manifest.pause_ms < 1000, cli_manifest
     e2e.notes["step 13 backup by the command line through the API: pause ms"] = cli_manifest.pause_ms
 
@@ -1044,6 +1046,21 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     e2e.notes["step 13 restore log"] = restore_logs.strip().splitlines()[-1:]
     checked = _cli(e2e, password, "check", "--masters", str(MASTERS), "--replicas", "0", "--kube", f"{ns2}/{NAME}")
     assert checked.returncode == 0 and checked.stdout.startswith("OK: 3 nodes"), checked.stdout + checked.stderr
+    # The command line's restore through the API: a tenth of the keys deleted, the CLI's backup put back
+    # (its temporary servers MIGRATE into each master's tunnel) as the operator user, with --replace.
+    client = cluster_client([("127.0.0.1", RESTORE_NODE_PORT)], password)
+    gone = [key(i) for i in range(0, KEYS, 10)]
+    assert client.delete(*gone) == len(gone)
+    client.close()
+    operator = kube.secret_value(ns2, str(outputs["authSecret"]), OPERATOR_PASSWORD_KEY)
+    t0 = time.monotonic()
+    put_back = _cli(
+        e2e, operator, "restore", "--user", "operator", "--replace", "--from", str(cli_made), "--kube", f"{ns2}/{NAME}"
+    )
+    assert put_back.returncode == 0, put_back.stderr
+    e2e.timings["13: restore by the command line through the API"] = time.monotonic() - t0
+    assert f"restored {cli_manifest.keys:,} keys" in put_back.stderr, put_back.stderr
+    check_keys("127.0.0.1", RESTORE_NODE_PORT, password, KEYS)
 
     t0 = time.monotonic()
     second.destroy(color="never")
