@@ -39,6 +39,8 @@ CLUSTER_MODE=single
 
 # shellcheck source=cluster/common.sh
 source "$MODDIR/common.sh"
+# shellcheck source=cluster/configs.sh
+source "$MODDIR/configs.sh"
 # shellcheck source=cluster/build.sh
 source "$MODDIR/build.sh"
 # shellcheck source=cluster/pki.sh

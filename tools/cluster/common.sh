@@ -14,15 +14,30 @@ PAUSE_IMAGE=localhost/redis-cluster/pause:1
 EXPORTER_VERSION=v1.82.0
 EXPORTER_IMAGE=localhost/redis-cluster/redis-exporter:$EXPORTER_VERSION-local
 
-# ---- network layout (all private to this machine) --------------------------------------------
-BRIDGE=rcbr0
-POD_CIDR=10.218.0.0/24
-NODE_IP=10.218.0.1            # the bridge's address = node InternalIP = host-side DNS server
-SERVICE_CIDR=10.219.0.0/24
-API_SERVICE_IP=10.219.0.1
-DNS_SERVICE_IP=10.219.0.10
-NODE_NAME=rc-node
+# ---- network layout (all private to this machine): one per mode, both declared here -----------
 API_PORT=6443
+if [[ "${CLUSTER_MODE:-single}" == multi ]]; then
+  # N nodes in network namespaces on a host bridge (tools/cluster/multi.sh draws it); node I is
+  # 10.220.0.(10+I) with pods in 10.221.I.0/24 (mn_ip, mn_pod_cidr). Addresses and host ports
+  # (etcd 2479, ...) differ from the single node's, so both clusters can run at the same time.
+  MN_BRIDGE=rcmn0
+  MN_HOST_IP=10.220.0.1
+  MN_CLUSTER_CIDR=10.221.0.0/16
+  SERVICE_CIDR=10.222.0.0/24
+  API_SERVICE_IP=10.222.0.1
+  DNS_SERVICE_IP=10.222.0.10
+  NODE_IP=$MN_HOST_IP           # what the kube-dns EndpointSlice and the apiserver advertise
+  API_URL="https://$MN_HOST_IP:$API_PORT"
+  MN_ETCD_PORT=2479
+else
+  BRIDGE=rcbr0
+  POD_CIDR=10.218.0.0/24
+  NODE_IP=10.218.0.1            # the bridge's address = node InternalIP = host-side DNS server
+  SERVICE_CIDR=10.219.0.0/24
+  API_SERVICE_IP=10.219.0.1
+  DNS_SERVICE_IP=10.219.0.10
+  NODE_NAME=rc-node
+fi
 
 CACHE_ROOT="${REDIS_CLUSTER_K8S_CACHE:-$HOME/.cache/redis-cluster/k8s}"
 # `tools/cluster.sh multi ...` sets CLUSTER_MODE=multi: its own state dir, so both can exist side by side

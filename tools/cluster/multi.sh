@@ -18,15 +18,7 @@
 # Ports on the host differ from the single-node cluster's (etcd 2479, controller-manager 10357,
 # scheduler 10359, CoreDNS health 18090), so both can run at the same time.
 
-MN_BRIDGE=rcmn0
-MN_HOST_IP=10.220.0.1
-MN_CLUSTER_CIDR=10.221.0.0/16
-SERVICE_CIDR=10.222.0.0/24
-API_SERVICE_IP=10.222.0.1
-DNS_SERVICE_IP=10.222.0.10
-NODE_IP=$MN_HOST_IP           # what the kube-dns EndpointSlice and the apiserver advertise
-API_URL="https://$MN_HOST_IP:$API_PORT"
-MN_ETCD_PORT=2479
+# The addresses above are declared with the single node's in tools/cluster/common.sh.
 MN_DEFAULT_NODES=3
 MN_MAX_NODES=9
 
@@ -75,168 +67,16 @@ mn_pki() {
 }
 
 mn_control_configs() {
-  mkdir -p "$STATE/etc"
-  printf 'nameserver %s\n' "$DNS_SERVICE_IP" > "$STATE/etc/resolv.conf"
-  cat > "$STATE/etc/Corefile" <<EOF
-.:53 {
-    bind $MN_HOST_IP
-    errors
-    health 127.0.0.1:18090
-    ready 127.0.0.1:18191
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-        kubeconfig $STATE/coredns.kubeconfig local
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-        ttl 5
-    }
-    loadbalance
-}
-EOF
-  cat > "$STATE/etc/kube-dns.yaml" <<EOF
-apiVersion: v1
-kind: Service
-metadata:
-  name: kube-dns
-  namespace: kube-system
-  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS}
-spec:
-  clusterIP: $DNS_SERVICE_IP
-  ports:
-  - {name: dns, port: 53, protocol: UDP, targetPort: 53}
-  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kube-dns-host
-  namespace: kube-system
-  labels:
-    kubernetes.io/service-name: kube-dns
-    endpointslice.kubernetes.io/managed-by: redis-cluster.local-tools
-addressType: IPv4
-ports:
-- {name: dns, port: 53, protocol: UDP}
-- {name: dns-tcp, port: 53, protocol: TCP}
-endpoints:
-- addresses: ["$MN_HOST_IP"]
-  conditions: {ready: true}
-EOF
+  dns_configs bind="$MN_HOST_IP" health_port=18090 ready_port=18191
 }
 
 mn_node_configs() { # I
   local i="$1" n ip d
   n="$(mn_name "$i")"; ip="$(mn_ip "$i")"; d="$(mn_dir "$i")"
-  mkdir -p "$d/etc" "$d/cni/net.d" "$d/cni/ipam" "$d/kubelet" "$d/pod-logs" "$d/containerd" "$d/run/containerd"
-  cat > "$d/cni/net.d/10-redis-cluster.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "redis-cluster",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "dataDir": "$d/cni/ipam",
-        "ranges": [[{"subnet": "$(mn_pod_cidr "$i")", "gateway": "10.221.$i.1"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
-  cat > "$d/etc/containerd.toml" <<EOF
-version = 3
-root = "$d/containerd/root"
-state = "$d/run/containerd/state"
-[grpc]
-  address = "$(mn_sock "$i")"
-[ttrpc]
-  address = "$d/run/containerd/ttrpc.sock"
-[debug]
-  level = "info"
-[plugins]
-  [plugins.'io.containerd.cri.v1.images']
-    snapshotter = "overlayfs"
-    [plugins.'io.containerd.cri.v1.images'.pinned_images]
-      sandbox = "$PAUSE_IMAGE"
-  [plugins.'io.containerd.cri.v1.runtime']
-    netns_mounts_under_state_dir = true
-    restrict_oom_score_adj = true
-    enable_cdi = false
-    [plugins.'io.containerd.cri.v1.runtime'.containerd]
-      default_runtime_name = "runc"
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-          BinaryName = "$(command -v runc)"
-          SystemdCgroup = false
-          Root = "$d/run/runc"
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
-      bin_dirs = ["/usr/lib/cni"]
-      conf_dir = "$d/cni/net.d"
-  [plugins.'io.containerd.grpc.v1.cri']
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-EOF
-  cat > "$d/etc/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: $ip
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-tlsCertFile: $PKI/kubelet-serving-$n.crt
-tlsPrivateKeyFile: $PKI/kubelet-serving-$n.key
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $PKI/ca.crt}
-authorization:
-  mode: Webhook
-cgroupDriver: cgroupfs
-cgroupRoot: /$n
-failCgroupV1: false
-failSwapOn: false
-clusterDomain: cluster.local
-clusterDNS: [$DNS_SERVICE_IP]
-resolvConf: $STATE/etc/resolv.conf
-podLogsDir: $d/pod-logs
-containerRuntimeEndpoint: unix://$(mn_sock "$i")
-imageServiceEndpoint: unix://$(mn_sock "$i")
-hairpinMode: hairpin-veth
-serializeImagePulls: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
-evictionPressureTransitionPeriod: 10s
-maxPods: 30
-registerNode: true
-rotateCertificates: false
-serverTLSBootstrap: false
-protectKernelDefaults: false
-makeIPTablesUtilChains: false
-localStorageCapacityIsolation: true
-EOF
-  cat > "$d/etc/kube-proxy.yaml" <<EOF
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: iptables
-clientConnection: {kubeconfig: $STATE/kube-proxy.kubeconfig}
-hostnameOverride: $n
-bindAddress: 127.0.0.1
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-clusterCIDR: $MN_CLUSTER_CIDR
-nodePortAddresses: ["$ip/32"]
-iptables: {localhostNodePorts: false, masqueradeAll: false, syncPeriod: 10s, minSyncPeriod: 0s}
-conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-EOF
+  mkdir -p "$d/kubelet"
+  node_configs dir="$d" name="$n" ip="$ip" bridge=cni0 pod_cidr="$(mn_pod_cidr "$i")" gateway="10.221.$i.1" \
+    cluster_cidr="$MN_CLUSTER_CIDR" serving_cert="kubelet-serving-$n" max_pods=30 \
+    node_port_addresses="\"$ip/32\"" localhost_node_ports=false cgroup_root="/$n"
 }
 
 mn_host_network() {
