@@ -8,6 +8,7 @@ interrupted is simply part of what the next round sees.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import redis
 
-from bootstrap import errors, failover, lease, rules, waiting
+from bootstrap import errors, failover, lease, rules, sync_delay, waiting
 from bootstrap import operations as ops
 from bootstrap.endpoints import Connector, DeadlineExceeded, Endpoint, Inventory
 from bootstrap.errors import PlanError
@@ -101,8 +102,10 @@ def _converge(
     first = ops.take_snapshot(inventory, connector)
     if adopt_unlisted and (adopted := adopt(inventory, first)) != inventory:
         inventory, first = adopted, ops.take_snapshot(adopted, connector)
-    with lease.hold(first, connector, progress):
-        return _rounds(inventory, connector, shape, progress, left, started, accept_lost)
+    # syncs: entered by the first step that attaches a replica or fails over (sync_delay.py), left after
+    # the last wait, so the servers get their own delays back whether the run succeeds or not.
+    with lease.hold(first, connector, progress), contextlib.ExitStack() as syncs:
+        return _rounds(inventory, connector, shape, progress, left, started, accept_lost, syncs)
 
 
 def _rounds(
@@ -113,6 +116,7 @@ def _rounds(
     left: Callable[[], float],
     started: float,
     accept_lost: frozenset[int],
+    syncs: contextlib.ExitStack,
 ) -> Outcome:
     executed: list[Plan] = []
     keys_moved = 0
@@ -138,6 +142,8 @@ def _rounds(
             break
         for line in step.describe(snap.names()):
             progress(line)
+        if (step.replicate or step.failovers) and not any(s.replicate or s.failovers for s in executed):
+            syncs.enter_context(sync_delay.lifted(list(snap.members), connector, progress))
         executed.append(step)
         keys_moved += _execute(step, snap, inventory, connector, progress, left)
     else:

@@ -15,7 +15,7 @@ import pytest
 from bootstrap import errors, rules
 from bootstrap import operations as ops
 from bootstrap.converge import converge, describe
-from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, static_inventory
+from bootstrap.endpoints import DirectConnector, Endpoint, Inventory, connected, static_inventory
 from bootstrap.model import SLOTS, Shape
 from tests.bootstrap.helpers import (
     HOSTS,
@@ -44,6 +44,33 @@ def test_create_3x1_then_apply_again_changes_nothing(six: list[RedisNode]) -> No
     again = apply(six, 3, 1)
     assert again.plans == (), "a converged cluster must not be touched"
     assert again.keys_moved == 0
+
+
+def test_replicas_sync_without_waiting_out_the_servers_diskless_delay_and_it_is_set_back(
+    redis_farm: RedisFarm,
+) -> None:
+    """A master about to fork for a full sync first waits repl-diskless-sync-delay (5 s by default, 60 s
+    here) for more replicas. Formation and a scale out attach their replicas and wait for the links in
+    well under that (the run's 30 s would run out otherwise), and every server has its 60 back afterwards."""
+    nodes = redis_farm.spawn(8, hosts=HOSTS, extra={"repl-diskless-sync-delay": "60"})
+    said: list[str] = []
+    for listed, masters in ((nodes[:6], 3), (nodes, 4)):
+        with connected(DirectConnector()) as connector:
+            converge(static_inventory([n.address for n in listed]), connector, Shape(masters, 1), 30, said.append)
+        assert_shape(listed, masters, 1)
+        delays = {n.address: n.client().config_get("repl-diskless-sync-delay") for n in nodes}
+        assert all(d == {"repl-diskless-sync-delay": "60"} for d in delays.values()), delays
+    lifted = [s for s in said if s.startswith("repl-diskless-sync-delay 0 on")]
+    assert lifted == [
+        "repl-diskless-sync-delay 0 on 6 node(s) for this run (was 60 s): set back at its end",
+        "repl-diskless-sync-delay 0 on 8 node(s) for this run (was 60 s): set back at its end",
+    ], said
+    assert said.count("repl-diskless-sync-delay set back on 6 node(s)") == 1, said
+    assert said.count("repl-diskless-sync-delay set back on 8 node(s)") == 1, said
+    again: list[str] = []
+    with connected(DirectConnector()) as connector:
+        converge(static_inventory([n.address for n in nodes]), connector, Shape(4, 1), 30, again.append)
+    assert not [s for s in again if "repl-diskless-sync-delay" in s], "a run with nothing to do changed a setting"
 
 
 def test_formation_leaves_every_view_in_agreement_without_waiting_for_gossip(redis_farm: RedisFarm) -> None:

@@ -25,6 +25,7 @@ REDIS_IO = {
     "auth",
     "backup",
     "restore",
+    "sync_delay",
 }
 KUBE = {"kube"}
 ORCHESTRATION = {"converge", "roll"}
