@@ -41,6 +41,9 @@ class FormationRun:
     tool_cpu_s: float = 0.0
     done: str = "ok"
     steps: dict[str, float] = field(default_factory=dict)  # bench.state.STEPS -> s from the tool's start
+    # Servers ran with the server's own defaults (servers.config(defaults=True); e.g. repl-diskless-sync-delay
+    # 5), not the bench's tuned config (issue 26). Rows written before the field: tuned.
+    server_defaults: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,9 +67,12 @@ def form_once(
     timeout: float,
     settle: float = 0.0,
     done_when: str = "replicas",
+    server_defaults: bool = False,
 ) -> FormationRun:
-    """One formation on fresh servers; ``settle`` > 0 models pods that have been Ready for a while."""
-    with farm(work / f"form-{tool}-{masters}-{node_timeout_ms}-{settle}-{rnd}", node_timeout_ms) as f:
+    """One formation on fresh servers; ``settle`` > 0 models pods that have been Ready for a while;
+    ``server_defaults``: the servers run with the server's defaults, not the tuned bench config."""
+    name = f"form-{tool}-{masters}-{node_timeout_ms}-{settle}{'-defaults' if server_defaults else ''}-{rnd}"
+    with farm(work / name, node_timeout_ms, defaults=server_defaults) as f:
         servers = f.spawn(masters * 2)  # returns once every node answers PING
         last_start = time.monotonic() if not f.started_at else max(f.started_at)
         time.sleep(settle)
@@ -102,4 +108,5 @@ def form_once(
             tool_cpu_s=round(done.cpu_s, 2),
             done=done_when,
             steps={k: round(t - child.started, 3) for k, t in poller.steps.items()},
+            server_defaults=server_defaults,
         )

@@ -84,7 +84,8 @@ def _select(rows: list[Row], **match: Any) -> list[Row]:
 def excluded(results: dict[str, Any]) -> list[str]:
     return [
         f"- {kind} {r['tool']} round {r['round']} ({r.get('masters', r.get('keys'))}, node-timeout "
-        f"{r['node_timeout_ms']} ms): {r['seconds']:.2f} s, excluded: {r['excluded']}"
+        f"{r['node_timeout_ms']} ms{', server defaults' if _defaults(r) else ''}): {r['seconds']:.2f} s, "
+        f"excluded: {r['excluded']}"
         for kind in ("formation", "resharding")
         for r in results[kind]
         if r.get("excluded")
@@ -108,31 +109,49 @@ def _done(r: Row) -> str:
 DONE_LABEL = {"ok": "all ok", "replicas": "all ok + every node sees every replica"}
 
 
-def _form_cells(rows: list[Row]) -> list[tuple[int, float, str]]:
-    return sorted({(r["node_timeout_ms"], r["settle_s"], _done(r)) for r in rows}, key=lambda c: (c[2], -c[0], c[1]))
+def _defaults(r: Row) -> bool:
+    """Whether a formation row's servers ran with the server's own defaults (issue 26); older rows: tuned."""
+    return bool(r.get("server_defaults", False))
 
 
-def _select_form(rows: list[Row], done: str, **match: Any) -> list[Row]:
-    return [r for r in _select(rows, **match) if _done(r) == done]
+def _settings(defaults: bool) -> str:
+    return "server defaults" if defaults else "tuned"
+
+
+# A formation cell: node timeout, settle, finish line, server defaults. Rows differing in any stay apart.
+FormCell = tuple[int, float, str, bool]
+
+
+def _form_cells(rows: list[Row]) -> list[FormCell]:
+    return sorted(
+        {(r["node_timeout_ms"], r["settle_s"], _done(r), _defaults(r)) for r in rows},
+        key=lambda c: (c[2], c[3], -c[0], c[1]),
+    )
+
+
+def _select_form(rows: list[Row], done: str, defaults: bool, **match: Any) -> list[Row]:
+    return [r for r in _select(rows, **match) if _done(r) == done and _defaults(r) == defaults]
 
 
 def formation_table(rows: list[Row]) -> list[str]:
     out = [
-        "| nodes | done when | node-timeout | servers up before clock | Redis rejoin delay | Redis writable floor (s) "
-        "| bootstrap apply (s) | redis-cli create (s) | speed-up | target | bootstrap exits (s) "
-        "| redis-cli exits (s) | servers' CPU, bootstrap / redis-cli (s) | bootstrap CPU (s) | failed runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| nodes | done when | node-timeout | servers up before clock | server settings | Redis rejoin delay "
+        "| Redis writable floor (s) | bootstrap apply (s) | redis-cli create (s) | speed-up | target "
+        "| bootstrap exits (s) | redis-cli exits (s) | servers' CPU, bootstrap / redis-cli (s) | bootstrap CPU (s) "
+        "| failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for nt, settle, done in _form_cells(rows):
+    for nt, settle, done, defaults in _form_cells(rows):
         for m in sorted({r["masters"] for r in rows}):
-            ours = _select_form(rows, done, tool="bootstrap", masters=m, node_timeout_ms=nt, settle_s=settle)
-            cli = _select_form(rows, done, tool="redis-cli", masters=m, node_timeout_ms=nt, settle_s=settle)
+            match = {"masters": m, "node_timeout_ms": nt, "settle_s": settle}
+            ours = _select_form(rows, done, defaults, tool="bootstrap", **match)
+            cli = _select_form(rows, done, defaults, tool="redis-cli", **match)
             if not ours and not cli:
                 continue  # a cell not run (e.g. skipped by bench.run)
             target = {3: "≥ 3x", 50: "≥ 5x"}.get(m, "")
             failed = sum(not r["ok"] for r in ours + cli)
             out.append(
-                f"| {m}x1 ({2 * m}) | {DONE_LABEL.get(done, done)} | {nt} ms | {settle:g} s "
+                f"| {m}x1 ({2 * m}) | {DONE_LABEL.get(done, done)} | {nt} ms | {settle:g} s | {_settings(defaults)} "
                 f"| {_clamp_rejoin_ms(nt) / 1000:.1f} s "
                 f"| {_fmt(r['writable_floor_s'] for r in ours + cli)} "
                 f"| {_fmt(r['seconds'] for r in ours if r['ok'])} | {_fmt(r['seconds'] for r in cli if r['ok'])} "
@@ -155,18 +174,20 @@ def steps_table(rows: list[Row]) -> list[str]:
     if not timed:
         return []
     out = [
-        "| nodes | node-timeout | servers up before clock | tool | runs | " + " | ".join(STEPS) + " | done |",
-        "|---|---|---|---|---|" + "---|" * (len(STEPS) + 1),
+        "| nodes | node-timeout | servers up before clock | server settings | tool | runs | "
+        + " | ".join(STEPS)
+        + " | done |",
+        "|---|---|---|---|---|---|" + "---|" * (len(STEPS) + 1),
     ]
-    for nt, settle, done in _form_cells(timed):
+    for nt, settle, done, defaults in _form_cells(timed):
         for m in sorted({r["masters"] for r in timed}):
             for tool in ("bootstrap", "redis-cli"):
-                sel = _select_form(timed, done, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
+                sel = _select_form(timed, done, defaults, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
                 if not sel:
                     continue
                 cells = [_fmt(r["steps"].get(step, math.nan) for r in sel) for step in STEPS]
                 out.append(
-                    f"| {m}x1 | {nt} ms | {settle:g} s | {tool} | {len(sel)} | "
+                    f"| {m}x1 | {nt} ms | {settle:g} s | {_settings(defaults)} | {tool} | {len(sel)} | "
                     + " | ".join(cells)
                     + f" | {_fmt(r['seconds'] for r in sel)} |"
                 )
@@ -209,15 +230,15 @@ def ratios(results: dict[str, Any]) -> list[str]:
     lines = []
     form = results["formation"]
     for m, want in ((3, 3.0), (50, 5.0)):
-        for nt, settle, done in _form_cells(form):
+        for nt, settle, done, defaults in _form_cells(form):
             match = {"masters": m, "node_timeout_ms": nt, "settle_s": settle}
-            ours = _med(_select_form(form, done, tool="bootstrap", **match), "seconds")
-            cli = _med(_select_form(form, done, tool="redis-cli", **match), "seconds")
+            ours = _med(_select_form(form, done, defaults, tool="bootstrap", **match), "seconds")
+            cli = _med(_select_form(form, done, defaults, tool="redis-cli", **match), "seconds")
             if not math.isnan(ours) and not math.isnan(cli):
                 verdict = "met" if cli / ours >= want else "missed"
                 lines.append(
                     f"- formation {m}x1 (done: {DONE_LABEL.get(done, done)}), node-timeout {nt} ms, "
-                    f"servers up {settle:g} s before the clock: "
+                    f"servers up {settle:g} s before the clock{', server defaults' if defaults else ''}: "
                     f"{cli / ours:.1f}x (target {want:.0f}x, {verdict})"
                 )
     rs = results["resharding"]
@@ -244,7 +265,8 @@ def ratios(results: dict[str, Any]) -> list[str]:
 NOTES = Path(__file__).with_name("NOTES.md")
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], chart_link: str = "benchmarks.png") -> str:
+    """The Markdown; ``chart_link``: the chart's path relative to the Markdown file."""
     m = results["machine"]
     runs = results.get("runs") or []
     runs_lines: list[str] = []
@@ -298,7 +320,11 @@ def markdown(results: dict[str, Any]) -> str:
             '"exits" is when the tool\'s process ended (what a `pulumi up` waits for), also from the clock start. '
             "\"servers' CPU\" is the user+system CPU of all redis-server processes from the tool's start to ready: "
             "on this machine's cores, a run of W seconds can use at most cores x W, so a value near that means the "
-            "servers' own work (handshakes, gossip), not the tool, set the pace.",
+            "servers' own work (handshakes, gossip), not the tool, set the pace. "
+            '"server settings": tuned = the bench\'s config (bench/servers.py: `repl-diskless-sync-delay 0`, '
+            "`appendonly yes`, `save \"\"`, the deployment's cluster settings); server defaults = the server's "
+            "own defaults for all of those (Redis 7.0: `repl-diskless-sync-delay 5`, `appendonly no`), only "
+            "what a loopback node needs set (`--form-cells NODE_TIMEOUT_MS:SETTLE_S:defaults`).",
             "",
             *formation_table(results["formation"]),
             "",
@@ -338,7 +364,7 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["## Runs left out of the medians", "", *excluded(results), ""]
     if NOTES.exists():
         parts += [NOTES.read_text().strip(), ""]
-    parts += ["![formation and resharding](benchmarks.png)", ""]
+    parts += [f"![formation and resharding]({chart_link})", ""]
     return "\n".join(parts)
 
 
@@ -351,15 +377,15 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [2, 1]})
     form = results["formation"]
     cells = sorted(
-        {(r["node_timeout_ms"], r["settle_s"], r["masters"], _done(r)) for r in form},
-        key=lambda c: (c[3], -c[0], c[1], c[2]),
+        {(r["node_timeout_ms"], r["settle_s"], r["masters"], _done(r), _defaults(r)) for r in form},
+        key=lambda c: (c[3], c[4], -c[0], c[1], c[2]),
     )
     width = 0.38
     for k, tool in enumerate(("bootstrap", "redis-cli")):
         meds: list[float] = []
         errs: list[list[float]] = [[], []]
-        for nt, settle, m, done in cells:
-            sel = _select_form(form, done, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
+        for nt, settle, m, done, defaults in cells:
+            sel = _select_form(form, done, defaults, tool=tool, masters=m, node_timeout_ms=nt, settle_s=settle)
             med, lo, hi = _stats(r["seconds"] for r in sel if r["ok"])
             meds.append(med)
             errs[0].append(med - lo if not math.isnan(med) else 0)
@@ -368,7 +394,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax1.bar(xs, meds, width, yerr=errs, label=tool, capsize=3)
     ax1.set_xticks(
         range(len(cells)),
-        [f"{m}x1\nnt {nt / 1000:g}s\nup {st:g}s\n{'+replicas' if d == 'replicas' else 'ok'}" for nt, st, m, d in cells],
+        [
+            f"{m}x1\nnt {nt / 1000:g}s\nup {st:g}s\n{'+replicas' if d == 'replicas' else 'ok'}"
+            + ("\ndefaults" if dflt else "")
+            for nt, st, m, d, dflt in cells
+        ],
         fontsize=7,
     )
     ax1.set_ylabel("seconds to complete cluster (lower is better)")

@@ -30,7 +30,9 @@ DEFAULT_KEYS = (50_000, 200_000, 1_000_000)
 # 15000 ms: the project's default (components/settings/); Redis clamps its rejoin delay to 5 s. Clock at once.
 # 1000 ms, servers up 3 s first (pods Ready before the bootstrap runs): the smallest timeout the project allows
 # and no CLUSTER_WRITABLE_DELAY left, i.e. as little of Redis' own waiting as possible, to show the tools' part.
-DEFAULT_FORM_CELLS = ((15000, 0.0), (1000, 3.0))
+# Third field: the servers run with the server's own defaults (servers.config(defaults=True)), not tuned.
+DEFAULT_FORM_CELLS = ((15000, 0.0, False), (1000, 3.0, False))
+DEFAULTS = "defaults"  # --form-cells NODE_TIMEOUT_MS:SETTLE_S:defaults
 SMOKE: dict[str, tuple[int, ...] | int] = {
     "form_sizes": (3,),
     "keys": (2000,),
@@ -42,8 +44,16 @@ SMOKE: dict[str, tuple[int, ...] | int] = {
 MAX_MASTERS_SHORT_TIMEOUT = 10
 
 
-def _cells(text: str) -> tuple[tuple[int, float], ...]:
-    return tuple((int(c.split(":")[0]), float(c.split(":")[1])) for c in text.split(",") if c)
+def _cell(text: str) -> tuple[int, float, bool]:
+    """``NODE_TIMEOUT_MS:SETTLE_S`` (tuned servers) or ``NODE_TIMEOUT_MS:SETTLE_S:defaults``."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != DEFAULTS):
+        raise argparse.ArgumentTypeError(f"{text!r}: a cell is NODE_TIMEOUT_MS:SETTLE_S[:{DEFAULTS}]")
+    return int(parts[0]), float(parts[1]), len(parts) == 3
+
+
+def _cells(text: str) -> tuple[tuple[int, float, bool], ...]:
+    return tuple(_cell(c) for c in text.split(",") if c)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -61,8 +71,10 @@ def parser() -> argparse.ArgumentParser:
         "--form-cells",
         type=_cells,
         default=DEFAULT_FORM_CELLS,
-        help="formation cells NODE_TIMEOUT_MS:SETTLE_S, e.g. 15000:0,1000:3 (settle: seconds the servers are up "
-        "before the clock starts; 0 = at once, as the issue asks)",
+        help="formation cells NODE_TIMEOUT_MS:SETTLE_S[:defaults], e.g. 15000:0,1000:3,3000:0:defaults (settle: "
+        "seconds the servers are up before the clock starts; 0 = at once, as the issue asks; defaults: the "
+        "servers run with the server's own defaults, e.g. repl-diskless-sync-delay 5, instead of the bench's "
+        "tuned config, see bench/servers.py config)",
     )
     p.add_argument(
         "--form-done",
@@ -75,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
         "--append",
         action="store_true",
         help="add this run's rows to those already in --out (cells keep apart by node timeout, settle, finish "
-        "line); the Markdown lists every command",
+        "line, server defaults or tuned); the Markdown lists every command",
     )
     p.add_argument("--reshard-timeouts", type=_ints, default=(15000, 1000), help="cluster-node-timeout, resharding")
     p.add_argument("--tools", type=lambda t: tuple(t.split(",")), default=TOOLS, help="bootstrap,redis-cli")
@@ -97,6 +109,13 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _chart_link(args: argparse.Namespace) -> str:
+    """The chart as the Markdown links it: relative to the Markdown's directory (docs/X.md -> X.png)."""
+    chart: Path = args.chart
+    markdown: Path = args.markdown
+    return os.path.relpath(chart.resolve(), markdown.resolve().parent)
+
+
 def _write(args: argparse.Namespace, results: dict[str, Any], started: float) -> None:
     """Rewrite all outputs after every run: an interrupted run still leaves what it measured."""
     results["seconds"] = round(time.monotonic() - started, 1)
@@ -107,7 +126,7 @@ def _write(args: argparse.Namespace, results: dict[str, Any], started: float) ->
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(report.markdown(results))
+    args.markdown.write_text(report.markdown(results, _chart_link(args)))
     report.chart(results, args.chart)
 
 
@@ -117,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report_only:
         saved = json.loads(args.out.read_text())
-        args.markdown.write_text(report.markdown(saved))
+        args.markdown.write_text(report.markdown(saved, _chart_link(args)))
         report.chart(saved, args.chart)
         return 0
     if args.server:
@@ -129,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.smoke:
         args.form_sizes, args.keys, args.rounds = SMOKE["form_sizes"], SMOKE["keys"], SMOKE["rounds"]
-        args.reshard_timeouts, args.form_cells = SMOKE["reshard_timeouts"], ((1000, 0.0),)
+        args.reshard_timeouts, args.form_cells = SMOKE["reshard_timeouts"], ((1000, 0.0, False),)
     results: dict[str, Any] = {
         "command": "venv/bin/python -m bench " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         "machine": report.machine_info(),
@@ -151,16 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.work:
             servers.KEEP_DIRS, work = True, args.work
         if "formation" not in args.skip:
-            for nt, settle in args.form_cells:
+            for nt, settle, defaults in args.form_cells:
+                settings = "server defaults" if defaults else "tuned"
                 for masters in args.form_sizes:
                     if masters > MAX_MASTERS_SHORT_TIMEOUT and nt < 5000:
                         _say(f"formation {masters}x1 at node-timeout {nt} ms skipped (see MAX_MASTERS_SHORT_TIMEOUT)")
                         continue
                     for rnd in range(args.rounds):
                         for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
-                            r = form_once(tool, masters, nt, rnd, work, args.timeout, settle, args.form_done)
+                            r = form_once(tool, masters, nt, rnd, work, args.timeout, settle, args.form_done, defaults)
                             _say(
-                                f"formation {masters}x1 node-timeout {nt} settle {settle} {tool}: "
+                                f"formation {masters}x1 node-timeout {nt} settle {settle} {settings} {tool}: "
                                 f"{r.seconds:.2f}s (writable floor {r.writable_floor_s:.2f}s) {r.error}"
                             )
                             results["formation"].append(r.to_json())

@@ -11,7 +11,9 @@ appendonly everysec, replica migration on, full coverage off) plus what a
 loopback farm needs: ``bind-source-addr`` so that nodes on 127.0.0.2/3 are
 seen at their own address, and ``repl-diskless-sync-delay 0`` so a replica
 syncs at once instead of waiting 5 s for company (a pod would wait as well,
-but that wait would measure Redis' default, not either tool).
+but that wait would measure Redis' default, not either tool). ``config(defaults=True)`` and
+``farm(defaults=True)`` leave all of that out but what a loopback node cannot run without: servers
+as users start them (issue 26).
 """
 
 from __future__ import annotations
@@ -134,8 +136,20 @@ def config(
     cluster: bool = True,
     node_timeout_ms: int = 3000,
     extra: Mapping[str, str] | None = None,
+    defaults: bool = False,
 ) -> dict[str, str]:
-    """redis.conf lines for a loopback server; ``extra`` wins over everything."""
+    """redis.conf lines for a loopback server; ``extra`` wins over everything.
+
+    ``defaults``: the server's own defaults for everything a loopback node can run without (issue 26:
+    servers as users start them). Kept, because the farm needs them: bind, bind-source-addr, port,
+    dir, daemonize no (the farm stops the PID it started), protected-mode no (see below), logfile,
+    pidfile and, for a cluster node, cluster-enabled, cluster-config-file and cluster-node-timeout.
+    Left out: ``save ""`` (default: 3600 1 300 100 60 10000), ``appendonly yes`` (default no) and
+    ``repl-diskless-sync-delay 0`` (default 5). ``Farm`` leaves DEPLOYMENT_LIKE out as well:
+    appendfsync everysec, cluster-migration-barrier 1, cluster-allow-replica-migration yes and
+    cluster-preferred-endpoint-type ip are Redis 7.0's defaults anyway; cluster-require-full-coverage
+    no is not (default yes). Defaults as of Redis 7.0; another ``--server`` has its own.
+    """
     conf = {
         "bind": host,
         # Outgoing cluster-bus connections leave from our own loopback address, as from a pod's IP;
@@ -146,19 +160,24 @@ def config(
         "daemonize": "no",
         "save": '""',
         "appendonly": "yes",
+        # Needed, also with ``defaults``: protected mode (no password) answers only 127.0.0.1, and the
+        # nodes on 127.0.0.2/3 reach each other from their own addresses (DENIED, measured on 7.0).
         "protected-mode": "no",
         "logfile": str(dir / "redis.log"),
         "pidfile": str(dir / "redis.pid"),
     }
+    if defaults:
+        del conf["save"], conf["appendonly"]
     if cluster:
         conf.update(
             {
                 "cluster-enabled": "yes",
                 "cluster-config-file": "nodes.conf",
                 "cluster-node-timeout": str(node_timeout_ms),
-                "repl-diskless-sync-delay": "0",
             }
         )
+        if not defaults:
+            conf["repl-diskless-sync-delay"] = "0"
     conf.update(extra or {})
     return conf
 
@@ -294,10 +313,12 @@ _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 class Farm:
     """Servers of one step; ``stop_all`` (always called, see ``farm``) stops exactly these PIDs."""
 
-    def __init__(self, base: Path, node_timeout_ms: int, binary: str | None = None) -> None:
+    def __init__(self, base: Path, node_timeout_ms: int, binary: str | None = None, defaults: bool = False) -> None:
         self.base = base
         self.node_timeout_ms = node_timeout_ms
         self.binary = binary or server_binary()
+        # Servers with the server's own defaults (config(defaults=True), without DEPLOYMENT_LIKE).
+        self.defaults = defaults
         self.servers: list[Server] = []
         self.started_at: list[float] = []  # time.monotonic() of each Popen
         self._ports: set[int] = set()
@@ -309,7 +330,14 @@ class Farm:
             host = HOSTS[len(self.servers) % len(HOSTS)]
             port = free_cluster_port(host, self._ports)
             d = self.base / f"node-{len(self.servers)}"
-            conf = config(host, port, d, node_timeout_ms=self.node_timeout_ms, extra=DEPLOYMENT_LIKE)
+            conf = config(
+                host,
+                port,
+                d,
+                node_timeout_ms=self.node_timeout_ms,
+                extra=None if self.defaults else DEPLOYMENT_LIKE,
+                defaults=self.defaults,
+            )
             proc = start_server(self.binary, host, port, d, conf)
             self.started_at.append(time.monotonic())
             server = Server(host, port, d, proc)
@@ -328,9 +356,9 @@ class Farm:
 
 
 @contextlib.contextmanager
-def farm(base: Path, node_timeout_ms: int, binary: str | None = None) -> Iterator[Farm]:
-    """A Farm whose servers are stopped on success and on failure."""
-    f = Farm(base, node_timeout_ms, binary)
+def farm(base: Path, node_timeout_ms: int, binary: str | None = None, defaults: bool = False) -> Iterator[Farm]:
+    """A Farm whose servers are stopped on success and on failure (``defaults``: see ``Farm``)."""
+    f = Farm(base, node_timeout_ms, binary, defaults)
     try:
         yield f
     finally:
