@@ -188,10 +188,13 @@ def _through_kube(args: argparse.Namespace, password: str | None) -> int:
 
     The restore's temporary servers MIGRATE into the tunnels' local ends (``Connector.dial``), so
     keys still go server to server, through the API server instead of the pod network."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    from bootstrap.kube import PortForwardConnector, statefulset_inventory
+
     try:
         namespace, statefulset = _kube(args.kube)
-        from bootstrap.kube import PortForwardConnector, statefulset_inventory
-
         inventory = statefulset_inventory(namespace, statefulset, _progress, args.context)
         with connected(PortForwardConnector(inventory, namespace, args.context, password, args.user)) as connector:
             if args.command == "check":
@@ -204,7 +207,7 @@ def _through_kube(args: argparse.Namespace, password: str | None) -> int:
     except (errors.BootstrapError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError, ConfigException, ApiException) as exc:  # no kubeconfig, a refused API call
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

@@ -2,7 +2,7 @@
 
 Pure: no I/O and no third-party import, so every layer may raise them. Each message names the node,
 file or setting and what to do; the provider and the command line print it without a traceback.
-``BootstrapError`` is not called ``BootstrapError``: redis-py has a ``BootstrapError`` of its own, and a
+``BootstrapError`` is not called ``ClusterError``: redis-py has a ``ClusterError`` of its own, and a
 module catching one must never catch the other by a name.
 """
 

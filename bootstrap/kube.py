@@ -27,10 +27,13 @@ REVISION_LABEL = "controller-revision-hash"
 def _load_config(context: str | None) -> Any:
     from kubernetes import client, config
 
+    if context:  # a named context is a kubeconfig's, also when this runs inside a pod
+        config.load_kube_config(context=context)
+        return client
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config(context=context or None)
+        config.load_kube_config()
     return client
 
 
@@ -405,9 +408,15 @@ class PortForwardConnector(DirectConnector):
         self._context = context
         self._pods = {e.address: e.name for e in inventory.endpoints}
         self._tunnels: dict[str, _Tunnel] = {}
+        self._tunnels_lock = threading.Lock()  # not the clients' lock: client() dials while holding that one
         self._api: Any = None
 
     def dial(self, address: str) -> tuple[str, int]:
+        """A tunnel's local end; several threads may ask at once (the restore's loaders MIGRATE in parallel)."""
+        with self._tunnels_lock:
+            return "127.0.0.1", self._tunnel(address).port
+
+    def _tunnel(self, address: str) -> _Tunnel:
         if address not in self._tunnels:
             if address not in self._pods:
                 raise ValueError(f"{address} is not a pod of this deployment; no tunnel to it")
@@ -415,7 +424,7 @@ class PortForwardConnector(DirectConnector):
                 self._api = _core_api(self._context)
             _, port = split_address(address)
             self._tunnels[address] = _Tunnel(self._api, self._namespace, self._pods[address], port)
-        return "127.0.0.1", self._tunnels[address].port
+        return self._tunnels[address]
 
     def close(self) -> None:
         super().close()

@@ -11,6 +11,7 @@ without an earlier one on another).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -243,4 +244,10 @@ def test_the_command_line_takes_a_seed_or_a_statefulset_and_says_what_is_wrong(t
     assert restore_both.returncode == 2 and "one of them" in restore_both.stderr, restore_both.stderr
     restore_bad = run_cli("restore", "--from", str(tmp_path), "--kube", "ns")
     assert restore_bad.returncode == 1 and "--kube is 'ns'" in restore_bad.stderr, restore_bad.stderr
+    no_config = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    no_config["KUBECONFIG"] = str(tmp_path / "absent" / "kubeconfig")
+    unconfigured = run_cli("check", "--kube", "ns/sts", env=no_config)
+    assert unconfigured.returncode == 1 and unconfigured.stderr.startswith("error: ConfigException"), (
+        unconfigured.stderr
+    )
     assert not list(tmp_path.iterdir()), "a refused command made something"

@@ -7,6 +7,8 @@ its master's "node" when another one can take it.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -71,6 +73,31 @@ def test_replicas_sync_without_waiting_out_the_servers_diskless_delay_and_it_is_
     with connected(DirectConnector()) as connector:
         converge(static_inventory([n.address for n in nodes]), connector, Shape(4, 1), 30, again.append)
     assert not [s for s in again if "repl-diskless-sync-delay" in s], "a run with nothing to do changed a setting"
+
+
+def test_the_diskless_delay_is_set_back_where_it_can_be_when_the_run_fails(redis_farm: RedisFarm) -> None:
+    """A node frozen right after the lift: the run fails on its 10 s, and still sets the other nodes' 60 back
+    (on its own seconds, past the run's), naming the node it could not reach, which keeps 0."""
+    nodes = redis_farm.spawn(6, hosts=HOSTS, extra={"repl-diskless-sync-delay": "60"})
+    frozen = nodes[5]
+    assert frozen.proc is not None
+    said: list[str] = []
+
+    def progress(message: str) -> None:
+        said.append(message)
+        if message.startswith("repl-diskless-sync-delay 0 on") and frozen.proc is not None:
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+
+    try:
+        with pytest.raises(errors.BootstrapError), connected(DirectConnector()) as connector:
+            converge(static_inventory([n.address for n in nodes]), connector, Shape(3, 1), 10, progress)
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+    delays = {n.address: n.client().config_get("repl-diskless-sync-delay") for n in nodes}
+    assert all(delays[n.address] == {"repl-diskless-sync-delay": "60"} for n in nodes[:5]), delays
+    assert delays[frozen.address] == {"repl-diskless-sync-delay": "0"}, delays
+    warnings = [s for s in said if s.startswith("WARNING: repl-diskless-sync-delay could not be set back on")]
+    assert len(warnings) == 1 and frozen.address in warnings[0], said
 
 
 def test_formation_leaves_every_view_in_agreement_without_waiting_for_gossip(redis_farm: RedisFarm) -> None:

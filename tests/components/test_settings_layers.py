@@ -23,6 +23,10 @@ def imports(module: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
+            found |= {f"components.settings.{node.module or alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "components.settings":
+            found |= {f"components.settings.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
     return found
