@@ -6,12 +6,12 @@ layers fails here before it makes the pure planner need a server or the Kubernet
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 import bootstrap
+from tests.imports import imported_modules
 
 PACKAGE = Path(bootstrap.__file__).parent
 PURE = {"errors", "model", "engines", "manifest", "planner", "rules", "waiting", "props"}
@@ -34,18 +34,7 @@ LAYERS = PURE | REDIS_IO | KUBE | ORCHESTRATION | BOUNDARY
 
 
 def imports(module: str) -> set[str]:
-    """Every module ``module`` imports, as dotted names; ``from bootstrap import x`` gives ``bootstrap.x``."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "bootstrap":
-                found |= {f"bootstrap.{alias.name}" for alias in node.names}
-            else:
-                found.add(node.module)
-    return found
+    return imported_modules(PACKAGE / f"{module}.py", "bootstrap")
 
 
 def ours(module: str) -> set[str]:

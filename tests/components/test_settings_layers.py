@@ -6,30 +6,19 @@ validation that reaches for the engine's config, fails here.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 import components.settings
+from tests.imports import imported_modules
 
 PACKAGE = Path(components.settings.__file__).parent
 ORDER = ["rules", "declarations", "validate", "load", "reference"]
 
 
 def imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
-            found |= {f"components.settings.{node.module or alias.name}" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module == "components.settings":
-            found |= {f"components.settings.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
+    return imported_modules(PACKAGE / f"{module}.py", "components.settings")
 
 
 def test_every_module_has_its_place() -> None:
