@@ -62,6 +62,33 @@ def _clamp_rejoin_ms(node_timeout_ms: int) -> int:
     return min(max(node_timeout_ms, 500), 5000)
 
 
+def _replicas(r: Row) -> int:
+    """Replicas per master of a resharding row; rows from before issue 26 had no field and ran 3x1 -> 4x1."""
+    return int(r.get("replicas", 1))
+
+
+def _shape(replicas: int) -> str:
+    return f"3x{replicas} → 4x{replicas}"
+
+
+def _select_rs(rows: list[Row], replicas: int, **match: Any) -> list[Row]:
+    return [r for r in _select(rows, **match) if _replicas(r) == replicas]
+
+
+def _rs_cells(rows: list[Row]) -> list[tuple[int, int, int]]:
+    """(keys, node timeout, replicas) of the resharding rows: keys up, node timeout down, x1 before x0."""
+    return sorted({(r["keys"], r["node_timeout_ms"], _replicas(r)) for r in rows}, key=lambda c: (c[0], -c[1], -c[2]))
+
+
+def _floor(r: Row) -> float:
+    """The run's measured floor (MEET reached the new master -> its first cluster_state:ok); NaN if none."""
+    return float(r.get("floor_s", math.nan))
+
+
+def _join(r: Row, step: str) -> float:
+    return float(r.get("join_steps", {}).get(step, math.nan))
+
+
 def _stats(values: Iterable[float]) -> tuple[float, float, float]:
     v = [x for x in values if not math.isnan(x)]
     if not v:
@@ -83,7 +110,8 @@ def _select(rows: list[Row], **match: Any) -> list[Row]:
 
 def excluded(results: dict[str, Any]) -> list[str]:
     return [
-        f"- {kind} {r['tool']} round {r['round']} ({r.get('masters', r.get('keys'))}, node-timeout "
+        f"- {kind} {r['tool']} round {r['round']} ({r.get('masters', r.get('keys'))}"
+        f"{', ' + _shape(_replicas(r)) if kind == 'resharding' else ''}, node-timeout "
         f"{r['node_timeout_ms']} ms{', server defaults' if _defaults(r) else ''}): {r['seconds']:.2f} s, "
         f"excluded: {r['excluded']}"
         for kind in ("formation", "resharding")
@@ -197,32 +225,96 @@ def steps_table(rows: list[Row]) -> list[str]:
 
 def reshard_table(rows: list[Row]) -> list[str]:
     out = [
-        "| keys | node-timeout | tool | keys moved | wall (s) | keys/s (wall) | move phase (s) | keys/s (move phase) "
-        "| client p50 / p99 at rest (ms) | client p50 / p99 during move (ms) | client errors | keys lost "
-        "| peak RSS (MB) | tool CPU (s) | busiest redis-server CPU (s) | tool failures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| keys | scale-out | node-timeout | tool | keys moved | wall (s) | keys/s (wall) | move phase (s) "
+        "| keys/s (move phase) | client p50 / p99 at rest (ms) | client p50 / p99 during move (ms) | client errors "
+        "| keys lost | peak RSS (MB) | tool CPU (s) | busiest redis-server CPU (s) | tool failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for keys in sorted({r["keys"] for r in rows}):
-        for nt in sorted({r["node_timeout_ms"] for r in rows}, reverse=True):
-            for tool in ("bootstrap", "redis-cli"):
-                sel = _select(rows, tool=tool, keys=keys, node_timeout_ms=nt)
-                if not sel:
-                    continue
-                ok = [r for r in sel if r["ok"]]
-                lost = sum(max(r["lost"], 0) for r in sel)
-                fails = sum(len(r["failures"]) for r in sel)
-                out.append(
-                    f"| {keys:,} | {nt} ms | {tool} | {_fmt((r['keys_moved'] for r in ok), 0)} "
-                    f"| {_fmt(r['seconds'] for r in ok)} | {_fmt((r['keys_per_s'] for r in ok), 0)} "
-                    f"| {_fmt(r['move_seconds'] for r in ok)} | {_fmt((r['move_keys_per_s'] for r in ok), 0)} "
-                    f"| {_fmt(r['rest_p50_ms'] for r in ok)} / {_fmt(r['rest_p99_ms'] for r in ok)} "
-                    f"| {_fmt(r['move_p50_ms'] for r in ok)} / {_fmt(r['move_p99_ms'] for r in ok)} "
-                    f"| {sum(r['client_errors'] for r in ok)} | {lost} "
-                    f"| {_fmt((r['peak_rss_mb'] for r in ok), 0)} | {_fmt(r['tool_cpu_s'] for r in ok)} "
-                    f"| {_fmt(max(r['redis_cpu_s'].values(), default=math.nan) for r in ok)} "
-                    f"| {fails} in {len(sel)} runs; {sum(not r['ok'] for r in sel)} run(s) did not finish |"
-                )
+    for keys, nt, replicas in _rs_cells(rows):
+        for tool in ("bootstrap", "redis-cli"):
+            sel = _select_rs(rows, replicas, tool=tool, keys=keys, node_timeout_ms=nt)
+            if not sel:
+                continue
+            ok = [r for r in sel if r["ok"]]
+            lost = sum(max(r["lost"], 0) for r in sel)
+            fails = sum(len(r["failures"]) for r in sel)
+            out.append(
+                f"| {keys:,} | {_shape(replicas)} | {nt} ms | {tool} | {_fmt((r['keys_moved'] for r in ok), 0)} "
+                f"| {_fmt(r['seconds'] for r in ok)} | {_fmt((r['keys_per_s'] for r in ok), 0)} "
+                f"| {_fmt(r['move_seconds'] for r in ok)} | {_fmt((r['move_keys_per_s'] for r in ok), 0)} "
+                f"| {_fmt(r['rest_p50_ms'] for r in ok)} / {_fmt(r['rest_p99_ms'] for r in ok)} "
+                f"| {_fmt(r['move_p50_ms'] for r in ok)} / {_fmt(r['move_p99_ms'] for r in ok)} "
+                f"| {sum(r['client_errors'] for r in ok)} | {lost} "
+                f"| {_fmt((r['peak_rss_mb'] for r in ok), 0)} | {_fmt(r['tool_cpu_s'] for r in ok)} "
+                f"| {_fmt(max(r['redis_cpu_s'].values(), default=math.nan) for r in ok)} "
+                f"| {fails} in {len(sel)} runs; {sum(not r['ok'] for r in sel)} run(s) did not finish |"
+            )
     return out
+
+
+FLOOR_TARGET_S = 0.5  # issue 26: the bootstrap within 0.5 s of the floor (median gap, wall - floor, per run)
+
+
+def floor_table(rows: list[Row]) -> list[str]:
+    """The no-replica cells: each run's measured floor, the tool's wall time and the gap, split around the floor."""
+    cells = [c for c in _rs_cells(rows) if c[2] == 0]
+    if not cells:
+        return []
+    out = [
+        "| keys | node-timeout | Redis rejoin delay (formula) | tool | runs with a floor | MEET reached the new master "
+        "(s after start) | floor: MEET → new master ok (s) | of it, new master sees slots → ok (s) "
+        "| new master ok → done (s) | wall (s) | gap: wall - floor (s) | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for keys, nt, replicas in cells:
+        for tool in ("bootstrap", "redis-cli"):
+            sel = [r for r in _select_rs(rows, replicas, tool=tool, keys=keys, node_timeout_ms=nt) if r["ok"]]
+            if not sel:
+                continue
+            floored = [r for r in sel if not math.isnan(_floor(r))]
+            target = ""
+            if tool == "bootstrap":
+                gap = _stats(r["seconds"] - _floor(r) for r in floored)[0]
+                verdict = "—" if math.isnan(gap) else "met" if gap <= FLOOR_TARGET_S else "missed"
+                target = f"gap ≤ {FLOOR_TARGET_S:g} s: {verdict}"
+            out.append(
+                f"| {keys:,} | {nt} ms | {_clamp_rejoin_ms(nt) / 1000:.1f} s | {tool} | {len(floored)} of {len(sel)} "
+                f"| {_fmt(_join(r, 'joined') for r in floored)} | {_fmt(_floor(r) for r in floored)} "
+                f"| {_fmt(_join(r, 'ok') - _join(r, 'sees_slots') for r in floored)} "
+                f"| {_fmt(r['seconds'] - _join(r, 'ok') for r in floored)} "
+                f"| {_fmt(r['seconds'] for r in sel)} | {_fmt(r['seconds'] - _floor(r) for r in floored)} "
+                f"| {target} |"
+            )
+    return out
+
+
+def floor_lines(rows: list[Row]) -> list[str]:
+    """The issue-26 target per no-replica cell: the bootstrap within FLOOR_TARGET_S of the measured floor."""
+    lines = []
+    for keys, nt, replicas in _rs_cells(rows):
+        if replicas != 0:
+            continue
+        every = [r for r in _select_rs(rows, replicas, keys=keys, node_timeout_ms=nt) if r["ok"]]
+        floor = _stats(_floor(r) for r in every)[0]
+        if math.isnan(floor):
+            continue
+        parts = []
+        for tool in ("bootstrap", "redis-cli"):
+            sel = [r for r in every if r["tool"] == tool and not math.isnan(_floor(r))]
+            if not sel:
+                continue
+            wall, gap = _stats(r["seconds"] for r in sel)[0], _stats(r["seconds"] - _floor(r) for r in sel)[0]
+            verdict = ""
+            if tool == "bootstrap":
+                verdict = f" (target ≤ {FLOOR_TARGET_S:g} s: {'met' if gap <= FLOOR_TARGET_S else 'missed'})"
+            parts.append(f"{tool} {wall:.2f} s, {gap:.2f} s over its floor{verdict}")
+        lines.append(
+            f"- resharding {keys:,} keys without replicas ({_shape(replicas)}), node-timeout {nt} ms: floor "
+            f"{floor:.2f} s (the new master's MEET → its first cluster_state:ok, median of {len(every)} runs; "
+            f"Redis' rejoin delay {_clamp_rejoin_ms(nt) / 1000:.1f} s); bootstrap within "
+            f"{FLOOR_TARGET_S:g} s of the floor: " + "; ".join(parts)
+        )
+    return lines
 
 
 def ratios(results: dict[str, Any]) -> list[str]:
@@ -242,24 +334,24 @@ def ratios(results: dict[str, Any]) -> list[str]:
                     f"{cli / ours:.1f}x (target {want:.0f}x, {verdict})"
                 )
     rs = results["resharding"]
-    for keys in sorted({r["keys"] for r in rs}):
-        for nt in sorted({r["node_timeout_ms"] for r in rs}, reverse=True):
-            ours_rows = _select(rs, tool="bootstrap", keys=keys, node_timeout_ms=nt)
-            cli_rows = _select(rs, tool="redis-cli", keys=keys, node_timeout_ms=nt)
-            ours, cli = _med(ours_rows, "keys_per_s"), _med(cli_rows, "keys_per_s")
-            if math.isnan(ours) or math.isnan(cli):
-                continue
-            move = _ratio(_med(ours_rows, "move_keys_per_s"), _med(cli_rows, "move_keys_per_s"))
-            p99_rest, p99_move = _med(ours_rows, "rest_p99_ms"), _med(ours_rows, "move_p99_ms")
-            rss = max((r["peak_rss_mb"] for r in ours_rows), default=math.nan)
-            lost = sum(max(r["lost"], 0) for r in ours_rows + cli_rows)
-            lines.append(
-                f"- resharding {keys:,} keys, node-timeout {nt} ms: {ours / cli:.1f}x redis-cli's keys/s over the "
-                f"wall time, {move} in the move phase (target 10x at 1M); "
-                f"client p99 during/at rest {p99_move / p99_rest:.1f}x (target ≤ 10x); "
-                f"bootstrap peak RSS {rss:.0f} MB (target < 150 MB); keys lost {lost}"
-            )
-    return lines
+    for keys, nt, replicas in _rs_cells(rs):
+        ours_rows = _select_rs(rs, replicas, tool="bootstrap", keys=keys, node_timeout_ms=nt)
+        cli_rows = _select_rs(rs, replicas, tool="redis-cli", keys=keys, node_timeout_ms=nt)
+        ours, cli = _med(ours_rows, "keys_per_s"), _med(cli_rows, "keys_per_s")
+        if math.isnan(ours) or math.isnan(cli):
+            continue
+        move = _ratio(_med(ours_rows, "move_keys_per_s"), _med(cli_rows, "move_keys_per_s"))
+        p99_rest, p99_move = _med(ours_rows, "rest_p99_ms"), _med(ours_rows, "move_p99_ms")
+        rss = max((r["peak_rss_mb"] for r in ours_rows), default=math.nan)
+        lost = sum(max(r["lost"], 0) for r in ours_rows + cli_rows)
+        shape = "" if replicas == 1 else f" without replicas ({_shape(replicas)})"
+        lines.append(
+            f"- resharding {keys:,} keys{shape}, node-timeout {nt} ms: {ours / cli:.1f}x redis-cli's keys/s over "
+            f"the wall time, {move} in the move phase (target 10x at 1M); "
+            f"client p99 during/at rest {p99_move / p99_rest:.1f}x (target ≤ 10x); "
+            f"bootstrap peak RSS {rss:.0f} MB (target < 150 MB); keys lost {lost}"
+        )
+    return lines + floor_lines(rs)
 
 
 NOTES = Path(__file__).with_name("NOTES.md")
@@ -342,8 +434,9 @@ def markdown(results: dict[str, Any], chart_link: str = "benchmarks.png") -> str
                 "",
             ]
     if results["resharding"]:
+        shapes = {_replicas(r) for r in results["resharding"]}
         parts += [
-            "## Resharding 3 → 4 masters (x 1 replica)",
+            "## Resharding 3 → 4 masters" + (" (x 1 replica)" if shapes == {1} else ""),
             "",
             "Each run: 6 fresh servers formed into 3x1 by the tool under test, N keys of 100 bytes loaded "
             "and replicated, then 2 empty servers added (4th master + its replica): bootstrap "
@@ -357,9 +450,35 @@ def markdown(results: dict[str, Any], chart_link: str = "benchmarks.png") -> str
             "high-water RSS (VmHWM of its own image, read from /proc every 10 ms; not ru_maxrss, which Linux "
             "carries over from the forked benchmark process into the exec'd tool).",
             "",
-            *reshard_table(results["resharding"]),
-            "",
         ]
+        if 0 in shapes:
+            parts += [
+                f"Without replicas ({_shape(0)}, `--reshard-replicas 0`): 3 fresh servers formed into 3x0, the "
+                "keys loaded, then ONE empty server added as the 4th master: bootstrap `apply --masters 4 "
+                "--replicas 0` with all 4 nodes; redis-cli `add-node` and `rebalance --cluster-use-empty-masters` "
+                "(retried as above). Done when the poller sees 4x0 complete; everything else as above.",
+                "",
+            ]
+        parts += [*reshard_table(results["resharding"]), ""]
+        floors = floor_table(results["resharding"])
+        if floors:
+            parts += [
+                "### Without replicas: the new master's rejoin floor",
+                "",
+                "A master that joins with no slots is a minority of its own view until it knows a master serving "
+                "slots, and Redis then keeps it `cluster_state:fail` for its rejoin delay, clamp(cluster-node-"
+                "timeout, 0.5 s, 5 s), refusing RESTORE-ASKING with CLUSTERDOWN: no key can move onto it before. "
+                "Measured in every run, not assumed: a watcher asks the new server CLUSTER INFO every 20 ms from "
+                "before the tool starts (bench.state.JoinWatch). **Floor** = from the first sample in which it "
+                "knows another node (a MEET reached it) to the first in which it reports `cluster_state:ok`. "
+                'Times "after start" count from the tool\'s start, the origin of the wall time, so wall = '
+                "MEET + floor + (new master ok → done), and the **gap** (wall - floor, per run) is everything "
+                "the tool adds: its start before the MEET and the move and finish after the new master serves. "
+                "Each run is held to its own floor; the target is the bootstrap's median gap.",
+                "",
+                *floors,
+                "",
+            ]
     if excluded(results):
         parts += ["## Runs left out of the medians", "", *excluded(results), ""]
     if NOTES.exists():
@@ -405,13 +524,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
     ax1.set_title("Formation")
     ax1.legend()
     rs = results["resharding"]
-    rcells = sorted({(r["keys"], r["node_timeout_ms"]) for r in rs})
+    rcells = sorted(_rs_cells(rs), key=lambda c: (c[0], c[1], -c[2]))
     for k, tool in enumerate(("bootstrap", "redis-cli")):
         meds = []
         errs = [[], []]
-        for keys, nt in rcells:
+        for keys, nt, replicas in rcells:
             med, lo, hi = _stats(
-                r["keys_per_s"] for r in _select(rs, tool=tool, keys=keys, node_timeout_ms=nt) if r["ok"]
+                r["keys_per_s"] for r in _select_rs(rs, replicas, tool=tool, keys=keys, node_timeout_ms=nt) if r["ok"]
             )
             meds.append(med)
             errs[0].append(med - lo if not math.isnan(med) else 0)
@@ -419,7 +538,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
         xs = [i + (k - 0.5) * width for i in range(len(rcells))]
         ax2.bar(xs, meds, width, yerr=errs, label=tool, capsize=3)
     ax2.set_xticks(
-        range(len(rcells)), [f"{keys // 1000:,}k keys\nnt {nt / 1000:g}s" for keys, nt in rcells], fontsize=8
+        range(len(rcells)),
+        [
+            f"{keys // 1000:,}k keys\nnt {nt / 1000:g}s" + ("" if replicas == 1 else f"\n{replicas} replicas")
+            for keys, nt, replicas in rcells
+        ],
+        fontsize=8,
     )
     ax2.set_ylabel("keys moved per second, wall time (higher is better)")
     ax2.set_title("Resharding 3→4 masters")

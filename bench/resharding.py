@@ -1,4 +1,4 @@
-"""Resharding 3 -> 4 masters (x1 replica) under a paced client, both tools on identical data.
+"""Resharding 3 -> 4 masters (x1 replica, or x0) under a paced client, both tools on identical data.
 
 Each run gets fresh servers: 6 formed by the tool under test into 3 x 1, N keys
 of 100 bytes loaded and replicated, then 2 empty servers added, one to become
@@ -6,6 +6,12 @@ the 4th master and one its replica. Timed from the first command to the first
 poller sweep that sees 4 masters x 1 complete; afterwards every key is read
 back from its slot's owner. "Keys moved" is counted from the slot maps before
 and after (keys of every slot whose owner changed), the same for both tools.
+
+Without replicas (``replicas=0``, issue 26): 3 servers formed into 3 x 0, the
+keys loaded, ONE empty server added as the 4th master, done at 4 x 0. A master
+that joins with no slots stays cluster_state:fail for Redis' rejoin delay and
+refuses keys until then; a ``JoinWatch`` on it measures that floor in the same
+run (``floor_s``: the MEET reaching it -> its first cluster_state:ok).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ import redis
 from bench import client, data
 from bench.child import Child, Finished, bootstrap_cmd, run
 from bench.servers import Server, cli_binary, farm
-from bench.state import Poller
+from bench.state import JoinWatch, Poller
 
 REST_S = 3.0  # client latency "at rest" is sampled this long before the move
 REBALANCE_TRIES = 40  # redis-cli attempts (each failure recorded); bounded in count and time below
 REBALANCE_RETRY_S = 0.5
+REPLICAS = (1, 0)  # replicas per master of a resharding cell: 1 (the original cells) or 0 (issue 26)
 
 
 @dataclass
@@ -54,6 +61,15 @@ class ReshardRun:
     failures: list[str] = field(default_factory=list)  # redis-cli attempts that failed, first line each
     ok: bool = False
     error: str = ""
+    replicas: int = 1  # per master, before and after (rows written before the field: 1)
+    # Without replicas only (bench.state.JOIN_STEPS, seconds from the tool's start, as the JoinWatch saw them):
+    join_steps: dict[str, float] = field(default_factory=dict)
+    floor_s: float = float("nan")  # the new master: MEET reached it -> its first cluster_state:ok
+
+    @property
+    def gap_s(self) -> float:
+        """Wall time beyond the floor: what the tool adds to the rejoin delay (NaN without a floor)."""
+        return self.seconds - self.floor_s
 
     @property
     def keys_per_s(self) -> float:
@@ -64,7 +80,12 @@ class ReshardRun:
         return self.move_keys / self.move_seconds if self.move_seconds > 0 else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "keys_per_s": self.keys_per_s, "move_keys_per_s": self.move_keys_per_s}
+        return {
+            **asdict(self),
+            "keys_per_s": self.keys_per_s,
+            "move_keys_per_s": self.move_keys_per_s,
+            "gap_s": self.gap_s,
+        }
 
 
 class KeyWatch:
@@ -160,32 +181,52 @@ def _joined(server: Server, master_id: str | None) -> bool:
     return master_id is None or (len(me) > 3 and me[3] == master_id)
 
 
+NOTHING_TO_DO = "No rebalancing needed"  # redis-cli rebalance, exit 0: every master it saw is within the threshold
+
+
+def _owns_slots(server: Server) -> bool:
+    """Whether the node's own view gives it a slot (its ``myself`` line in CLUSTER NODES lists one)."""
+    with contextlib.closing(server.client()) as c:
+        lines = str(c.execute_command("CLUSTER", "NODES")).splitlines()
+    me = next((ln.split() for ln in lines if "myself" in ln), [])
+    return len(me) > 8
+
+
 def _redis_cli_scale(old: list[Server], new: list[Server], work: Path, deadline: float, result: ReshardRun) -> None:
-    """add-node the master, add-node --cluster-slave its replica, then rebalance; retry what gossip makes fail."""
+    """add-node the master, add-node --cluster-slave its replica (if ``new`` has one), then rebalance; retry what
+    gossip makes fail."""
     seed = old[0].address
-    master_id = _node_id(new[0])
-    steps = [
-        [cli_binary(), "--cluster", "add-node", new[0].address, seed],
-        [
-            cli_binary(), "--cluster", "add-node", new[1].address, seed,
-            "--cluster-slave", "--cluster-master-id", master_id,
-        ],
-        [cli_binary(), "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
-    ]  # fmt: skip
-    for n, cmd in enumerate(steps):
+    cli = cli_binary()
+    # (command, the node it adds, the master that node is to replicate): the node is checked before a retry.
+    steps: list[tuple[list[str], Server | None, str | None]] = [
+        ([cli, "--cluster", "add-node", new[0].address, seed], new[0], None)
+    ]
+    if len(new) > 1:
+        master_id = _node_id(new[0])
+        replica = [cli, "--cluster", "add-node", new[1].address, seed, "--cluster-slave", "--cluster-master-id"]
+        steps.append(([*replica, master_id], new[1], master_id))
+    steps.append(([cli, "--cluster", "rebalance", seed, "--cluster-use-empty-masters"], None, None))
+    for n, (cmd, node, master) in enumerate(steps):
         for attempt in range(REBALANCE_TRIES):
-            if attempt and n < 2 and _joined(new[n], master_id if n == 1 else None):
+            if attempt and node is not None and _joined(node, master):
                 break  # an attempt that reported an error did join the node: add-node is done
             done = run(cmd, work / f"cli-{n}-{attempt}.log", max(deadline - time.monotonic(), 1.0))
-            if done.returncode == 0 and "[ERR]" not in done.output:
+            # add-node of a master does not wait for the join (only --cluster-slave does): a rebalance right
+            # after it may not see the new master yet and exits 0 with "No rebalancing needed". Retried while
+            # the new master has no slot, as an operator would rerun it (happens without a replica to add).
+            unseen = cmd[2] == "rebalance" and NOTHING_TO_DO in done.output and not _owns_slots(new[0])
+            if done.returncode == 0 and "[ERR]" not in done.output and not unseen:
                 break
-            first = next((ln for ln in done.output.splitlines() if "ERR" in ln or "know about" in ln), done.tail(1))
+            first = next(
+                (ln for ln in done.output.splitlines() if "ERR" in ln or "know about" in ln or NOTHING_TO_DO in ln),
+                done.tail(1),
+            )
             result.failures.append(f"{cmd[2]}: {first.strip()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"redis-cli {cmd[2]} still failing at the deadline: {first}")
-            if "know about node" not in done.output and cmd[2] == "rebalance":
+            if "know about node" not in done.output and cmd[2] == "rebalance" and not unseen:
                 # A failed MIGRATE leaves an open slot; rebalance refuses to run until it is fixed.
-                fixed = run([cli_binary(), "--cluster", "fix", seed, "--cluster-yes"], work / f"fix-{attempt}.log", 120)
+                fixed = run([cli, "--cluster", "fix", seed, "--cluster-yes"], work / f"fix-{attempt}.log", 120)
                 result.failures.append(f"fix: exit {fixed.returncode}")
             time.sleep(REBALANCE_RETRY_S)
         else:
@@ -210,21 +251,34 @@ def _client_latencies(path: Path, start: float, end: float, rest_from: float) ->
 
 
 def reshard_once(
-    tool: str, keys: int, node_timeout_ms: int, rnd: int, work: Path, timeout: float, slots: list[list[int]]
+    tool: str,
+    keys: int,
+    node_timeout_ms: int,
+    rnd: int,
+    work: Path,
+    timeout: float,
+    slots: list[list[int]],
+    replicas: int = 1,
 ) -> ReshardRun:
-    result = ReshardRun(tool=tool, keys=keys, node_timeout_ms=node_timeout_ms, round=rnd)
-    base = work / f"reshard-{tool}-{keys}-{node_timeout_ms}-{rnd}"
+    """One scale-out 3 x ``replicas`` -> 4 x ``replicas`` on fresh servers (``replicas``: one of REPLICAS)."""
+    if replicas not in REPLICAS:
+        raise ValueError(f"replicas per master: one of {REPLICAS}, not {replicas}")
+    result = ReshardRun(tool=tool, keys=keys, node_timeout_ms=node_timeout_ms, round=rnd, replicas=replicas)
+    base = work / f"reshard-{tool}-{keys}-{node_timeout_ms}-{rnd}{'' if replicas == 1 else f'-x{replicas}'}"
+    shard = 1 + replicas  # servers per master
     with farm(base, node_timeout_ms) as f:
-        servers = f.spawn(8)
-        old, new = servers[:6], servers[6:]
+        servers = f.spawn(4 * shard)
+        old, new = servers[: 3 * shard], servers[3 * shard :]
         addrs = [s.address for s in old]
         if tool == "bootstrap":
-            formed = run(bootstrap_cmd("apply", "--masters", "3", "--replicas", "1", *addrs), base / "form.log", 300)
+            formed = run(
+                bootstrap_cmd("apply", "--masters", "3", "--replicas", str(replicas), *addrs), base / "form.log", 300
+            )
         else:
-            cmd = [cli_binary(), "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"]
+            cmd = [cli_binary(), "--cluster", "create", *addrs, "--cluster-replicas", str(replicas), "--cluster-yes"]
             formed = run(cmd, base / "form.log", 300)
-        _check(formed, "forming 3 x 1")
-        Poller(old, 3, 1).wait(120)
+        _check(formed, f"forming 3 x {replicas}")
+        Poller(old, 3, replicas).wait(120)
         with contextlib.closing(old[0].client(timeout=60)) as seed:
             data.load(seed, slots)
             before = data.slot_owners(seed)
@@ -233,29 +287,38 @@ def reshard_once(
         with client.running(old[0].address, keys, probe):
             rest_from = time.monotonic()
             time.sleep(REST_S)
-            poller = Poller(servers, 4, 1)
+            poller = Poller(servers, 4, replicas)
             cpu0 = {s.address: s.cpu_seconds() for s in servers}
             watch = KeyWatch(new)
+            # Without replicas the new master waits out Redis' rejoin delay: watch it, to measure that floor.
+            join = JoinWatch(new[0]) if replicas == 0 else None
             start = time.monotonic()
             deadline = start + timeout
-            if tool == "bootstrap":
-                child = Child(
-                    bootstrap_cmd("apply", "--masters", "4", "--replicas", "1", "--timeout", str(timeout),
-                                  *addrs, *(s.address for s in new)),
-                    base / "apply.log",
-                )  # fmt: skip
-                done = child.wait(timeout)
-                _check(done, "apply --masters 4")
-                result.peak_rss_mb = done.max_rss_kb / 1024
-                result.tool_cpu_s = done.cpu_s
-            else:
-                _redis_cli_scale(old, new, base, deadline, result)
-            end = poller.wait(max(deadline - time.monotonic(), 1.0), poll_s=0.1)
+            try:
+                if tool == "bootstrap":
+                    child = Child(
+                        bootstrap_cmd("apply", "--masters", "4", "--replicas", str(replicas), "--timeout",
+                                      str(timeout), *addrs, *(s.address for s in new)),
+                        base / "apply.log",
+                    )  # fmt: skip
+                    done = child.wait(timeout)
+                    _check(done, "apply --masters 4")
+                    result.peak_rss_mb = done.max_rss_kb / 1024
+                    result.tool_cpu_s = done.cpu_s
+                else:
+                    _redis_cli_scale(old, new, base, deadline, result)
+                end = poller.wait(max(deadline - time.monotonic(), 1.0), poll_s=0.1)
+            finally:
+                if join is not None:
+                    join.stop()
             poller.close()
             watch.stop()
             result.redis_cpu_s = {a: round(s.cpu_seconds() - cpu0[a], 2) for a, s in ((x.address, x) for x in servers)}
             time.sleep(0.2)
         result.seconds = end - start
+        if join is not None:
+            result.join_steps = {k: round(t - start, 3) for k, t in join.steps.items()}
+            result.floor_s = round(join.floor(), 3)
         rest, move, errors = _client_latencies(probe, start, end, rest_from)
         result.rest_p50_ms, result.rest_p99_ms = _pct(rest, 50), _pct(rest, 99)
         result.move_p50_ms, result.move_p99_ms = _pct(move, 50), _pct(move, 99)

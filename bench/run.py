@@ -23,7 +23,7 @@ from typing import Any
 from bench import data, report, servers
 from bench.child import REPO
 from bench.formation import DONE, TOOLS, form_once
-from bench.resharding import ReshardRun, reshard_once
+from bench.resharding import REPLICAS, ReshardRun, reshard_once
 
 DEFAULT_FORM_SIZES = (3, 10, 50)
 DEFAULT_KEYS = (50_000, 200_000, 1_000_000)
@@ -60,6 +60,14 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x)
 
 
+def _replicas(text: str) -> tuple[int, ...]:
+    """``--reshard-replicas``: replicas per master of the resharding cells, each one of REPLICAS."""
+    got = _ints(text)
+    if not got or any(r not in REPLICAS for r in got):
+        raise argparse.ArgumentTypeError(f"{text!r}: replicas per master, comma-separated, each one of {REPLICAS}")
+    return got
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--report-only", action="store_true", help="rewrite the Markdown and chart from --out, run nothing")
@@ -86,10 +94,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--append",
         action="store_true",
-        help="add this run's rows to those already in --out (cells keep apart by node timeout, settle, finish "
-        "line, server defaults or tuned); the Markdown lists every command",
+        help="add this run's rows to those already in --out (formation cells keep apart by node timeout, settle, "
+        "finish line, server defaults or tuned; resharding cells by keys, node timeout, replicas); the Markdown "
+        "lists every command",
     )
     p.add_argument("--reshard-timeouts", type=_ints, default=(15000, 1000), help="cluster-node-timeout, resharding")
+    p.add_argument(
+        "--reshard-replicas",
+        type=_replicas,
+        default=(1,),
+        help="replicas per master of the resharding cells, e.g. 1,0: 1 = 3x1 -> 4x1 (2 servers added); 0 = 3x0 -> "
+        "4x0 (one server added as the 4th master; each run also measures the new master's rejoin floor, "
+        "bench/NOTES.md)",
+    )
     p.add_argument("--tools", type=lambda t: tuple(t.split(",")), default=TOOLS, help="bootstrap,redis-cli")
     p.add_argument("--skip", choices=("formation", "resharding"), action="append", default=[])
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per tool run")
@@ -128,6 +145,37 @@ def _write(args: argparse.Namespace, results: dict[str, Any], started: float) ->
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(report.markdown(results, _chart_link(args)))
     report.chart(results, args.chart)
+
+
+def _reshard(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    started: float,
+    work: Path,
+    tool: str,
+    keys: int,
+    nt: int,
+    rnd: int,
+    slots: list[list[int]],
+    replicas: int,
+) -> None:
+    try:
+        rr = reshard_once(tool, keys, nt, rnd, work, args.timeout, slots, replicas)
+    except Exception as exc:  # a failed run is a result, not the end of the benchmark
+        rr = ReshardRun(tool=tool, keys=keys, node_timeout_ms=nt, round=rnd, replicas=replicas)
+        rr.error = f"{type(exc).__name__}: {exc}"[:500]
+    shape = "" if replicas == 1 else f" 3x{replicas}->4x{replicas}"
+    floor = "" if replicas == 1 else f" (floor {rr.floor_s:.2f}s, gap {rr.gap_s:.2f}s)"
+    _say(
+        f"resharding{shape} {keys} keys node-timeout {nt} {tool}: {rr.seconds:.2f}s{floor} "
+        f"{rr.keys_moved} moved ({rr.keys_per_s:,.0f} keys/s; "
+        f"move phase {rr.move_seconds:.2f}s "
+        f"{rr.move_keys_per_s:,.0f} keys/s) lost {rr.lost} "
+        f"p99 rest/move {rr.rest_p99_ms:.2f}/{rr.move_p99_ms:.2f} ms "
+        f"rss {rr.peak_rss_mb:.0f} MB failures {len(rr.failures)}"
+    )
+    results["resharding"].append(rr.to_json())
+    _write(args, results, started)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,23 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for keys in args.keys:
                 slots = data.keys_by_slot(keys)
                 for nt in args.reshard_timeouts:
-                    for rnd in range(args.rounds):
-                        for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
-                            try:
-                                rr = reshard_once(tool, keys, nt, rnd, work, args.timeout, slots)
-                            except Exception as exc:  # a failed run is a result, not the end of the benchmark
-                                rr = ReshardRun(tool=tool, keys=keys, node_timeout_ms=nt, round=rnd)
-                                rr.error = f"{type(exc).__name__}: {exc}"[:500]
-                            _say(
-                                f"resharding {keys} keys node-timeout {nt} {tool}: {rr.seconds:.2f}s "
-                                f"{rr.keys_moved} moved ({rr.keys_per_s:,.0f} keys/s; "
-                                f"move phase {rr.move_seconds:.2f}s "
-                                f"{rr.move_keys_per_s:,.0f} keys/s) lost {rr.lost} "
-                                f"p99 rest/move {rr.rest_p99_ms:.2f}/{rr.move_p99_ms:.2f} ms "
-                                f"rss {rr.peak_rss_mb:.0f} MB failures {len(rr.failures)}"
-                            )
-                            results["resharding"].append(rr.to_json())
-                            _write(args, results, started)
+                    for replicas in args.reshard_replicas:
+                        for rnd in range(args.rounds):
+                            for tool in args.tools if rnd % 2 == 0 else args.tools[::-1]:
+                                _reshard(args, results, started, work, tool, keys, nt, rnd, slots, replicas)
     _write(args, results, started)
     _say(f"wrote {args.out}, {args.markdown}, {args.chart} in {results['seconds']}s")
     return 0

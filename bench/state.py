@@ -10,11 +10,17 @@ until this poller says so, so both are held to the same finish line.
 With ``timeline`` every sweep asks every node everything, and the first
 sweep at which each step of a formation is visible from outside is kept
 (``STEPS``): the same observer for both tools, so their steps compare.
+
+``JoinWatch`` follows one node added to a running cluster from its own
+CLUSTER INFO (``JOIN_STEPS``): when a MEET reached it and when it first
+reports cluster_state:ok. Between the two is the rejoin delay a slotless
+master waits out (the resharding floor, issue 26).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +41,14 @@ STEPS = {
     "all_ok": "every node reports cluster_state:ok",
     "links_up": "every replica's master_link_status is up",
     "replicas_seen": "every node lists every replica as the replica of a master",
+}
+
+# What a node added to a running cluster goes through, as its own CLUSTER INFO shows it (JoinWatch).
+JOIN_STEPS = {
+    "joined": "the new node knows another node (a MEET reached it: cluster_known_nodes > 1)",
+    "sees_slots": "the new node counts a master serving slots (cluster_size >= 1: no longer a minority of its "
+    "own view, the rejoin delay's clock runs from here)",
+    "ok": "the new node reports cluster_state:ok (it accepts keys: RESTORE-ASKING no longer gets CLUSTERDOWN)",
 }
 
 
@@ -175,3 +189,53 @@ class Poller:
         for c in self._clients:
             with contextlib.suppress(Exception):
                 c.close()
+
+
+class JoinWatch:
+    """Asks one node CLUSTER INFO every ``poll_s`` in a thread; ``steps``: JOIN_STEPS -> time.monotonic() first seen.
+
+    Each sample is stamped when it was asked (as the Poller's sweeps are), so a
+    step is seen at most ``poll_s`` plus one round trip after it happened. The
+    thread ends once every step was seen, or at ``stop``.
+    """
+
+    def __init__(self, server: Server, poll_s: float = POLL_S) -> None:
+        self.server = server
+        self.poll_s = poll_s
+        self.steps: dict[str, float] = {}
+        self.last_problem = ""
+        self._client = server.client(timeout=5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.steps) < len(JOIN_STEPS):
+            asked = time.monotonic()
+            try:
+                info = self._client.execute_command("CLUSTER", "INFO")
+            except redis.RedisError as exc:
+                self.last_problem = f"{self.server.address}: {exc}"
+            else:
+                c = info if isinstance(info, dict) else _fields(str(info))
+                held = {
+                    "joined": int(c.get("cluster_known_nodes", 0)) > 1,
+                    "sees_slots": int(c.get("cluster_size", 0)) >= 1,
+                    "ok": c.get("cluster_state") == "ok",
+                }
+                for step, ok in held.items():
+                    if ok and step not in self.steps:
+                        self.steps[step] = asked
+            self._stop.wait(self.poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    def floor(self) -> float:
+        """Seconds from the MEET reaching the node to its first cluster_state:ok (NaN if either was not seen)."""
+        if "joined" not in self.steps or "ok" not in self.steps:
+            return float("nan")
+        return self.steps["ok"] - self.steps["joined"]
