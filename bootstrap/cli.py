@@ -29,6 +29,10 @@ from bootstrap.restore import restore
 PASSWORD_ENV = "REDISCLI_AUTH"
 
 
+# The commands that work on a formed cluster, found from a seed or through --kube.
+ON_A_CLUSTER = ("backup", "restore", "check")
+
+
 def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -135,21 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     password = os.environ.get(PASSWORD_ENV) or None
-    if args.command in ("backup", "restore", "check") and (args.seed is None) == (args.kube is None):
+    if args.command in ON_A_CLUSTER and (args.seed is None) == (args.kube is None):
         parser.error(f"{args.command} takes a seed HOST:PORT or --kube NAMESPACE/STATEFULSET (one of them)")
     if getattr(args, "kube", None):
         return _through_kube(args, password)
     with connected(DirectConnector(password, args.user)) as connector:
         try:
-            if args.command == "check":
-                return _check(args, _members_of(args.seed, connector), connector)
-            if args.command == "backup":
-                print(backup(_members_of(args.seed, connector), connector, args.to, _progress))
-                return 0
-            if args.command == "restore":
-                inventory = _members_of(args.seed, connector)
-                restore(inventory, connector, args.source, args.server, _progress, replace=args.replace)
-                return 0
+            if args.command in ON_A_CLUSTER:
+                return _on_cluster(args, _members_of(args.seed, connector), connector)
             shape = Shape(args.masters, args.replicas)
             inventory = static_inventory(args.nodes)
             if args.command == "plan":
@@ -197,19 +194,24 @@ def _through_kube(args: argparse.Namespace, password: str | None) -> int:
         namespace, statefulset = _kube(args.kube)
         inventory = statefulset_inventory(namespace, statefulset, _progress, args.context)
         with connected(PortForwardConnector(inventory, namespace, args.context, password, args.user)) as connector:
-            if args.command == "check":
-                return _check(args, inventory, connector)
-            if args.command == "restore":
-                restore(inventory, connector, args.source, args.server, _progress, replace=args.replace)
-                return 0
-            print(backup(inventory, connector, args.to, _progress))
-            return 0
+            return _on_cluster(args, inventory, connector)
     except (errors.BootstrapError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (redis.RedisError, OSError, ConfigException, ApiException) as exc:  # no kubeconfig, a refused API call
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _on_cluster(args: argparse.Namespace, inventory: Inventory, connector: Connector) -> int:
+    """backup, restore or check of a formed cluster, however its nodes were found and are reached."""
+    if args.command == "check":
+        return _check(args, inventory, connector)
+    if args.command == "restore":
+        restore(inventory, connector, args.source, args.server, _progress, replace=args.replace)
+        return 0
+    print(backup(inventory, connector, args.to, _progress))
+    return 0
 
 
 def _check(args: argparse.Namespace, inventory: Inventory, connector: Connector) -> int:

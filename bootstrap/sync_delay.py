@@ -51,9 +51,9 @@ def _lift(m: Member, connector: Connector) -> tuple[Member, int] | None:
         if value <= 0:
             return None
         client.config_set(SETTING, 0)
-    except redis.ResponseError:  # NOPERM (a login without CONFIG), or a server without the setting
-        return None
-    except (redis.RedisError, OSError):  # a failed member the run is about to replace or report
+    # NOPERM (a login without CONFIG), a server without the setting, or a failed member the run is about
+    # to replace or report: that node keeps its delay.
+    except (redis.RedisError, OSError):
         return None
     return m, value
 

@@ -2,7 +2,6 @@
 # shellcheck shell=bash
 
 write_configs() {
-  mkdir -p "$STATE/etc"
   node_configs dir="$STATE" name="$NODE_NAME" ip="$NODE_IP" bridge="$BRIDGE" pod_cidr="$POD_CIDR" \
     gateway="$NODE_IP" cluster_cidr="$POD_CIDR" serving_cert=kubelet-serving max_pods=60 \
     node_port_addresses="\"127.0.0.0/8\", \"$NODE_IP/32\"" localhost_node_ports=true
