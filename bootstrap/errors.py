@@ -17,6 +17,10 @@ class RefusedError(BootstrapError):
     """The nodes hold something this deployment must not touch (data, another cluster)."""
 
 
+class EngineMoveRefused(RefusedError):
+    """An image whose engine cannot take over the data the pods' engine wrote (engines.move_refusal)."""
+
+
 class DataLossRefused(RefusedError):
     """Slots whose every copy is gone, which no one has said may be reassigned empty."""
 

@@ -149,6 +149,7 @@ class Props(Generic[P]):
     operator_password: P | None = None  # the ACL user the bootstrap logs in as; None: log in as default
     phase: Phase = "converge"
     pod_template: str = ""  # what the pods should run; its change alone is what a preview shows for a roll
+    image: str = ""  # the pods' image: its engine is checked against the live one before a roll (engines.py)
     accept_lost_slots: str = ""  # a person's consent to reassign these lost slots empty (model.parse_slot_selection)
 
     @property
@@ -175,6 +176,7 @@ class Props(Generic[P]):
             "operatorPassword": self.operator_password,
             # Only when there is one: state written before it existed then reads the same.
             **({"podTemplate": self.pod_template} if self.pod_template else {}),
+            **({"image": self.image} if self.image else {}),
             **({"acceptLostSlots": self.accept_lost_slots} if self.accept_lost_slots else {}),
         }
 
@@ -193,6 +195,7 @@ class Props(Generic[P]):
                 operator_password=str(props["operatorPassword"]) if props.get("operatorPassword") else None,
                 phase=_choice(props.get("phase") or "converge", PHASES, "phase"),
                 pod_template=str(props.get("podTemplate") or ""),
+                image=str(props.get("image") or ""),
                 accept_lost_slots=_slot_selection(str(props.get("acceptLostSlots") or "")),
             )
         except PropsError:

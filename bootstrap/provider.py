@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import redis
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from bootstrap import errors, lease, rules
@@ -24,6 +25,7 @@ from bootstrap import operations as ops
 from bootstrap.auth import add_password, drop_password
 from bootstrap.converge import Outcome, converge, describe
 from bootstrap.endpoints import Connector, DirectConnector, Inventory, connected, static_inventory
+from bootstrap.engines import Engine, image_engine, move_refusal
 from bootstrap.errors import PropsError
 from bootstrap.model import Snapshot, format_ranges, parse_slot_selection
 from bootstrap.props import PodDiscovery, Props, StaticDiscovery
@@ -241,11 +243,44 @@ def observe(props: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
 
 
 def _declared_changed(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:
-    """Whether the declaration (inputs and secrets) differs; news a preview cannot read yet counts as a change."""
+    """Whether the declaration (inputs and secrets) differs; news a preview cannot read yet counts as a change.
+
+    State written before the image was an input has none: that alone is no change (an upgrade of this
+    program must not show an update of every stack's bootstrap)."""
     try:
-        return Props.from_props(olds) != Props.from_props(news)
+        old, new = Props.from_props(olds), Props.from_props(news)
     except PropsError:
         return True
+    return old != (dataclasses.replace(new, image="") if not old.image else new)
+
+
+def check_engine_move(p: Props[str], timeout: float = 20.0) -> None:
+    """Refuse an image whose engine cannot take over from the engine the pods run, before anything restarts.
+
+    Run by the drain's diff when the pod template changes: the drain comes before the StatefulSet (which
+    rolls nothing itself, it is OnDelete), and preview runs diffs too, so a refused move fails both
+    `pulumi preview` and `pulumi up` with the StatefulSet untouched. What the pods run is asked of them
+    (INFO server), what the image runs is read from its name (engines.image_engine); when the name does
+    not say, or no pod answers yet, it says so and lets the change through.
+    """
+    new = image_engine(p.image)
+    if new is None:
+        progress(f"image {p.image}: its name does not say the engine and release, so the move is not checked")
+        return
+    try:
+        inventory = _inventory(p, timeout, wait=False)
+        with connected(_connector(p, inventory)) as connector:
+            running: dict[str, Engine] = {}
+            for endpoint in inventory.endpoints:
+                with contextlib.suppress(errors.BootstrapError, OSError, redis.RedisError):
+                    running[endpoint.name] = Engine.from_info(connector.client(endpoint.address).info("server"))
+    except (errors.BootstrapError, OSError, redis.RedisError) as exc:
+        progress(f"image {p.image}: the pods could not be asked which engine they run ({exc}); not checked")
+        return
+    for old in sorted(set(running.values()), key=str):
+        if (why := move_refusal(old, new)) is not None:
+            pods = ", ".join(sorted(name for name, engine in running.items() if engine == old))
+            raise errors.EngineMoveRefused(f"image {p.image}: {why} (pods on {old}: {pods})")
 
 
 class RedisClusterProvider(ResourceProvider):
@@ -264,6 +299,9 @@ class RedisClusterProvider(ResourceProvider):
         not reported as a change (preview must not fail because of it).
         """
         if _declared_changed(olds, news):
+            new = Props.from_props(news)
+            if new.phase == "drain" and new.image and new.pod_template != olds.get("podTemplate"):
+                check_engine_move(new)
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         if Props.from_props(news).phase == "drain":
             return DiffResult(changes=False, replaces=[], delete_before_replace=False)

@@ -196,5 +196,6 @@ def bootstrap_args_for(s: ClusterSettings, pw: Passwords | None = None) -> Boots
         # The `operator` ACL user: `default` may not run CONFIG or ACL (docs/security.md).
         operator_password=pw.operator if pw is not None else None,
         pod_template=pod_template_digest(s) if isinstance(discovery, PodDiscovery) else "",
+        image=s.image if isinstance(discovery, PodDiscovery) else "",
         accept_lost_slots=s.accept_lost_slots,
     )

@@ -68,11 +68,14 @@ class RedisNode:
             servers.stop(self.proc, hard)
         self.proc = None
 
-    def restart(self, host: str | None = None) -> None:
-        """Restart on the same data dir, optionally on a new address (a pod with a new IP)."""
+    def restart(self, host: str | None = None, binary: str | None = None) -> None:
+        """Restart on the same data dir, optionally on a new address (a pod with a new IP) or onto another
+        server binary (a pod restarted onto a new image)."""
         self.stop()
         if host is not None:
             self.host = host
+        if binary is not None:
+            self.binary = binary
         self.start()
 
     @property

@@ -11,7 +11,7 @@
 #   tools/cluster.sh selftest    end-to-end checks (pod + hostPath, headless svc + StatefulSet, exec,
 #                                pod-to-pod DNS, NodePort on 127.0.0.1, down/up)
 #   tools/cluster.sh env         print shell exports (KUBECONFIG, PATH with kubectl)
-#   tools/cluster.sh image-tag SRC DST   another name for a local image (a "new version" to roll to)
+#   (images: Redis 7.0, Valkey 9.1, Redis 8.6, redis_exporter as localhost/redis-cluster/...: cluster/common.sh)
 #   tools/cluster.sh exporter    build only redis_exporter (the metrics sidecar) and its image
 #   tools/cluster.sh import      import the built images into the running cluster (those `up` lacked)
 #
@@ -34,6 +34,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODDIR="$HERE/cluster"
+REPO_ROOT="$(cd "$HERE/.." && pwd)"
 CLUSTER_MODE=single
 [[ "${1:-}" == multi ]] && { CLUSTER_MODE=multi; shift; }
 
@@ -79,14 +80,10 @@ case "${1:-}" in
   env) cmd_env ;;
   selftest) shift; cmd_selftest "$@" ;;
   key) echo "$CACHE" ;;
-  image-tag) [[ $# -eq 3 ]] || usage
-    "$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images tag --force "$2" "$3" >/dev/null 2>"$LOGS/ctr-tag.log" \
-      || die "ctr images tag $2 $3 failed: $(cat "$LOGS/ctr-tag.log")"
-    log "tagged $2 as $3" ;;
   checks) export PATH="$BIN:/usr/sbin:/sbin:$PATH"; selftest_checks ;;
-  images)  # build only the pause binary and the two images (debugging aid)
+  images)  # build only the pause binary and the server images (debugging aid)
     mkdir -p "$BIN" "$IMAGES"; gobuild pause pause . -ldflags "-s -w"
-    build_pause_image; build_redis_image ;;
+    build_pause_image; build_redis_image; build_engine_images ;;
   exporter)  # build only redis_exporter and its image (what tools/cluster.sh build does for them)
     mkdir -p "$BIN" "$IMAGES"; build_exporter; build_exporter_image ;;
   import)  # import images built after `up` into the running cluster's containerd (those it lacks)

@@ -162,9 +162,12 @@ class ClusterSettings:
         "image",
         "redis:7.0.15",
         text(lambda v: v.strip() != "" and no_spaces(v), "a non-empty image reference without spaces"),
-        """Redis image (Redis 7.0 or newer: `cluster-announce-hostname`). The start script needs `redis-server`,
-        `redis-cli`, a POSIX `sh` with `grep`, `awk`, `tail`, `cut`, `cp`, `mv`, `sleep`, and `getent` or `nslookup`
-        (the official image or busybox provide them); the init container needs `chown`.""",
+        """Redis (7.0 or newer: `cluster-announce-hostname`) or Valkey (8 or newer) image. The start script needs
+        `redis-server`, `redis-cli` (Valkey's images link them to `valkey-*`), a POSIX `sh` with `grep`, `awk`,
+        `tail`, `cut`, `cp`, `mv`, `sleep`, and `getent` or `nslookup` (the official images or busybox provide
+        them); the init container needs `chown`. A change rolls the pods; a change to an engine that cannot
+        read what the pods' engine wrote (e.g. Valkey 9 -> Redis 7.0) fails `pulumi preview` and `pulumi up`
+        before anything restarts, when the image's name says its engine (docs/engines.md).""",
     )
     image_pull_policy: PullPolicy = setting(
         "imagePullPolicy",

