@@ -299,8 +299,11 @@ class RedisClusterProvider(ResourceProvider):
         not reported as a change (preview must not fail because of it).
         """
         if _declared_changed(olds, news):
-            new = Props.from_props(news)
-            if new.phase == "drain" and new.image and new.pod_template != olds.get("podTemplate"):
+            try:
+                new: Props[str] | None = Props.from_props(news)
+            except PropsError:
+                new = None  # a preview that cannot read the new inputs yet (unknown values): nothing to check
+            if new and new.phase == "drain" and new.image and new.pod_template != olds.get("podTemplate"):
                 check_engine_move(new)
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         if Props.from_props(news).phase == "drain":

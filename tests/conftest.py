@@ -99,6 +99,7 @@ class RedisFarm:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.nodes: list[RedisNode] = []
+        self.binary: str | None = None  # the server of nodes started without their own (default REDIS_SERVER)
 
     def spawn(
         self,
@@ -137,7 +138,7 @@ class RedisFarm:
             cluster=cluster,
             extra=dict(extra or {}),
             password=password,
-            binary=binary or REDIS_SERVER,
+            binary=binary or self.binary or REDIS_SERVER,
         )
         self.nodes.append(node)
         return node

@@ -6,7 +6,8 @@
 # and miss an earlier one. So every master's writes are paused at once (CLIENT PAUSE <bound> WRITE lifts
 # by itself at the bound, whatever happens to this script), each master's replication offset and key
 # count read, and per shard a snapshot started on a replica already at that offset (else on the master):
-# `redis-cli --rdb` asks for a diskless snapshot, whose first bytes ("SYNC sent to master") arrive once
+# `redis-cli --rdb` asks for a diskless snapshot, whose first bytes ("SYNC sent to master"; Valkey's
+# valkey-cli, linked as redis-cli in its images, says "primary") arrive once
 # the fork is done; the pods' `repl-diskless-sync-delay 0` forks inside the SYNC command (with a delay,
 # the replication cron would start it up to a second later, all that time paused). The source's offset is
 # read again after the fork: unchanged, the snapshot is the cut; moved (the pause lapsed), the run fails
@@ -164,7 +165,7 @@ done
 deadline=$(($(now_ms) + bound - 500))
 i=0
 while [ "$i" -lt "$k" ]; do
-    if grep -q "SYNC sent to master" "$work/.shard-$i.log"; then
+    if grep -Eq "SYNC sent to (master|primary)" "$work/.shard-$i.log"; then
         i=$((i + 1))
     elif [ "$(now_ms)" -gt "$deadline" ]; then
         die "shard $i: no snapshot started within the pause ($(tail -n 2 "$work/.shard-$i.log" | tr '\n' ' '))"

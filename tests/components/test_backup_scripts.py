@@ -13,31 +13,64 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bench import servers
 from bootstrap.manifest import MANIFEST
 from bootstrap.restore import verify
 from components import redis_config
 from components.settings import BACKUP_USER
 from tests.bootstrap.helpers import HOSTS, apply, load, missing_keys
 from tests.bootstrap.test_backup import TTL_MS, assert_one_cut, counter
-from tests.conftest import REDIS_SERVER, RedisFarm, RedisNode, free_cluster_port
+from tests.conftest import RedisFarm, RedisNode, free_cluster_port
 from tests.toolkit import cluster_client, run_cli
 
 BACKUP_SH = Path(redis_config.__file__).parent / "scripts" / "backup.sh"
 RESTORE_SH = Path(redis_config.__file__).parent / "scripts" / "restore.sh"
 BACKUP_PASSWORD = "backup-pw-0123456789"
 TARGET_PASSWORD = "target-pw-0123456789"
-# The script's tools are the image's: redis-cli 7.0 speaks to any server, but only the default pass runs this.
+# The scripts run each image's own tools (the servers of this module are the image's too): only the default
+# pass of tools/test.sh runs them.
 pytestmark = pytest.mark.skipif(
-    os.environ.get("REDIS_CLUSTER_SERVER") not in (None, "", "redis-7"), reason="the scripts run the image's redis-7"
+    os.environ.get("REDIS_CLUSTER_SERVER") not in (None, "", "redis-7"), reason="the images are chosen here"
 )
+# The e2e tiers' images (tools/cluster/build.sh): their server and the redis-cli they carry, by short name
+# (bench/servers.py). Valkey's images link redis-server/redis-cli to valkey-*; its valkey-cli is 8.1's.
+IMAGES = {"redis-7.0": ("redis-7", "redis-7"), "valkey-9.1": ("valkey-9", "valkey-8")}
+
+
+@dataclass(frozen=True)
+class Image:
+    server: str  # the binary every server of the test runs
+    bin_dir: Path  # redis-server and redis-cli as the image names them, first on the scripts' PATH
+
+
+@pytest.fixture(autouse=True, params=sorted(IMAGES))
+def image(
+    request: pytest.FixtureRequest, redis_farm: RedisFarm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Image:
+    """Each test once per image: the scripts with that image's redis-cli against its servers."""
+    server_name, cli_name = IMAGES[request.param]
+    try:
+        server, cli_server = servers.resolve_server(server_name), servers.resolve_server(cli_name)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    cli = Path(cli_server).with_name(Path(cli_server).name.replace("-server", "-cli"))
+    bin_dir = tmp_path / "image-bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(server)
+    (bin_dir / "redis-cli").symlink_to(cli if cli.is_file() else shutil.which("redis-cli") or "/usr/bin/redis-cli")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    redis_farm.binary = server
+    return Image(server, bin_dir)
 
 
 def source_cluster(farm: RedisFarm, masters: int = 3, replicas: int = 1) -> list[RedisNode]:
@@ -175,7 +208,7 @@ def test_the_scheduled_backup_is_one_cut_and_the_restore_job_puts_it_into_five_m
 
 
 def test_the_command_line_restores_a_scheduled_backup_and_retention_keeps_the_newest(
-    redis_farm: RedisFarm, tmp_path: Path, auth_dir: Path
+    redis_farm: RedisFarm, tmp_path: Path, auth_dir: Path, image: Image
 ) -> None:
     source = source_cluster(redis_farm, 3, 0)
     load(source, 3000)
@@ -189,7 +222,7 @@ def test_the_command_line_restores_a_scheduled_backup_and_retention_keeps_the_ne
 
     target = redis_farm.spawn(2, hosts=HOSTS)
     apply(target, 2, 0)
-    done = run_cli("restore", "--from", str(made[-1]), "--server", REDIS_SERVER, target[0].address)
+    done = run_cli("restore", "--from", str(made[-1]), "--server", image.server, target[0].address)
     assert done.returncode == 0, done.stderr
     assert missing_keys(target, 3000) == []
 
