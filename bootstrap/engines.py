@@ -33,7 +33,8 @@ before any pod restarts, when the new engine cannot read either.
 The moves measured on loopback (tests/bootstrap/test_engines.py: a master and
 its replica on the old engine, the replica restarted onto the new one over its
 own files and synced, a handover, the old master restarted the same way) and
-on Kubernetes (tests/e2e) are ``TESTED_MOVES``; docs/engines.md shows them.
+on Kubernetes (tests/e2e) are ``TESTED`` and ``ON_KUBERNETES``; docs/engines.md shows them
+(``moves_table``).
 """
 
 from __future__ import annotations

@@ -277,6 +277,8 @@ def check_engine_move(p: Props[str], timeout: float = 20.0) -> None:
     except (errors.BootstrapError, OSError, redis.RedisError) as exc:
         progress(f"image {p.image}: the pods could not be asked which engine they run ({exc}); not checked")
         return
+    if not running:
+        progress(f"image {p.image}: no pod answered which engine it runs; not checked")
     for old in sorted(set(running.values()), key=str):
         if (why := move_refusal(old, new)) is not None:
             pods = ", ".join(sorted(name for name, engine in running.items() if engine == old))
