@@ -13,9 +13,11 @@ ordered steps, each asserting on what really happened:
    taken over; it comes back on the same volume with the same node id and rejoins as a replica;
    refresh shows the role change; up leaves it healthy with every key.
 5. every pod deleted at once: the cluster re-forms by itself with every key.
-5b. the engine move: one `pulumi up` changes the image from Redis 7.0 to Valkey 9.1; the bootstrap's roll
-   (replicas first, each master after a handover) moves the live cluster under a writing client: no
-   acknowledged write lost, no client error of any type, every pod on Valkey 9.1. Every later step
+5b. the engine move: one `pulumi up` changes the image from Redis 7.0 to Valkey 9.1, switches the metrics
+   sidecar on and schedules backups; preview shows the bootstrap and the StatefulSet as updates; the
+   bootstrap's roll (OnDelete: the controller restarts nothing itself; replicas first, each master after
+   a handover, every pod once) moves the live cluster under a writing client: no acknowledged write
+   lost, no client error of any type, every pod on Valkey 9.1. Every later step
    runs on Valkey 9.1 (the stack was formed on Redis 7.0; step 7 forms it again, step 13 a second one).
 6. masters 3 -> 4 -> 3: preview shows in-place updates (no replacement) of the bootstrap and the
    StatefulSet; up moves slots with every key kept, by atomic slot migration (the servers' own
@@ -28,10 +30,6 @@ ordered steps, each asserting on what really happened:
 9. a graceful stop hands over, with a cluster client writing throughout: a master pod deleted (its
    preStop hook hands its slots to its replica before it stops); no acknowledged write lost, no
    ClusterDownError and no ConnectionError; the other client errors are counted in the notes.
-10. a `pulumi up` that changes the config (switches the metrics sidecar on and schedules backups):
-   preview shows the bootstrap and the StatefulSet as updates; the bootstrap restarts every pod once,
-   replicas first, each master after a handover (OnDelete: the controller restarts nothing itself);
-   under a writing client no acknowledged write is lost and the client sees no error of any kind.
 10b. a template whose pods crash-loop (memory limit too low): the up fails at the roll's first pod,
    naming how its container ended (OOMKilled, StartError, BackOff); the fixed template plus a config
    change, with the controller-manager frozen for the first 20 s, is killed at the first master (SIGINT,
@@ -41,11 +39,11 @@ ordered steps, each asserting on what really happened:
 11. a lost volume: a master pod's claim, PV and data deleted (README "A lost volume or node"); refresh
    and up bring the volume back empty; the pod starts as a new node, its old id is forgotten everywhere,
    it is a replica again and every key is there.
-12. metrics (switched on in step 10: the redis_exporter sidecar, the locally built image): every pod, scraped
+12. metrics (switched on in step 5b: the redis_exporter sidecar, the locally built image): every pod, scraped
    through the API server's pod proxy, reports redis_up 1, cluster_state ok, all slots and its key
    count (= its DBSIZE; masters add up to every key, replicas match their master); the metrics Service
    lists every pod; the restricted `exporter` user is refused nothing (ACL LOG, exporter log).
-13. backup and restore (the CronJob and its `backup` user came with step 10's roll): the CronJob run at
+13. backup and restore (the CronJob and its `backup` user came with step 5b's roll): the CronJob run at
    once (`kubectl create job --from`) leaves one consistent backup on its volume (the CLI's checks pass,
    every key, snapshots taken on replicas, writes paused < 1 s), and so does `python -m bootstrap backup
    --kube` through the API; a second stack (another namespace, 3 masters, no replicas) with `restoreFrom`
@@ -497,11 +495,20 @@ def test_5b_redis_7_moves_to_valkey_9_by_one_up_pod_by_pod_without_a_lost_write(
     """The engine move (issue 24): the image changes from Redis 7.0 to Valkey 9.1, and the bootstrap's roll
     (replicas first, each master after handing over to a replica already on Valkey) moves the live cluster
     under a writing client: no acknowledged write lost, no client error of any type, every key there, every
-    pod on Valkey 9.1 afterwards. Every later step runs on Valkey 9.1."""
+    pod on Valkey 9.1 afterwards. The same up switches the metrics sidecar on and schedules backups (a
+    config change in the same roll). Every later step runs on Valkey 9.1."""
     pods = pod_names(MASTERS)
     before = {str(pod_engine(e2e.kube, e2e.namespace, name)) for name in pods}
     assert {e.rsplit(".", 1)[0] for e in before} == {"Redis 7.0"}, before
-    _roll(e2e, "5b: Redis 7.0 to Valkey 9.1", "image", VALKEY9_IMAGE)
+    # The config changes of the tier ride on the same roll (one roll of 6 pods less for CI): the metrics
+    # sidecar (step 12 scrapes it) and scheduled backups with their `backup` user (step 13 runs the CronJob).
+    e2e.stack.set_config("redis-cluster:metrics", auto.ConfigValue("true"))
+    e2e.stack.set_config("redis-cluster:metricsImage", auto.ConfigValue(EXPORTER_IMAGE))
+    e2e.stack.set_config("redis-cluster:backupSchedule", auto.ConfigValue(BACKUP_SCHEDULE))
+    e2e.stack.set_config("redis-cluster:backupPath", auto.ConfigValue(str(e2e.host_base / "backups")))
+    # The auth Secret gains the exporter's password: pulumi-kubernetes replaces a Secret whose data changes.
+    _roll(e2e, "5b: Redis 7.0 to Valkey 9.1, the metrics sidecar and backups", "image", VALKEY9_IMAGE,
+          frozenset({f"{NAME}-security-auth"}))  # fmt: skip
     images = {p["spec"]["containers"][0]["image"] for p in pods_of(e2e.kube, e2e.namespace, SELECTOR).values()}
     assert images == {VALKEY9_IMAGE}, images
     after = {name: str(pod_engine(e2e.kube, e2e.namespace, name)) for name in pods}
@@ -658,7 +665,7 @@ def test_9_a_deleted_master_hands_over_without_clusterdown(e2e: E2E) -> None:
 ROLL_LINE = re.compile(r"pod (\d+) of \d+: (?:restarting (\S+)|(\S+) hands its slots)")
 
 
-# The CronJob exists from step 10 on; step 13 runs it at once (kubectl create job --from), not on schedule.
+# The CronJob exists from step 5b on; step 13 runs it at once (kubectl create job --from), not on schedule.
 BACKUP_SCHEDULE = "0 0 1 1 *"
 
 
@@ -703,18 +710,6 @@ def _roll(e2e: E2E, what: str, key_: str, value: str, also_replaced: frozenset[s
     assert writer.lost() == [], "acknowledged writes were lost"
     assert writer.errors == {}, f"clients saw errors during the roll: {writer.errors} {writer.samples}"
     check_keys(*_seed(e2e), e2e.password(), KEYS)
-
-
-@pytest.mark.timeout(STEP_TIMEOUT_S)
-@step
-def test_10_a_config_change_rolls_pod_by_pod_without_a_lost_write(e2e: E2E) -> None:
-    # The metrics sidecar and the backup's user come with the same roll (one roll for the tier: step 12
-    # scrapes the sidecar, step 13 runs the CronJob).
-    e2e.stack.set_config("redis-cluster:metricsImage", auto.ConfigValue(EXPORTER_IMAGE))
-    e2e.stack.set_config("redis-cluster:backupSchedule", auto.ConfigValue(BACKUP_SCHEDULE))
-    e2e.stack.set_config("redis-cluster:backupPath", auto.ConfigValue(str(e2e.host_base / "backups")))
-    # The auth Secret gains the exporter's password: pulumi-kubernetes replaces a Secret whose data changes.
-    _roll(e2e, "10: the metrics sidecar and backups", "metrics", "true", frozenset({f"{NAME}-security-auth"}))
 
 
 # Too little memory for redis-server to start: every start is OOM-killed (a crash loop, as a user's too-low
@@ -926,7 +921,7 @@ def _scrape(e2e: E2E, pod: str) -> tuple[str, str]:
 def test_12_metrics_from_every_pod(e2e: E2E) -> None:
     ns, kube = e2e.namespace, e2e.kube
     pods = pod_names(MASTERS)
-    # Switched on in step 10, whose roll added the sidecar to every pod.
+    # Switched on in step 5b, whose roll added the sidecar to every pod.
     assert e2e.outputs.get("metricsService") == f"{NAME}-metrics", e2e.outputs.get("metricsService")
     running = wait_pods_ready(kube, ns, SELECTOR, pods, timeout=300)
     wait_healthy(kube, ns, pods, MASTERS, REPLICAS, timeout=240)
