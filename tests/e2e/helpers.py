@@ -228,8 +228,8 @@ def migration_records(kube: Kube, namespace: str, selector: str, operator_passwo
         )
         with contextlib.closing(client):
             kind = dialect(client)
-            ask = ("GETSLOTMIGRATIONS",) if kind == "valkey" else ("MIGRATION", "STATUS", "ALL")
             assert kind is not None, f"{name} has no atomic slot migration"
+            ask = ("GETSLOTMIGRATIONS",) if kind == "valkey" else ("MIGRATION", "STATUS", "ALL")
             found += [{**r, "pod": name} for r in records(client.execute_command("CLUSTER", *ask))]
     return found
 
@@ -267,9 +267,14 @@ def _restarts(pod: dict[str, Any]) -> int:
     return sum(int(c.get("restartCount", 0)) for c in pod.get("status", {}).get("containerStatuses") or [])
 
 
-def migrations_done(found: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The records of migrations that finished (Valkey says ``success``, Redis ``completed``)."""
-    return [r for r in found if r.get("state") in (ATOMIC_DONE, REDIS_DONE)]
+def assert_migrations_finished(out: list[dict[str, str]], back: list[dict[str, str]], staying: list[str]) -> None:
+    """The servers' records after a scale-out (``out``) and after the scale-in back (``back``, on the
+    ``staying`` pods): there are some, every one finished (Valkey says ``success``, Redis ``completed``),
+    and the scale-in added its own."""
+    for found in (out, back):
+        done = [r for r in found if r.get("state") in (ATOMIC_DONE, REDIS_DONE)]
+        assert found and len(done) == len(found), f"a migration did not finish: {found}"
+    assert len(back) > len([r for r in out if r["pod"] in staying]), "4 -> 3 left no record"
 
 
 def view_problems(view: PodView, masters: int, replicas: int) -> list[str]:

@@ -70,10 +70,10 @@ from tests.e2e.helpers import (
     REDIS86_IMAGE,
     EngineRun,
     Kube,
+    assert_migrations_finished,
     check_keys,
     key,
     migration_records,
-    migrations_done,
     missing_keys,
     pod_engine,
     pod_names,
@@ -593,9 +593,7 @@ def test_4_scale_out_onto_the_nodes_and_back_placement_held(mn: MN) -> None:
     mn.timings["4: 4 -> 3"] = time.monotonic() - t0
     back = migration_records(mn.kube, mn.namespace, SELECTOR, operator)
     mn.notes["step 4 migration records (3->4, then 4->3 on the pods that stay)"] = [len(out), len(back)]
-    for found in (out, back):
-        assert found and len(migrations_done(found)) == len(found), f"a migration did not finish: {found}"
-    assert len(back) > len([r for r in out if r["pod"] in pod_names(MASTERS)]), "4 -> 3 left no record"
+    assert_migrations_finished(out, back, pod_names(MASTERS))
 
 
 # --- 5 ------------------------------------------------------------------------------------------------
