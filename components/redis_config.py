@@ -34,9 +34,10 @@ OPERATOR_PASSWORD_KEY = "operator-password"
 EXPORTER_PASSWORD_KEY = f"{EXPORTER_USER}-password"
 # What redis_exporter runs on every scrape (exporter.go scrapeRedisHost, v1.82.0, with CONFIG skipped by
 # `--config-command=-`): INFO (ALL), CLUSTER INFO, CLIENT SETNAME, LATENCY LATEST and HISTOGRAM, SLOWLOG LEN and
-# GET 1; PING for health checks. It never touches keys unless told to (--check-keys ...). Denied: CONFIG (CONFIG
-# GET * would show masterauth, the `default` user's password), CLUSTER NODES (only its /discover-cluster-nodes
-# endpoint with --is-cluster uses it), CLIENT LIST (only with --export-client-list).
+# GET 1 (GET only with metricsSlowlogEntries: an entry shows key names and arguments); PING for health checks.
+# It never touches keys unless told to (--check-keys ...). Denied: CONFIG (CONFIG GET * would show masterauth,
+# the `default` user's password), CLUSTER NODES (only its /discover-cluster-nodes endpoint with --is-cluster
+# uses it), CLIENT LIST (only with --export-client-list).
 EXPORTER_COMMANDS = (
     "info",
     "ping",
@@ -45,8 +46,8 @@ EXPORTER_COMMANDS = (
     "latency|latest",
     "latency|histogram",
     "slowlog|len",
-    "slowlog|get",
 )
+SLOWLOG_ENTRIES_COMMAND = "slowlog|get"
 # The scheduled backup's user (components/backup.py) and its password file in the auth Secret.
 BACKUP_PASSWORD_KEY = f"{BACKUP_USER}-password"
 # A snapshot for a replica (or the backup's `redis-cli --rdb`) forks at once, inside its SYNC, instead of
@@ -88,10 +89,12 @@ def default_user_rules(s: ClusterSettings) -> str:
     return rules
 
 
-def exporter_user_rules() -> str:
+def exporter_user_rules(s: ClusterSettings) -> str:
     """No keys, no channels, every command denied but the ones the exporter runs: its password
-    sits in a pod's Secret file next to a network-reachable HTTP server, so it must open nothing."""
-    return "on resetchannels -@all " + " ".join(f"+{command}" for command in EXPORTER_COMMANDS)
+    sits in a pod's Secret file next to a network-reachable HTTP server, so it must open nothing.
+    ``SLOWLOG GET`` only on request: its entries carry key names and command arguments."""
+    commands = (*EXPORTER_COMMANDS, SLOWLOG_ENTRIES_COMMAND) if s.metrics_slowlog_entries else EXPORTER_COMMANDS
+    return "on resetchannels -@all " + " ".join(f"+{command}" for command in commands)
 
 
 def backup_user_rules() -> str:
@@ -112,7 +115,7 @@ def users_acl(s: ClusterSettings) -> str:
     """
     lines = [f"user default {default_user_rules(s)}", f"user {OPERATOR_USER} on ~* &* +@all"]
     if s.metrics:
-        lines.append(f"user {EXPORTER_USER} {exporter_user_rules()}")
+        lines.append(f"user {EXPORTER_USER} {exporter_user_rules(s)}")
     if s.backup_schedule:
         lines.append(f"user {BACKUP_USER} {backup_user_rules()}")
     lines += [f"user {name} on {rules}" for name, rules in s.acl_users]

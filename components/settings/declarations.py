@@ -415,6 +415,16 @@ class ClusterSettings:
         """`metrics` with `networkPolicy`: namespaces whose pods may reach the metrics port (where Prometheus
         runs); the cluster's own namespace always may.""",
     )
+    metrics_slowlog_entries: bool = setting(
+        "metricsSlowlogEntries",
+        False,
+        BOOLEAN,
+        """`metrics`: let the `exporter` user run `SLOWLOG GET`, for `redis_slowlog_last_id` and
+        `redis_last_slow_execution_duration_seconds`. Off by default: a slowlog entry holds the key names and
+        arguments of a slow command (truncated by Redis), which the metrics login should not read. Off, the
+        exporter's `SLOWLOG GET 1` on each scrape is refused (one `ACL LOG` entry whose count grows) and
+        `redis_slowlog_length` stays.""",
+    )
     service_monitor: bool = setting(
         "serviceMonitor",
         False,

@@ -221,6 +221,7 @@ def _check_metrics(c: _Checker, s: ClusterSettings) -> None:
         for key, given in (
             ("serviceMonitor", s.service_monitor),
             ("metricsAllowedNamespaces", s.metrics_allowed_namespaces),
+            ("metricsSlowlogEntries", s.metrics_slowlog_entries),
         ):
             if given and c.fine(key):
                 c.fail(key, c.value(key), "needs metrics: true")

@@ -114,7 +114,7 @@ def test_metrics_adds_the_exporter_sidecar_with_its_port_and_password_file() -> 
     acl = run.one(CONFIG_MAP).inputs["data"][redis_config.USERS_KEY].splitlines()
     assert acl[2] == (
         "user exporter on resetchannels -@all +info +ping +cluster|info +client|setname "
-        "+latency|latest +latency|histogram +slowlog|len +slowlog|get"
+        "+latency|latest +latency|histogram +slowlog|len"
     )
     data = auth_data(run)
     assert data[redis_config.EXPORTER_PASSWORD_KEY] == EXPORTER_PASSWORD
@@ -204,6 +204,8 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"metrics": "yes"}, "metrics", "must be true or false"),
     ({"serviceMonitor": True}, "serviceMonitor", "needs metrics: true"),
     ({"metricsAllowedNamespaces": ["monitoring"]}, "metricsAllowedNamespaces", "needs metrics: true"),
+    ({"metricsSlowlogEntries": True}, "metricsSlowlogEntries", "needs metrics: true"),
+    ({"metrics": True, "metricsSlowlogEntries": "no"}, "metricsSlowlogEntries", "must be true or false"),
     ({"metrics": True, "metricsAllowedNamespaces": ["Monitoring"]}, "metricsAllowedNamespaces", "namespace names"),
     ({"metrics": True, "serviceMonitorLabels": ["release=x"]}, "serviceMonitorLabels", "needs serviceMonitor: true"),
     (
@@ -247,3 +249,16 @@ def test_the_default_image_is_the_release_tools_cluster_builds() -> None:
     go_mod = (root / "tools" / "cluster" / "exporter" / "go.mod").read_text()
     assert f"github.com/oliver006/redis_exporter {EXPORTER_VERSION} " in go_mod
     assert validate({"metrics": True}).metrics_image == f"oliver006/redis_exporter:{EXPORTER_VERSION}"
+
+
+def test_metrics_slowlog_entries_lets_the_exporter_read_slowlog_entries() -> None:
+    """Off by default (an entry shows key names and arguments); the opt-in adds exactly SLOWLOG GET."""
+    [line] = [
+        ln
+        for ln in program(metrics=True, metricsSlowlogEntries=True)
+        .one(CONFIG_MAP)
+        .inputs["data"][redis_config.USERS_KEY]
+        .splitlines()
+        if ln.startswith("user exporter ")
+    ]
+    assert line.endswith("+slowlog|len +slowlog|get")

@@ -4,8 +4,8 @@ It logs in as the `exporter` ACL user whose rules come from the code that writes
 (components/redis_config.py), with the password file and the flags the pod spec gives it
 (components/metrics.py), and is scraped on a free loopback port. What must hold for a Prometheus
 user: the node is up, the cluster metrics and key counts are there, and the restricted user is never
-refused a command (neither in the exporter's output nor in the servers' ACL LOG) — while it really
-is restricted (no keys, no CONFIG).
+refused a command but `SLOWLOG GET` (unless metricsSlowlogEntries allows it: one grouped ACL LOG
+entry otherwise, nothing in the exporter's output) — while it really is restricted (no keys, no CONFIG).
 
 Skipped (with the reason) only when the binary is not built; CI builds it (tools/setup.sh runs
 tools/cluster.sh build) and REDIS_CLUSTER_REQUIRE_TIERS=1 turns a skip into a failure.
@@ -67,9 +67,9 @@ pytestmark = (
 )
 
 
-def exporter_acl_line() -> str:
+def exporter_acl_line(slowlog_entries: bool = False) -> str:
     """The `exporter` line of users.acl as the start script completes it (`... >password`)."""
-    acl = redis_config.users_acl(validate({"metrics": True})).splitlines()
+    acl = redis_config.users_acl(validate({"metrics": True, "metricsSlowlogEntries": slowlog_entries})).splitlines()
     [line] = [line for line in acl if line.startswith(f"user {EXPORTER_USER} ")]
     return f"{line.removeprefix('user ')} >{EXPORTER_PASSWORD}"
 
@@ -156,6 +156,10 @@ def test_exporter_as_the_restricted_user_reports_cluster_and_key_metrics(redis_f
     by_address = {ln.address.split("@")[0]: ln for ln in lines}
     master = next(n for n in nodes if by_address[n.address].is_master)
     replica = next(n for n in nodes if by_address[n.address].master_id == by_address[master.address].node_id)
+    # The master's user as deployed by default (no SLOWLOG GET), the replica's with metricsSlowlogEntries.
+    replica.client().execute_command(
+        "ACL", "SETUSER", EXPORTER_USER, "reset", *exporter_acl_line(slowlog_entries=True).split()[1:]
+    )
     for node in (master, replica):
         node.client().acl_log_reset()
 
@@ -173,8 +177,10 @@ def test_exporter_as_the_restricted_user_reports_cluster_and_key_metrics(redis_f
             dbsize = int(e.node.client().dbsize())
             assert dbsize > 0
             assert got['redis_db_keys{db="db0"}'] == dbsize, (got.get('redis_db_keys{db="db0"}'), dbsize)
-            # SLOWLOG and LATENCY were allowed (their metrics come only from those commands).
-            assert "redis_slowlog_length" in got and "redis_slowlog_last_id" in got
+            # SLOWLOG LEN and LATENCY were allowed (their metrics come only from those commands); the
+            # slowlog's entries (SLOWLOG GET: key names, arguments) only where metricsSlowlogEntries allows them.
+            assert "redis_slowlog_length" in got
+            assert ("redis_slowlog_last_id" in got) is (e is on_replica), sorted(k for k in got if "slow" in k)
             assert any(k.startswith("redis_commands_latencies_usec_count") for k in got)
             assert any(k.startswith("redis_exporter_build_info") and EXPORTER_VERSION in k for k in got)
         assert samples(on_master.scrape())["redis_connected_slaves"] == 1
@@ -190,7 +196,11 @@ def test_exporter_as_the_restricted_user_reports_cluster_and_key_metrics(redis_f
             assert not [line for line in output.splitlines() if DENIED.search(line)], output
             assert EXPORTER_PASSWORD not in output
             log = e.node.client().acl_log()
-            assert log == [], f"{e.node.address} refused the exporter: {log}"
+            if e is on_replica:
+                assert log == [], f"{e.node.address} refused the exporter: {log}"
+            else:  # SLOWLOG GET refused on every scrape, and grouped by the server into one entry
+                assert [(entry["object"], entry["username"]) for entry in log] == [("slowlog|get", EXPORTER_USER)], log
+                assert int(str(log[0]["count"])) >= 2, log
 
     # ... and the user really is restricted: no keys, no CONFIG (CONFIG GET * shows masterauth).
     login = redis.Redis(
