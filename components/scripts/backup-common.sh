@@ -23,6 +23,20 @@ cli() {
     shift
     timeout 10 redis-cli ${REDIS_CLI_TLS:-} --user "$user" -h "${node%:*}" -p "${node##*:}" "$@" 2>/dev/null | tr -d '\r'
 }
+# await_nodes SECONDS: until a node of REDIS_NODES answers PING (0), or SECONDS have passed (1). This pod is
+# new, and a NetworkPolicy enforcer admits a new pod's address only once it has seen the pod get it: until
+# then (measured with kube-router: the first connect, ~0.2 s after the start) every connect is refused.
+await_nodes() {
+    waited=0
+    while :; do
+        for node in $REDIS_NODES; do
+            [ "$(cli "$node" ping)" = PONG ] && return 0
+        done
+        [ "$waited" -lt "$1" ] || return 1
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
 # The backups in directory $1, oldest first (their names are their start times, as the CronJob and
 # `python -m bootstrap backup` write them).
 backups() { ls -1 "$1" 2>/dev/null | grep '^redis-cluster-[0-9]\{8\}T[0-9]\{6\}Z$' | sort; }

@@ -48,6 +48,7 @@ resolve() {
     echo "${ip:-$1}"
 }
 
+await_nodes "${NODES_WAIT:-30}" || die "no node answered PING within ${NODES_WAIT:-30} s (nodes: $REDIS_NODES)"
 # Which pod is which node (the table's addresses are what nodes announce, maybe NodePorts; the pods'
 # own names are what this pod reaches).
 pairs="" table=""

@@ -53,6 +53,7 @@ done
 say "backup $from: $(echo "$listed" | wc -l | tr -d ' ') shard file(s), checksums match"
 
 # The target: every slot served, no key anywhere.
+await_nodes "${NODES_WAIT:-30}" || die "no node answered PING within ${NODES_WAIT:-30} s (nodes: $REDIS_NODES)"
 target="" table=""
 for node in $REDIS_NODES; do
     table=$(cli "$node" cluster nodes)

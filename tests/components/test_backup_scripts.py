@@ -281,3 +281,32 @@ def test_the_restore_job_refuses_bad_input_before_writing_anything(
     done = put_back(target, made, auth_dir, tmp_path, "latest")  # the newest backup, the good one again
     assert done.returncode == 0, done.stderr
     assert total_keys(target) == 3000
+
+
+def test_both_jobs_wait_for_the_first_answer_as_a_new_pod_must_under_a_network_policy(
+    image: Image, tmp_path: Path, auth_dir: Path
+) -> None:
+    """A job's pod is new: an enforcer refuses its connects until it has seen the pod's address (e2e found
+    the restore job dying on its first, refused, CLUSTER NODES). The scripts' await_nodes waits for a PING
+    answer: here the only node starts listening 1.5 s after the wait began, and the wait ends once it
+    answers; with no node ever, it gives up after the bound it was given."""
+    port = free_cluster_port()
+    common = RESTORE_SH.parent / "backup-common.sh"
+    script = f"me=test verdict=FAILED user={BACKUP_USER}; . {common}; await_nodes $BOUND"
+    env = {"PATH": os.environ["PATH"], "REDIS_NODES": f"127.0.0.1:{port}", "REDIS_AUTH_DIR": str(auth_dir)}
+    late = subprocess.Popen(
+        ["sh", "-c", f"sleep 1.5; exec {image.server} --port {port} --save '' --appendonly no --dir {tmp_path}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        t0 = time.monotonic()
+        waited = subprocess.run(["sh", "-c", script], env={**env, "BOUND": "20"}, timeout=60, check=False)
+        took = time.monotonic() - t0
+        assert waited.returncode == 0 and 1.4 < took < 10, (waited.returncode, took)
+    finally:
+        late.kill()
+        late.wait(timeout=10)
+    t0 = time.monotonic()
+    gave_up = subprocess.run(["sh", "-c", script], env={**env, "BOUND": "2"}, timeout=60, check=False)
+    assert gave_up.returncode == 1 and 2 <= time.monotonic() - t0 < 10
