@@ -42,7 +42,8 @@ ordered steps, each asserting on what really happened:
 12. metrics (switched on in step 5b: the redis_exporter sidecar, the locally built image): every pod, scraped
    through the API server's pod proxy, reports redis_up 1, cluster_state ok, all slots and its key
    count (= its DBSIZE; masters add up to every key, replicas match their master); the metrics Service
-   lists every pod; the restricted `exporter` user is refused nothing (ACL LOG, exporter log).
+   lists every pod; the restricted `exporter` user is refused nothing but SLOWLOG GET (ACL LOG, exporter
+   log; metricsSlowlogEntries is off).
 13. backup and restore (the CronJob and its `backup` user came with step 5b's roll): the CronJob run at
    once (`kubectl create job --from`) leaves one consistent backup on its volume (the CLI's checks pass,
    every key, snapshots taken on replicas, writes paused < 1 s), and so does `python -m bootstrap backup
