@@ -496,17 +496,28 @@ def replicate_one(connector: Connector, replica: Member, master_id: str, timeout
     poll(f"CLUSTER REPLICATE on {replica.name} kept failing", replicating, timeout)
 
 
-def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> None:
-    """Forget the drained nodes on every remaining node, in one pass.
+# A drained node's node timeout while it waits to be stopped: longer than any pod's way out.
+QUIET_NODE_TIMEOUT_MS = 24 * 3600 * 1000
 
-    The drained nodes themselves are left as they are, not reset: until their
-    pods are deleted (right after the drain) a client that asks one of them
-    for CLUSTER SLOTS still gets the right map. A reset node would answer
-    with an empty map, which sends cluster clients (redis-py's among them)
-    into errors instead of redirects.
+
+def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> list[str]:
+    """Forget the drained nodes on every remaining node, in one pass; names those whose node timeout
+    could not be raised.
+
+    The drained nodes themselves are not reset: until their pods are deleted
+    (right after the drain) a client that asks one of them for CLUSTER SLOTS
+    still gets the right map. A reset node would answer with an empty map,
+    which sends cluster clients (redis-py's among them) into errors instead of
+    redirects. But Valkey 8.1+ sends a MEET, once per node timeout, to every
+    node that no longer links back to it, and accepts such a MEET even inside
+    FORGET's 60 s ban (valkey-io/valkey#2788): a drained node still running
+    after the node timeout was back in every table (measured on loopback at a
+    3 s timeout: in 2.7 s). Its ``cluster-node-timeout`` raised to a day holds
+    that MEET back (12 s watched: none) and changes nothing else a leaving
+    node does.
     """
     if not node_ids:
-        return
+        return []
     by_id = snap.by_id
     for node_id in node_ids:
         m = by_id[node_id]
@@ -518,6 +529,15 @@ def remove(snap: Snapshot, connector: Connector, node_ids: Sequence[str]) -> Non
             raise BootstrapError(f"{m.name} owns no slots but holds {client.dbsize()} keys; not removing it")
     remaining = [m for m in snap.members if m.node_id not in node_ids]
     forget(connector, remaining, node_ids)
+
+    def quiet(node_id: str) -> str | None:
+        try:
+            connector.client(by_id[node_id].address).config_set("cluster-node-timeout", QUIET_NODE_TIMEOUT_MS)
+        except (redis.RedisError, OSError):  # NOPERM (a login without CONFIG): the caller says so
+            return by_id[node_id].name
+        return None
+
+    return [name for name in parallel(quiet, node_ids) if name is not None]
 
 
 # --- waiting for the truth ----------------------------------------------------
