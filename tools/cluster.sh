@@ -3,7 +3,8 @@
 #
 # Single node (the e2e tier's cluster, tools/deploy.sh):
 #   tools/cluster.sh build       build/cache all binaries and images (idempotent, seconds when cached)
-#   tools/cluster.sh up          start etcd, containerd, control plane, kubelet, kube-proxy, DNS; wait Ready
+#   tools/cluster.sh up          start etcd, containerd, control plane, kubelet, kube-proxy, DNS, the NetworkPolicy
+#                                enforcer (kube-router); wait Ready
 #   tools/cluster.sh down        stop exactly the processes started by `up`, clean mounts/iptables/bridge
 #                  down --purge  ... and delete the state dir (etcd data, certs, images; hostPath data stays)
 #   tools/cluster.sh status      what runs

@@ -5,7 +5,7 @@
 # build
 # =============================================================================================
 HOST_PKGS=(runc containernetworking-plugins iptables conntrack socat ethtool openssl busybox-static
-           redis-server redis-tools libc-bin iproute2 kmod curl procps util-linux)
+           redis-server redis-tools libc-bin iproute2 kmod curl procps util-linux ipset)
 
 ensure_host_packages() {
   local missing=()
@@ -63,6 +63,8 @@ build_binaries() {
   step "go build coredns" gobuild coredns coredns . -ldflags "-s -w"
   step "go build pause" gobuild pause pause . -ldflags "-s -w"
   step "go build redis_exporter" build_exporter
+  step "go build kube-router" gobuild kube-router kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
 }
 
 build_exporter() {

@@ -18,6 +18,11 @@ PAUSE_IMAGE=localhost/redis-cluster/pause:1
 # stamp, so a version change rebuilds it and its image only, never the Kubernetes binaries.
 EXPORTER_VERSION=v1.82.0
 EXPORTER_IMAGE=localhost/redis-cluster/redis-exporter:$EXPORTER_VERSION-local
+# The NetworkPolicy enforcer: kube-router's policy controller alone (its own wrapper module,
+# tools/cluster/kube-router), iptables and ipset on every node. v2.1.0 is the only version the module proxy
+# serves; its reported flaws (GHSA-phqm-jgc3-qf8g: service proxy, GHSA-v5mh-h5hx-7v92: BGP) are in the
+# controllers these clusters never start (--run-service-proxy=false --run-router=false). Test clusters only.
+KUBE_ROUTER_VERSION=v2.1.0
 # Every image a node imports, as TAG:FILE (FILE.tar under $IMAGES); one not built is skipped, saying so.
 NODE_IMAGES=("$PAUSE_IMAGE:pause" "$REDIS_IMAGE:redis" "$VALKEY9_IMAGE:valkey-9.1" "$REDIS86_IMAGE:redis-8.6"
   "$EXPORTER_IMAGE:exporter")
@@ -112,6 +117,23 @@ start() {
   setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
   echo $! > "$(pidfile "$name")"
   log "  started $name (pid $!), log $LOGS/$name.log"
+}
+
+# start_policy_enforcer PROC NODE [NSENTER...]: kube-router's NetworkPolicy controller for one node (no
+# routing, no service proxy: the CNI bridge and kube-proxy keep those), run after the Node object exists (it
+# reads the node's addresses once, at start) and after the node's kube-proxy has synced once: kube-router
+# rewrites the whole filter table from a snapshot, and one taken while kube-proxy made its chains failed
+# kube-proxy's first sync, which it then never retried (no Service worked). Later overlaps heal with
+# kube-proxy's 10 s resync. Ready once its chain sits in the node's FORWARD chain; policies then apply
+# within about a second of a change (it watches pods, namespaces and policies).
+proxy_synced='curl -sf --max-time 2 http://127.0.0.1:10249/metrics | grep -q "^kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}"'
+start_policy_enforcer() {
+  local name="$1" node="$2"; shift 2
+  wait_for "kube-proxy's first sync on $node" 60 "$@" sh -c "$proxy_synced"
+  start "$name" "$@" "$BIN/kube-router" --kubeconfig="$STATE/kube-router.kubeconfig" --hostname-override="$node" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+    --service-cluster-ip-range="$SERVICE_CIDR" --health-port=0 --metrics-port=0 --iptables-sync-period=1m
+  wait_for "NetworkPolicy enforcer on $node" 60 "$@" sh -c 'iptables -S FORWARD | grep -q KUBE-ROUTER-FORWARD'
 }
 
 # wait_for DESC TIMEOUT CMD...

@@ -2,7 +2,8 @@
 # shellcheck shell=bash
 #
 # One control plane on the host (etcd, kube-apiserver, controller-manager, scheduler, CoreDNS) and N
-# nodes rc-n1..rc-nN, each a network namespace holding its own containerd, kubelet and kube-proxy.
+# nodes rc-n1..rc-nN, each a network namespace holding its own containerd, kubelet, kube-proxy and
+# kube-router (the NetworkPolicy enforcer).
 # Only the network is separate: the nodes share the host's mount namespace (a kubelet's volume
 # mounts must be seen by its containerd and runc) and filesystem, so a local PV's directory exists
 # "on" every node; which node mounts it is decided by the PV's nodeAffinity, as on real nodes.
@@ -52,12 +53,13 @@ mn_pki() {
   gen_cert scheduler system:kube-scheduler ""
   gen_cert kube-proxy system:kube-proxy ""
   gen_cert coredns coredns system:masters
+  gen_cert kube-router kube-router system:masters
   if [[ ! -f "$PKI/sa.key" ]]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   fi
   local c i
-  for c in admin controller-manager scheduler kube-proxy coredns; do make_kubeconfig "$STATE/$c.kubeconfig" "$c"; done
+  for c in admin controller-manager scheduler kube-proxy coredns kube-router; do make_kubeconfig "$STATE/$c.kubeconfig" "$c"; done
   for ((i = 1; i <= $(mn_count); i++)); do
     local n; n="$(mn_name "$i")"
     gen_cert "kubelet-$n" "system:node:$n" system:nodes
@@ -155,6 +157,12 @@ mn_start_node() { # I: containerd, images, kubelet, kube-proxy in the node's net
   start "kube-proxy@$n" nsenter --net="$(mn_netns "$i")" -- "$BIN/kube-proxy" --config="$d/etc/kube-proxy.yaml"
 }
 
+mn_start_enforcer() { # I: the NetworkPolicy enforcer in the node's network namespace (its iptables, its ipsets)
+  local n; n="$(mn_name "$1")"
+  step "NetworkPolicy enforcer on $n (kube-router $KUBE_ROUTER_VERSION)" \
+    start_policy_enforcer "kube-router@$n" "$n" nsenter --net="$(mn_netns "$1")" --
+}
+
 mn_dns_ready() { # from inside node 1, through the Service IP (that node's kube-proxy) to CoreDNS
   in_node 1 busybox nslookup kubernetes.default.svc.cluster.local "$DNS_SERVICE_IP" 2>/dev/null | has "$API_SERVICE_IP"
 }
@@ -220,6 +228,7 @@ multi_up() {
 
   wait_for "kube-dns service" 60 kubectl_admin apply -f "$STATE/etc/kube-dns.yaml"
   for ((i = 1; i <= want; i++)); do wait_for "node $(mn_name "$i") Ready" "$UP_TIMEOUT" mn_node_ready "$i"; done
+  for ((i = 1; i <= want; i++)); do mn_start_enforcer "$i"; done
   wait_for "default service account" 60 kubectl_admin -n default get serviceaccount default
   wait_for "cluster DNS on $DNS_SERVICE_IP from rc-n1" 120 mn_dns_ready
   log "multi-node cluster up ($want nodes) in $(( $(date +%s) - t0 ))s; KUBECONFIG=$KUBECONFIG_ADMIN"
@@ -265,10 +274,10 @@ multi_node_down() {
   export PATH="$BIN:/usr/sbin:/sbin:$PATH"
   ip link set "rcmn-n$i" down
   in_node "$i" ip link set eth0 down
-  mn_kill "kubelet@$n"; mn_kill "kube-proxy@$n"
+  mn_kill "kubelet@$n"; mn_kill "kube-proxy@$n"; mn_kill "kube-router@$n"
   mn_kill_containers "$i"
   mn_kill "containerd@$n"
-  log "node $n down ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s): $(mn_ip "$i") unreachable, no kubelet, containerd, kube-proxy or containers"
+  log "node $n down ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s): $(mn_ip "$i") unreachable, no kubelet, containerd, kube-proxy, kube-router or containers"
 }
 
 multi_node_up() {
@@ -278,13 +287,14 @@ multi_node_up() {
   running kube-apiserver || die "the multi-node control plane is not running"
   mn_start_node "$i"
   wait_for "node $n Ready" "$UP_TIMEOUT" mn_node_ready "$i"
+  mn_start_enforcer "$i"
   log "node $n back in $(( $(date +%s) - t0 ))s"
 }
 
 mn_stop_node() { # I: orderly, for `down`
   local i="$1" n id sock
   n="$(mn_name "$i")"; sock="$(mn_sock "$i")"
-  stop_proc "kubelet@$n"; stop_proc "kube-proxy@$n"
+  stop_proc "kubelet@$n"; stop_proc "kube-proxy@$n"; stop_proc "kube-router@$n"
   if running "containerd@$n" && [[ -S "$sock" ]]; then
     for id in $("$BIN/ctr" --address "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
       "$BIN/ctr" --address "$sock" -n k8s.io tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
@@ -335,7 +345,7 @@ multi_status() {
   echo "state: $STATE ($(mn_count) nodes)"
   local names=(etcd kube-apiserver kube-controller-manager kube-scheduler coredns)
   for ((i = 1; i <= $(mn_count); i++)); do
-    names+=("containerd@$(mn_name "$i")" "kubelet@$(mn_name "$i")" "kube-proxy@$(mn_name "$i")")
+    names+=("containerd@$(mn_name "$i")" "kubelet@$(mn_name "$i")" "kube-proxy@$(mn_name "$i")" "kube-router@$(mn_name "$i")")
   done
   for n in "${names[@]}"; do
     if running "$n"; then echo "  $n: running (pid $(cat "$(pidfile "$n")"))"; any=1; else echo "  $n: stopped"; fi

@@ -58,12 +58,13 @@ gen_pki() {
   gen_cert kubelet-serving "system:node:$NODE_NAME" system:nodes "IP:$NODE_IP,IP:127.0.0.1,DNS:$NODE_NAME"
   gen_cert kube-proxy system:kube-proxy ""
   gen_cert coredns coredns system:masters
+  gen_cert kube-router kube-router system:masters
   if [[ ! -f "$PKI/sa.key" ]]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   fi
   local c
-  for c in admin controller-manager scheduler kubelet kube-proxy coredns; do
+  for c in admin controller-manager scheduler kubelet kube-proxy coredns kube-router; do
     make_kubeconfig "$STATE/$c.kubeconfig" "$c"
   done
 }

@@ -117,6 +117,7 @@ cmd_up() {
 
   wait_for "kube-dns service" 60 kubectl_admin apply -f "$STATE/etc/kube-dns.yaml"
   wait_for "node $NODE_NAME Ready" "$UP_TIMEOUT" node_ready
+  step "NetworkPolicy enforcer (kube-router $KUBE_ROUTER_VERSION)" start_policy_enforcer kube-router "$NODE_NAME"
   wait_for "default service account" 60 kubectl_admin -n default get serviceaccount default
   wait_for "cluster DNS on $DNS_SERVICE_IP" 120 dns_ready
   log "cluster up in $(( $(date +%s) - t0 ))s; KUBECONFIG=$KUBECONFIG_ADMIN"
@@ -158,12 +159,19 @@ cleanup_network() {
       local chains; chains="$($ipt -t $t -S 2>/dev/null | awk '/^-N (KUBE-|CNI-)/{print $2}')"
       [[ -n "$chains" ]] || continue
       for c in $chains; do
-        $ipt -t $t -S 2>/dev/null | grep -E -- "-j $c( |$)" | sed 's/^-A/-D/' \
+        # a chain nothing jumps to (kube-router's KUBE-NWPLCY-DEFAULT): grep finds nothing, which
+        # pipefail would turn into the end of `down`
+        { $ipt -t $t -S 2>/dev/null | grep -E -- "-j $c( |$)" || true; } | sed 's/^-A/-D/' \
           | while read -r rule; do eval "$ipt -t $t $rule" 2>/dev/null || true; done
       done
       for c in $chains; do $ipt -t $t -F "$c" 2>/dev/null || true; done
       for c in $chains; do $ipt -t $t -X "$c" 2>/dev/null || true; done
     done
+  done
+  # kube-router's address sets (its --cleanup-config leaves them in v2.1.0); referenced by no rule now
+  local set
+  for set in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-(SRC|DST)-|TMP-)' || true); do
+    ipset destroy "$set" 2>/dev/null || true
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   rm -rf "$STATE/cni/ipam"
@@ -174,7 +182,7 @@ cleanup_network() {
 # still run and container mounts stay; clear them before containerd starts again
 cleanup_after_crash() {
   local n
-  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
+  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kube-router; do
     running "$n" && return 0
   done
   local p left=0
@@ -196,7 +204,7 @@ cmd_down() {
   [[ -d "$PIDS" ]] || { log "nothing to stop ($STATE not present)"; return 0; }
   local n w=()
   # in parallel; wait only for these subshells (`up` in the same shell left daemons as children)
-  for n in api-bridge coredns kube-proxy kubelet kube-scheduler kube-controller-manager; do
+  for n in api-bridge coredns kube-router kube-proxy kubelet kube-scheduler kube-controller-manager; do
     stop_proc "$n" & w+=($!)
   done
   wait "${w[@]}"
@@ -229,7 +237,7 @@ cmd_status() {
   local n any=0
   echo "cache: $CACHE ($(is_built && echo built || echo 'not built'))"
   echo "state: $STATE"
-  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns api-bridge; do
+  for n in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kube-router api-bridge; do
     if running "$n"; then echo "  $n: running (pid $(cat "$(pidfile "$n")"))"; any=1
     else echo "  $n: stopped"; fi
   done
