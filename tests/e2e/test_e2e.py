@@ -2,7 +2,7 @@
 
 One stack (dev shape: 3 masters x 1 replica, 150Mi, shared NodePort 30036; the locally built images,
 never pulled: Redis 7.0 first, Valkey 9.1 from step 5b; hostPath volumes under a fresh directory in /tmp;
-a namespace of its own) goes through
+a namespace of its own; its NetworkPolicy enforced by the cluster's kube-router throughout) goes through
 ordered steps, each asserting on what really happened:
 
 1. preview lists the planned objects; up; every PV bound to its intended claim; pods Ready; every
@@ -47,9 +47,14 @@ ordered steps, each asserting on what really happened:
 13. backup and restore (the CronJob and its `backup` user came with step 5b's roll): the CronJob run at
    once (`kubectl create job --from`) leaves one consistent backup on its volume (the CLI's checks pass,
    every key, snapshots taken on replicas, writes paused < 1 s), and so does `python -m bootstrap backup
-   --kube` through the API; a second stack (another namespace, 3 masters, no replicas) with `restoreFrom`
-   serves every key once its `up` succeeds (and `check --kube` says OK); its `pulumi destroy` leaves the
-   backup files as they were.
+   --kube` through the API; a second stack (another namespace, 3 masters, no replicas, no outside access,
+   metrics on) with `restoreFrom` serves every key once its `up` succeeds (and `check --kube` says OK).
+13b. the NetworkPolicy, on that second stack, from probe pods in its own namespace and two others: with
+   allowedClientNamespaces empty only the own namespace reads, writes and scrapes; the bus opens to no pod
+   but the cluster's, and a rogue node's MEET is never accepted; one `up` allowing a namespace lets it read
+   and write (not the bus, not the metrics); `networkPolicy: false` opens everything to the never-allowed
+   one (the control: the policy blocked, not the network). The stack's `pulumi destroy`
+   leaves the backup files as they were.
 14. the image set back to Redis 7.0, which cannot load what Valkey 9.1 wrote: `pulumi preview` and
    `pulumi up` both fail naming both releases; the StatefulSet's template and every pod stay as they were.
 
@@ -120,6 +125,14 @@ from tests.e2e.helpers import (
     wait_pods_ready,
     write_keys,
 )
+from tests.e2e.probes import (
+    BUS_PORT,
+    METRICS_PORT,
+    REDIS_PORT,
+    assert_meet_refused,
+    assert_reach,
+    start_probes,
+)
 from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
 from tests.prometheus import samples
 from tests.toolkit import cluster_client, run_cli, wait_for
@@ -152,6 +165,8 @@ class E2E:
     outputs: dict[str, Any] = field(default_factory=dict)
     broken: str | None = None
     last_run: EngineRun = field(default_factory=EngineRun)
+    # Step 13's restoring stack, which step 13b goes on with and destroys.
+    restoring: auto.Stack | None = None
 
     def data_dir(self, ordinal: int) -> Path:
         return self.host_base / self.namespace / f"{NAME}-{ordinal}"
@@ -890,7 +905,6 @@ def _exists(kube: Kube, kind: str, name: str) -> bool:
 
 # tools/cluster.sh builds it from the Go module (tools/cluster/exporter) at the release the program pins.
 EXPORTER_IMAGE = f"localhost/redis-cluster/redis-exporter:{EXPORTER_VERSION}-local"
-METRICS_PORT = 9121
 # Inside the redis container (busybox has wget; the exporter's image has no shell): DBSIZE as `default`,
 # then the ACL LOG as `operator` — each password read from its mounted file into REDISCLI_AUTH.
 _POD_KEYS_AND_ACL_LOG = (
@@ -1003,8 +1017,6 @@ def test_12_metrics_from_every_pod(e2e: E2E) -> None:
 
 # --- 13 -----------------------------------------------------------------------------------------------
 
-RESTORE_NODE_PORT = 30037
-
 
 @pytest.mark.timeout(STEP_TIMEOUT_S)
 @step
@@ -1049,8 +1061,11 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
             "masters": MASTERS,
             "replicasPerMaster": 0,
             "storageSize": "150Mi",
-            "externalAccess": "shared",
-            "externalNodePort": RESTORE_NODE_PORT,
+            # No outside access: the NetworkPolicy then opens the client port to no one but its own namespace
+            # and allowedClientNamespaces (step 13b); this machine is the node, whose traffic it always lets in.
+            "externalAccess": "none",
+            "metrics": True,
+            "metricsImage": EXPORTER_IMAGE,
             # The backup is Valkey 9.1's (format VALKEY 80): a stack formed on Valkey 9.1 restores it.
             "image": VALKEY9_IMAGE,
             "imagePullPolicy": "Never",
@@ -1064,7 +1079,11 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     )
     t0 = time.monotonic()
     run = EngineRun()
-    result = up_watched(second, run, kube, ns2, SELECTOR, UP_TIMEOUT_S)
+    try:
+        result = up_watched(second, run, kube, ns2, SELECTOR, UP_TIMEOUT_S)
+    except AssertionError as failed:
+        said = kube.run("logs", "-n", ns2, f"job/{NAME}-restore", check=False)
+        raise AssertionError(f"{failed}\nthe restore job's log:\n{said.stdout}{said.stderr}") from failed
     restore_logs = kube.run("logs", "-n", ns2, f"job/{NAME}-restore", check=False).stdout
     assert result.summary.result == "succeeded", f"{result.summary.result}\n{run.tail()}\n{restore_logs}"
     e2e.timings["13: up of the restoring stack"] = time.monotonic() - t0
@@ -1072,9 +1091,10 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     assert outputs.get("clusterState") == "ok" and outputs.get("restoredFrom") == made.name, outputs
     assert f"restored {made.name}: {total} keys" in restore_logs, restore_logs
     password = kube.secret_value(ns2, str(outputs["authSecret"]), "password")
-    # The shared NodePort on this machine's node (MOVED then names pod IPs, reachable from here).
-    check_keys("127.0.0.1", RESTORE_NODE_PORT, password, KEYS)
-    client = cluster_client([("127.0.0.1", RESTORE_NODE_PORT)], password)
+    # A pod's own address (this machine is the node: it routes to pods, and MOVED names pod IPs).
+    seed = _pod_ip(kube, ns2, f"{NAME}-0")
+    check_keys(seed, 6379, password, KEYS)
+    client = cluster_client([(seed, 6379)], password)
     assert total_keys(client) == total
     client.close()
     e2e.notes["step 13 restore log"] = restore_logs.strip().splitlines()[-1:]
@@ -1082,7 +1102,7 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     assert checked.returncode == 0 and checked.stdout.startswith("OK: 3 nodes"), checked.stdout + checked.stderr
     # The command line's restore through the API: a tenth of the keys deleted, the CLI's backup put back
     # (its temporary servers MIGRATE into each master's tunnel) as the operator user, with --replace.
-    client = cluster_client([("127.0.0.1", RESTORE_NODE_PORT)], password)
+    client = cluster_client([(seed, 6379)], password)
     gone = [key(i) for i in range(0, KEYS, 10)]
     assert client.delete(*gone) == len(gone)
     client.close()
@@ -1107,13 +1127,89 @@ def test_13_the_cronjobs_backup_is_restored_by_a_second_stack_and_outlives_its_d
     assert put_back.returncode == 0, put_back.stderr
     e2e.timings["13: restore by the command line through the API"] = time.monotonic() - t0
     assert f"restored {cli_manifest.keys:,} keys" in put_back.stderr, put_back.stderr
-    check_keys("127.0.0.1", RESTORE_NODE_PORT, password, KEYS)
+    check_keys(seed, 6379, password, KEYS)
+    e2e.restoring = second
+    e2e.notes["step 13 backup made"] = made.name
 
+
+def _pod_ip(kube: Kube, namespace: str, pod: str) -> str:
+    return str(kube.json("get", "pod", "-n", namespace, pod)["status"]["podIP"])
+
+
+# --- 13b ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_13b_the_network_policy_lets_in_whom_it_names_and_no_rogue_joins_the_bus(e2e: E2E) -> None:
+    """On the restoring stack (no outside access, metrics on; formed and restored with its policy enforced by
+    kube-router), from probe pods in three namespaces — its own, one it will allow, one it never allows:
+
+    - allowedClientNamespaces empty: the own namespace reads and writes and scrapes, the others open
+      nothing; the bus opens to no pod that is not the cluster's, and a rogue node's MEET (from the own
+      namespace and from outside it) is never accepted;
+    - allowedClientNamespaces [allowed], by one `up`: that namespace reads and writes, but reaches neither
+      the bus nor the metrics port; the other still nothing;
+    - networkPolicy false, by one `up`: the never-allowed namespace reads, writes, scrapes and reaches the
+      bus — so what blocked before was the policy, not the network.
+
+    Then `pulumi destroy` of that stack, whose backup volume is the same directory, leaves every backup
+    file as it was."""
+    second = e2e.restoring
+    assert second is not None, "step 13 left no restoring stack"
+    kube = e2e.kube
+    ns2 = f"{e2e.namespace}-restore"
+    pods2 = pod_names(MASTERS, 0)
+    outputs = {k: v.value for k, v in second.outputs().items()}
+    password = kube.secret_value(ns2, str(outputs["authSecret"]), "password")
+    target = _pod_ip(kube, ns2, pods2[0])
+    allowed_ns, denied_ns = f"{ns2}-allowed", f"{ns2}-denied"
+    t0 = time.monotonic()
+    own, allowed, denied = start_probes(
+        kube, VALKEY9_IMAGE, [(ns2, "probe-own", None), (allowed_ns, "probe", None), (denied_ns, "probe", None)]
+    )
+    e2e.timings["13b: probes up"] = time.monotonic() - t0
+    closed = {REDIS_PORT: False, BUS_PORT: False, METRICS_PORT: False}
+    try:
+        assert_reach(own, target, {REDIS_PORT: True, BUS_PORT: False, METRICS_PORT: True}, password, "own namespace")
+        assert_reach(allowed, target, closed, password, "not yet allowed")
+        assert_reach(denied, target, closed, password, "never allowed")
+        assert_meet_refused(kube, ns2, pods2, own, target)
+        assert_meet_refused(kube, ns2, pods2, denied, target)
+
+        second.set_config("redis-cluster:allowedClientNamespaces[0]", auto.ConfigValue(allowed_ns), path=True)
+        _up_restoring(e2e, second, ns2, "allowedClientNamespaces")
+        assert_reach(allowed, target, {REDIS_PORT: True, BUS_PORT: False, METRICS_PORT: False}, password, "allowed")
+        assert_reach(denied, target, closed, password, "never allowed, with another namespace allowed")
+
+        second.set_config("redis-cluster:networkPolicy", auto.ConfigValue("false"))
+        _up_restoring(e2e, second, ns2, "networkPolicy false")
+        assert not kube.items("networkpolicies", "-n", ns2), "networkPolicy false left a NetworkPolicy"
+        opened = {REDIS_PORT: True, BUS_PORT: True, METRICS_PORT: True}
+        assert_reach(denied, target, opened, password, "no policy")
+    finally:
+        for namespace in (allowed_ns, denied_ns):
+            kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+        kube.run("delete", "pod", "-n", ns2, own.name, "--wait=false", check=False)
+
+    made = e2e.host_base / "backups" / str(e2e.notes["step 13 backup made"])
+    manifest = verify(made)
     t0 = time.monotonic()
     second.destroy(color="never")
-    e2e.timings["13: destroy of the restoring stack"] = time.monotonic() - t0
+    e2e.restoring = None
+    e2e.timings["13b: destroy of the restoring stack"] = time.monotonic() - t0
     assert verify(made) == manifest, "the backup changed with the destroy"
     assert not _exists(kube, "pv", f"{ns2}-{NAME}-backup"), "the destroy left the stack's backup PV"
+
+
+def _up_restoring(e2e: E2E, stack: auto.Stack, namespace: str, what: str) -> None:
+    t0 = time.monotonic()
+    run = EngineRun()
+    result = up_watched(stack, run, e2e.kube, namespace, SELECTOR, UP_TIMEOUT_S)
+    assert result.summary.result == "succeeded", f"{what}: {result.summary.result}\n{run.tail()}"
+    # A policy change touches the NetworkPolicy alone: no pod template, no restart.
+    assert not NO_REPLACE & changes(result).keys() and STATEFULSET not in run.ops(), f"{what}: {run.ops()}"
+    e2e.timings[f"13b: up ({what})"] = time.monotonic() - t0
 
 
 # --- 14 -----------------------------------------------------------------------------------------------

@@ -27,11 +27,16 @@ its replica apart is then the bootstrap's job, and what step 1 asserts.
    over first), the PodDisruptionBudget refuses the node's second pod while the first cannot come back
    (its local volume is on the cordoned node); uncordoned, the drain finishes; 0 ClusterDownError,
    0 ConnectionError, 0 acknowledged writes lost.
+5b. the NetworkPolicy (enforced by kube-router on every node in every step): probe pods on the other two
+   nodes, one in the stack's namespace without its labels, one in a foreign namespace, reach neither a
+   master's bus at its pod address nor through its bus NodePort, and their MEET is never accepted.
 6. behind NAT: `externalHost` set (externalTrafficPolicy Cluster; kube-proxy masquerades, so a master
    sees its replicas' links from node addresses), rolled by one up; a master pod deleted under a writer
    hands over by its replica's announced address: 0 ClusterDownError, 0 ConnectionError, 0 lost.
 7. the image set back to Redis 7.0, which cannot load what Redis 8.6 wrote: `pulumi preview` and
    `pulumi up` fail naming both releases; the StatefulSet's template and every pod stay as they were.
+8. the control for 5b: `networkPolicy: false` by one `up` (nothing restarts); the foreign probe opens
+   the bus.
 
 A failed step skips the later ones; the stack is destroyed and the cluster stopped either way.
 Timings are printed at the end (``-s``).
@@ -88,6 +93,14 @@ from tests.e2e.helpers import (
     wait_pods_ready,
     write_keys,
 )
+from tests.e2e.probes import (
+    BUS_PORT,
+    REDIS_PORT,
+    Probe,
+    assert_meet_refused,
+    assert_reach,
+    start_probes,
+)
 from tests.engine.conftest import REPO_ROOT, EngineStackFactory, Toolchain, toolchain  # noqa: F401
 from tests.toolkit import Writer, cluster_client, wait_for
 
@@ -98,6 +111,7 @@ MASTERS, REPLICAS = 3, 1
 MAX_MASTERS = 4  # step 4 scales to 4: the local PV directories of 8 ordinals are made up front
 KEYS = 5_000
 PORT_BASE = 31000  # externalNodePortBase default
+BUS_PORT_BASE = 32000  # externalBusNodePortBase default
 BOOTSTRAP = f"{NAME}-bootstrap"
 UP_TIMEOUT_S = 900
 STEP_TIMEOUT_S = 1800
@@ -115,6 +129,8 @@ class MN:
     notes: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     broken: str | None = None
+    # Step 5b's probe pods (tests/e2e/probes.py): the cluster's own namespace and a foreign one.
+    probes: list[Probe] = field(default_factory=list)
 
     def password(self) -> str | None:
         secret = self.outputs.get("authSecret")
@@ -685,6 +701,41 @@ def test_5_a_node_drained_under_traffic_hands_over_and_the_budget_holds_the_seco
     assert not traffic.wrong, traffic.wrong[:5]
 
 
+# --- 5b -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_5b_the_bus_opens_to_the_clusters_pods_alone_across_nodes(mn: MN) -> None:
+    """Every step so far ran with the NetworkPolicy enforced (kube-router on every node). Probe pods on the
+    two nodes other than a master's — one in the stack's own namespace without its labels, one in a foreign
+    namespace: neither reaches the master's bus, at its pod address or through its bus NodePort on its node
+    (externalTrafficPolicy Local keeps the source), and neither's MEET, by either path, is ever accepted. The
+    client port is open to both: per-pod access opens it to every source (NodePort clients come from
+    anywhere; the password guards it), and the metrics port is not served here (no `metrics`)."""
+    ns, kube = mn.namespace, mn.kube
+    pods = pod_names(MASTERS)
+    master = mn.outputs["masters"][0]["name"]
+    ordinal = int(master.rsplit("-", 1)[1])
+    node = mn.node_of(master)
+    node_ip = mn.cluster.nodes[node]
+    target = str(kube.json("get", "pod", "-n", ns, master)["status"]["podIP"])
+    elsewhere = [n for n in mn.node_names if n != node]
+    t0 = time.monotonic()
+    mn.probes = start_probes(
+        kube, REDIS86_IMAGE, [(ns, "probe-own", elsewhere[0]), (f"{ns}-foreign", "probe", elsewhere[-1])]
+    )
+    mn.timings["5b: probes up"] = time.monotonic() - t0
+    password = mn.password()
+    for probe in mn.probes:
+        where = f"{probe.namespace} on {elsewhere[mn.probes.index(probe)]}"
+        assert_reach(probe, target, {REDIS_PORT: True, BUS_PORT: False}, password, f"{where} to the pod")
+        assert not probe.connects(node_ip, BUS_PORT_BASE + ordinal), f"{where}: {master}'s bus NodePort is open"
+        assert_meet_refused(kube, ns, pods, probe, target)
+        assert_meet_refused(kube, ns, pods, probe, node_ip, PORT_BASE + ordinal, BUS_PORT_BASE + ordinal)
+    mn.notes["step 5b"] = {"master": master, "node": node, "probes": [f"{p.namespace}/{p.name}" for p in mn.probes]}
+
+
 # --- 6 ------------------------------------------------------------------------------------------------
 
 
@@ -769,3 +820,29 @@ def test_7_a_move_back_to_redis_7_is_refused_before_any_pod_restarts(mn: MN) -> 
     mn.timings["7: refused move (preview and up)"] = time.monotonic() - t0
     assert "Redis 8.6" in said and "Redis 7.0" in said, said
     mn.notes["step 7 refusal"] = said
+
+
+# --- 8 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(STEP_TIMEOUT_S)
+@step
+def test_8_without_the_policy_the_same_probe_reaches_the_bus(mn: MN) -> None:
+    """The control for step 5b: `networkPolicy: false` by one `up` (nothing restarts), and the foreign probe
+    opens a master's bus — so the policy blocked it, not the network."""
+    ns, kube = mn.namespace, mn.kube
+    assert mn.probes, "step 5b left no probes"
+    foreign = mn.probes[-1]
+    master = mn.outputs["masters"][0]["name"]
+    target = str(kube.json("get", "pod", "-n", ns, master)["status"]["podIP"])
+    mn.stack.set_config("redis-cluster:networkPolicy", auto.ConfigValue("false"))
+    t0 = time.monotonic()
+    run = EngineRun()
+    result = up_watched(mn.stack, run, kube, ns, SELECTOR, UP_TIMEOUT_S)
+    assert result.summary.result == "succeeded", f"networkPolicy false: {result.summary.result}\n{run.tail()}"
+    assert f"{NAME}-nodes-statefulset" not in run.ops(), f"the policy change touched the pods: {run.ops()}"
+    mn.timings["8: up with networkPolicy false"] = time.monotonic() - t0
+    try:
+        assert_reach(foreign, target, {REDIS_PORT: True, BUS_PORT: True}, mn.password(), "no policy")
+    finally:
+        kube.run("delete", "namespace", foreign.namespace, "--wait=false", check=False)
