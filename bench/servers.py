@@ -108,6 +108,9 @@ def server_version(binary: str) -> str:
     return " ".join(out.split()[:3])
 
 
+NODE_PORT_RANGE_END = 32767  # Kubernetes' default --service-node-port-range is 30000-32767
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -119,10 +122,14 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def free_cluster_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
-    """A free port whose cluster bus twin (port + 10000) is free too, not handed out already."""
+    """A free port whose cluster bus twin (port + 10000) is free too, not handed out already.
+
+    Both stay below Kubernetes' NodePort range (30000-32767): the e2e tier runs beside the loopback tiers
+    (tools/test.sh), and the single-node cluster's kube-proxy answers NodePorts on 127.0.0.0/8, so a bus
+    port there could be taken over by a Service's DNAT."""
     taken = set() if taken is None else taken
     for _ in range(1000):
-        port = random.randint(20000, 29999)
+        port = random.randint(NODE_PORT_RANGE_END + 1 - 10000, 29999)
         if port not in taken and _port_free(host, port) and _port_free(host, port + 10000):
             taken.add(port)
             return port

