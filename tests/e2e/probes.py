@@ -4,7 +4,7 @@ namespace (and node), against the cluster's pods.
 A probe is a pod of the Redis image running a cluster-mode redis-server of its own, so the same pod
 can also play a rogue node that asks the cluster to MEET it. Its checks run inside it with the image's
 busybox and redis-cli: ``nc`` for a bare TCP connect (busybox nc exits 0 once connected; a REJECTed or
-dropped connect exits 1 within its 3 s timeout), ``wget`` for a scrape, ``redis-cli`` for a real read
+dropped connect exits 1 within its 3 s timeout) and for a scrape (an HTTP/1.0 GET), ``redis-cli`` for a real read
 and write. A password goes in on stdin, read by the shell into REDISCLI_AUTH: never in argv.
 
 Every expectation is polled for a bounded time (a policy change takes effect within about a second
@@ -24,7 +24,6 @@ from tests.toolkit import wait_for
 REDIS_PORT = 6379
 BUS_PORT = 16379
 METRICS_PORT = 9121
-PORTS = (REDIS_PORT, BUS_PORT, METRICS_PORT)
 CONNECT_TIMEOUT_S = 3
 SETTLE_S = 30.0  # how long a changed policy may take to show (the enforcer reacts within ~1 s)
 # How long a refused MEET is watched: the cluster cron tries a handshake every 100 ms and gives it up
@@ -64,8 +63,9 @@ class Probe:
         return None if rc == 0 and lines[-2:] == ["OK", self.name] else f"rc {rc}: {out[-300:]}"
 
     def scrape(self, ip: str) -> str | None:
-        """The exporter's metrics page at ip:9121 with redis_up 1: None when so, else why not."""
-        rc, out = self.sh(f"wget -q -T {CONNECT_TIMEOUT_S} -O - http://{ip}:{METRICS_PORT}/metrics")
+        """The exporter's metrics page at ip:9121 with redis_up 1: None when so, else why not. An HTTP/1.0
+        GET through nc: the images' static busybox `wget` dies of SIGSEGV here (exit 139)."""
+        rc, out = self.sh(f"printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | nc -w {CONNECT_TIMEOUT_S} {ip} {METRICS_PORT}")
         return None if rc == 0 and "\nredis_up 1" in out else f"rc {rc}: {out[-200:]}"
 
     def reach(self, ip: str, port: int, password: str | None) -> str | None:

@@ -929,16 +929,18 @@ def _acl_entries(text: str) -> list[dict[str, str]]:
 
 def _scrape(e2e: E2E, pod: str) -> tuple[str, str]:
     """A pod's /metrics through the API server's pod proxy (what `kubectl get --raw` reaches); if the API
-    cannot proxy here, from inside the pod (busybox wget on loopback). Returns (text, the path used)."""
+    cannot proxy here, from inside the pod (an HTTP/1.0 GET through busybox nc on loopback: its static
+    wget dies of SIGSEGV). Returns (text, the path used)."""
     raw = f"/api/v1/namespaces/{e2e.namespace}/pods/{pod}:{METRICS_PORT}/proxy/metrics"
     proxied = e2e.kube.run("get", "--raw", raw, check=False, timeout=60)
     if proxied.returncode == 0 and "redis_up" in proxied.stdout:
         return proxied.stdout, "api-proxy"
     inside = e2e.kube.run(
         "exec", "-n", e2e.namespace, pod, "-c", "redis", "--",
-        "wget", "-qO-", f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=60,
+        "sh", "-c", f"printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 {METRICS_PORT}", timeout=60,
     )  # fmt: skip
-    return inside.stdout, f"exec wget (api proxy: {proxied.stderr.strip()[-200:]})"
+    body = inside.stdout.split("\r\n\r\n", 1)[-1]  # after the HTTP headers
+    return body, f"exec nc (api proxy: {proxied.stderr.strip()[-200:]})"
 
 
 @pytest.mark.timeout(STEP_TIMEOUT_S)
