@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -73,11 +74,46 @@ def step(fn: Callable[[S], None]) -> Callable[..., None]:
             raise
         except BaseException:
             state.broken = fn.__name__
+            failure_snapshot(state)
             raise
         finally:
             state.timings[fn.__name__] = time.monotonic() - t0
 
     return wrapper
+
+
+def failure_snapshot(state: object) -> None:
+    """What a failed step leaves, printed (pytest shows it with the failure): the pods, their endpoints, each
+    pod's CLUSTER NODES, and this host's NodePort rejects and NetworkPolicy address sets. A failure seen once
+    in CI (e2e step 8: handshakes stalled for 10 minutes after a pod's restart under the enforcer) could not
+    be traced afterwards for want of exactly these. Bounded, and never raises over the step's own error."""
+    kube, ns = getattr(state, "kube", None), getattr(state, "namespace", None)
+    commands: list[tuple[str, list[str]]] = []
+    if isinstance(kube, Kube) and isinstance(ns, str):
+        k = [str(kube.kubectl), "--kubeconfig", str(kube.kubeconfig)]
+        commands += [("pods", [*k, "get", "pods", "-n", ns, "-o", "wide"])]
+        commands += [("endpointslices", [*k, "get", "endpointslices", "-n", ns])]
+        try:
+            pods = [
+                p["metadata"]["name"]
+                for p in kube.items("pods", "-n", ns, "-l", "app.kubernetes.io/name=redis-cluster")
+            ]
+        except Exception as exc:
+            print(f"--- failure snapshot: no pod list: {exc!r}", file=sys.stderr)
+            pods = []
+        cli = OPERATOR_CLI + "cluster nodes"
+        commands += [
+            (f"{pod} CLUSTER NODES", [*k, "exec", "-n", ns, pod, "-c", "redis", "--", "sh", "-c", cli]) for pod in pods
+        ]
+    commands += [("host NodePort rejects", ["iptables", "-S", "KUBE-EXTERNAL-SERVICES"])]
+    commands += [("host policy address sets", ["sh", "-c", "ipset list -t | grep -E '^(Name|Number of entries)'"])]
+    for title, argv in commands:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+            out = proc.stdout + proc.stderr
+        except Exception as exc:
+            out = repr(exc)
+        print(f"--- failure snapshot: {title}\n{out.strip()[-4000:]}", file=sys.stderr)
 
 
 BAD_FLAGS = {"fail", "fail?", "pfail", "noaddr", "handshake"}
