@@ -9,12 +9,15 @@ this test's result, not a belief.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,7 +34,7 @@ from bootstrap.engines import (
     unreadable,
 )
 from tests.conftest import RedisFarm, RedisNode
-from tests.toolkit import wait_until
+from tests.toolkit import wait_for, wait_until
 
 NAMES = ("redis-7", "redis-8", "redis-8.6", "valkey-8", "valkey-9")
 PLAIN = {"appendonly": "no"}  # load the dump, not an AOF
@@ -124,6 +127,25 @@ def _link_up(node: RedisNode, keys: int) -> bool:
     return c.info("replication").get("master_link_status") == "up" and c.dbsize() == keys
 
 
+def _take_over(replica: RedisNode) -> None:
+    """CLUSTER FAILOVER, asked again every 10 s: a manual failover the master does not grant within its own
+    5 s is dropped by the replica, which happened once in CI (Redis 7.0 -> Valkey 8.1, both CI lanes
+    busy). What the test asks of the engines is that the new one loads and syncs, not that it is quick."""
+
+    def took_over() -> str | None:
+        if replica.client().info("replication")["role"] == "master":
+            return None
+        if time.monotonic() >= asked[0] + 10:
+            with contextlib.suppress(redis.ResponseError):  # it became a master meanwhile: seen next time
+                replica.client().cluster("failover")
+            asked[0] = time.monotonic()
+        return "not yet"
+
+    replica.client().cluster("failover")
+    asked = [time.monotonic()]
+    wait_for("it took over", took_over, 40)
+
+
 def _moved(farm: RedisFarm, old: str, new: str) -> str | None:
     """The bootstrap's roll on one shard, old engine -> new: the replica restarts onto the new binary over its
     own files and syncs from the old master, takes over, and the old master restarts onto the new binary and
@@ -146,8 +168,7 @@ def _moved(farm: RedisFarm, old: str, new: str) -> str | None:
         with _PORTS:
             replica.restart(binary=new)
         wait_until("the replica on the new engine synced", lambda: _link_up(replica, KEYS), 30)
-        replica.client().cluster("failover")
-        wait_until("it took over", lambda: replica.client().info("replication")["role"] == "master", 30)
+        _take_over(replica)
         with _PORTS:
             master.restart(binary=new)
         wait_until("the old master on the new engine synced", lambda: _link_up(master, KEYS), 30)
