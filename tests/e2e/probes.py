@@ -18,12 +18,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from components.labels import BUS_PORT, REDIS_PORT
+from components.metrics import METRICS_PORT
 from tests.e2e.helpers import Kube, pod_view
 from tests.toolkit import wait_for
 
-REDIS_PORT = 6379
-BUS_PORT = 16379
-METRICS_PORT = 9121
 CONNECT_TIMEOUT_S = 3
 SETTLE_S = 30.0  # how long a changed policy may take to show (the enforcer reacts within ~1 s)
 # How long a refused MEET is watched: the cluster cron tries a handshake every 100 ms and gives it up

@@ -90,6 +90,8 @@ from redis.crc import key_slot
 
 from bench.servers import resolve_server
 from bootstrap.restore import verify
+from components.labels import BUS_PORT, REDIS_PORT
+from components.metrics import METRICS_PORT
 from components.redis_config import OPERATOR_PASSWORD_KEY
 from components.settings import EXPORTER_VERSION
 from tests.components.harness import BOOTSTRAP_TYPE, DRAIN_TYPE
@@ -126,9 +128,6 @@ from tests.e2e.helpers import (
     write_keys,
 )
 from tests.e2e.probes import (
-    BUS_PORT,
-    METRICS_PORT,
-    REDIS_PORT,
     assert_meet_refused,
     assert_reach,
     start_probes,

@@ -67,6 +67,7 @@ from pulumi import automation as auto
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from components.labels import BUS_PORT, REDIS_PORT
 from components.redis_config import OPERATOR_PASSWORD_KEY
 from tests.e2e.conftest import MultiCluster
 from tests.e2e.helpers import (
@@ -94,8 +95,6 @@ from tests.e2e.helpers import (
     write_keys,
 )
 from tests.e2e.probes import (
-    BUS_PORT,
-    REDIS_PORT,
     Probe,
     assert_meet_refused,
     assert_reach,
@@ -727,8 +726,8 @@ def test_5b_the_bus_opens_to_the_clusters_pods_alone_across_nodes(mn: MN) -> Non
     )
     mn.timings["5b: probes up"] = time.monotonic() - t0
     password = mn.password()
-    for probe in mn.probes:
-        where = f"{probe.namespace} on {elsewhere[mn.probes.index(probe)]}"
+    for probe, probe_node in zip(mn.probes, elsewhere[:1] + elsewhere[-1:], strict=True):
+        where = f"{probe.namespace} on {probe_node}"
         assert_reach(probe, target, {REDIS_PORT: True, BUS_PORT: False}, password, f"{where} to the pod")
         assert not probe.connects(node_ip, BUS_PORT_BASE + ordinal), f"{where}: {master}'s bus NodePort is open"
         assert_meet_refused(kube, ns, pods, probe, target)
